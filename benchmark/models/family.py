@@ -1,0 +1,85 @@
+"""What every model family provides to the rest of the benchmark.
+
+A family composes a pythae model: it builds it, says which pythae trainer trains it, and knows
+how to compute its own per-image losses (pythae only returns batch means) and how to sample
+its prior. Nothing here subclasses a pythae model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pythae.models import BaseAE
+
+from benchmark.config import Section, TrainConfig
+
+
+@dataclass
+class BatchEval:
+    """Per-image evaluation of one batch: reconstructions, losses (shape (N,)), statistics."""
+
+    x_hat: torch.Tensor
+    per_image: dict[str, torch.Tensor]
+    # set-level statistics gathered over batches: "mu" (N, latent) or "codes" (N, positions)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    pythae_name: str
+    params_model: type[Section]
+    build: Callable[[Any, tuple[int, int, int], str], BaseAE]
+    make_trainer: Callable[..., Any]  # (model, train_ds, val_ds, params, train, seed, out, device, callbacks)
+    evaluate_batch: Callable[[BaseAE, torch.Tensor, Any], BatchEval]
+    sample_prior: Callable[[BaseAE, int, Any], torch.Tensor]
+    # loss components pythae's forward returns for this family, as named in its ModelOutput
+    train_components: tuple[str, ...]
+    # METRICS.md applicability: the keys this family reports
+    metric_keys: tuple[str, ...]
+
+
+def pythae_config(cls: type, **values: Any) -> Any:
+    """Build a pythae config and check that every value reached it.
+
+    pythae's pydantic dataclasses silently drop unknown keyword arguments, so a typo would train
+    with a default. Our own configs reject unknown keys; this is the second line of defence.
+    """
+    config = cls(**values)
+    dropped = [key for key in values if not hasattr(config, key)]
+    if dropped:
+        raise TypeError(f"{cls.__name__} does not know {dropped}; pythae would ignore them")
+    return config
+
+
+def base_trainer_values(train: TrainConfig, seed: int, output_dir: str, device: str) -> dict:
+    return dict(
+        output_dir=output_dir,
+        num_epochs=train.epochs,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=max(train.batch_size, 256),
+        seed=seed,
+        no_cuda=device != "cuda",
+        steps_saving=None,  # no checkpoints mid-training: the benchmark evaluates the final model
+        keep_best_on_train=False,
+    )
+
+
+def gaussian_posterior(model: BaseAE, x: torch.Tensor):
+    """mu, log_var and a reparameterised z ~ q(z|x), drawn as pythae's forward draws it."""
+    encoded = model.encoder(x)
+    mu, log_var = encoded.embedding, encoded.log_covariance
+    std = torch.exp(0.5 * log_var)
+    z = mu + torch.randn_like(std) * std
+    return mu, log_var, z
+
+
+def kl_per_image(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    return -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp(), dim=-1)
+
+
+def sum_squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    return (x_hat - x).pow(2).flatten(1).sum(dim=1)

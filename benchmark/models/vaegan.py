@@ -1,0 +1,151 @@
+"""VAEGAN: pythae's VAEGAN trained by its CoupledOptimizerAdversarialTrainer.
+
+The coupled trainer keeps one optimizer each for encoder, decoder and discriminator and
+applies pythae's margin / equilibrium gates (`update_encoder`, `update_decoder`,
+`update_discriminator`). A plain BaseTrainer would optimise the summed loss, which is wrong.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from pythae.models import VAEGAN, VAEGANConfig
+from pythae.trainers import (
+    CoupledOptimizerAdversarialTrainer,
+    CoupledOptimizerAdversarialTrainerConfig,
+)
+
+from benchmark.config import Section, TrainConfig
+from benchmark.errors import UserInputError
+from benchmark.models.family import (
+    BatchEval,
+    Family,
+    base_trainer_values,
+    gaussian_posterior,
+    kl_per_image,
+    pythae_config,
+)
+from benchmark.models.networks import (
+    CompactDecoder,
+    CompactDiscriminator,
+    CompactGaussianEncoder,
+    pythae_networks,
+)
+
+
+class VAEGANParams(Section):
+    latent_dim: int = Field(16, ge=1)
+    adversarial_loss_scale: float = Field(0.5, ge=0, le=1)
+    reconstruction_layer: int = Field(2, ge=1)  # discriminator level whose features are compared
+    margin: float = Field(0.4, ge=0)
+    equilibrium: float = Field(0.68, ge=0)
+    # None: train.learning_rate
+    encoder_learning_rate: float | None = Field(None, gt=0)
+    decoder_learning_rate: float | None = Field(None, gt=0)
+    discriminator_learning_rate: float | None = Field(None, gt=0)
+    width: int = Field(32, ge=1)  # compact networks only
+
+
+def build(params: VAEGANParams, input_shape, arch: str) -> VAEGAN:
+    config = pythae_config(
+        VAEGANConfig,
+        input_dim=tuple(input_shape),
+        latent_dim=params.latent_dim,
+        adversarial_loss_scale=params.adversarial_loss_scale,
+        reconstruction_layer=params.reconstruction_layer,
+        margin=params.margin,
+        equilibrium=params.equilibrium,
+    )
+    if arch == "pythae":
+        encoder = pythae_networks("gaussian_encoder", config)
+        decoder = pythae_networks("decoder", config)
+        discriminator = pythae_networks("discriminator", config)
+    else:
+        encoder = CompactGaussianEncoder(input_shape, params.latent_dim, params.width)
+        decoder = CompactDecoder(input_shape, params.latent_dim, params.width)
+        discriminator = CompactDiscriminator(input_shape, params.width)
+    if params.reconstruction_layer > discriminator.depth:
+        raise UserInputError(
+            f"vaegan.reconstruction_layer={params.reconstruction_layer} is deeper than the "
+            f"discriminator (depth {discriminator.depth})"
+        )
+    return VAEGAN(config, encoder=encoder, decoder=decoder, discriminator=discriminator)
+
+
+def make_trainer(model, train_ds, val_ds, params: VAEGANParams, train: TrainConfig, seed,
+                 output_dir, device, callbacks):
+    lr = train.learning_rate
+    config = pythae_config(
+        CoupledOptimizerAdversarialTrainerConfig,
+        **base_trainer_values(train, seed, output_dir, device),
+        encoder_learning_rate=params.encoder_learning_rate or lr,
+        decoder_learning_rate=params.decoder_learning_rate or lr,
+        discriminator_learning_rate=params.discriminator_learning_rate or lr,
+        encoder_optimizer_cls=train.optimizer,
+        decoder_optimizer_cls=train.optimizer,
+        discriminator_optimizer_cls=train.optimizer,
+    )
+    return CoupledOptimizerAdversarialTrainer(
+        model, train_ds, val_ds, training_config=config, callbacks=callbacks
+    )
+
+
+def _features(model: VAEGAN, x: torch.Tensor) -> torch.Tensor:
+    level = model.reconstruction_layer
+    return model.discriminator(x, output_layer_levels=[level])[f"embedding_layer_{level}"]
+
+
+def evaluate_batch(model: VAEGAN, x: torch.Tensor, params: VAEGANParams) -> BatchEval:
+    # Random draws in pythae's order (posterior eps, then z_prior), so that with the same seed
+    # the batch means equal pythae's forward exactly.
+    mu, log_var, z = gaussian_posterior(model, x)
+    x_hat = model.decoder(z).reconstruction
+    z_prior = torch.randn_like(z)
+    n = x.shape[0]
+    recon_loss = 0.5 * (_features(model, x) - _features(model, x_hat)).pow(2).reshape(n, -1).sum(1)
+    kl = kl_per_image(mu, log_var)
+    d_real = model.discriminator(x).embedding.flatten()
+    d_fake = model.discriminator(model.decoder(z_prior).reconstruction).embedding.flatten()
+    # BCE(D(x), 1) + BCE(D(G(z)), 0) per image; torch's BCE clamps log at -100 as pythae's does
+    discriminator_loss = F.binary_cross_entropy(
+        d_real, torch.ones_like(d_real), reduction="none"
+    ) + F.binary_cross_entropy(d_fake, torch.zeros_like(d_fake), reduction="none")
+    alpha = model.adversarial_loss_scale
+    encoder_loss = kl + recon_loss
+    decoder_loss = (1 - alpha) * recon_loss - alpha * discriminator_loss
+    return BatchEval(
+        x_hat=x_hat,
+        per_image={
+            "recon_loss": recon_loss,
+            "kl": kl,
+            "encoder_loss": encoder_loss,
+            "decoder_loss": decoder_loss,
+            "discriminator_loss": discriminator_loss,
+            "total_loss": encoder_loss + decoder_loss + discriminator_loss,
+            "disc_accuracy_real": (d_real > 0.5).float(),
+            "disc_accuracy_fake": (d_fake < 0.5).float(),
+        },
+        stats={"mu": mu},
+    )
+
+
+def sample_prior(model: VAEGAN, n: int, params: VAEGANParams) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return model.decoder(torch.randn(n, params.latent_dim, device=device)).reconstruction
+
+
+FAMILY = Family(
+    name="vaegan",
+    pythae_name="VAEGAN",
+    params_model=VAEGANParams,
+    build=build,
+    make_trainer=make_trainer,
+    evaluate_batch=evaluate_batch,
+    sample_prior=sample_prior,
+    train_components=("loss", "recon_loss", "encoder_loss", "decoder_loss", "discriminator_loss",
+                      "update_encoder", "update_decoder", "update_discriminator"),
+    metric_keys=("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss",
+                 "kl", "elbo", "encoder_loss", "decoder_loss", "discriminator_loss",
+                 "active_units", "disc_accuracy_real", "disc_accuracy_fake"),
+)

@@ -1,0 +1,130 @@
+"""VQVAE: pythae's VQVAE (quantiser with or without EMA) trained by its BaseTrainer."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from pythae.models import VQVAE, VQVAEConfig
+from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+from benchmark.config import Section, TrainConfig
+from benchmark.models.family import (
+    BatchEval,
+    Family,
+    base_trainer_values,
+    pythae_config,
+    sum_squared_error,
+)
+from benchmark.models.networks import CompactDecoder, CompactVQEncoder, pythae_networks
+
+
+class VQVAEParams(Section):
+    latent_dim: int = Field(16, ge=1)  # dimension of each codebook vector
+    num_embeddings: int = Field(128, ge=2)
+    commitment_loss_factor: float = Field(0.25, ge=0)
+    quantization_loss_factor: float = Field(1.0, ge=0)
+    use_ema: bool = False
+    decay: float = Field(0.99, ge=0, le=1)
+    width: int = Field(32, ge=1)  # compact networks only
+
+
+def build(params: VQVAEParams, input_shape, arch: str) -> VQVAE:
+    config = pythae_config(
+        VQVAEConfig,
+        input_dim=tuple(input_shape),
+        latent_dim=params.latent_dim,
+        num_embeddings=params.num_embeddings,
+        commitment_loss_factor=params.commitment_loss_factor,
+        quantization_loss_factor=params.quantization_loss_factor,
+        use_ema=params.use_ema,
+        decay=params.decay,
+    )
+    if arch == "pythae":
+        encoder = pythae_networks("vq_encoder", config)
+        decoder = pythae_networks("vq_decoder", config)
+    else:
+        encoder = CompactVQEncoder(input_shape, params.latent_dim, params.width)
+        decoder = CompactDecoder(input_shape, params.latent_dim, params.width, spatial=True)
+    return VQVAE(config, encoder=encoder, decoder=decoder)
+
+
+def make_trainer(model, train_ds, val_ds, params, train: TrainConfig, seed, output_dir, device, callbacks):
+    config = pythae_config(
+        BaseTrainerConfig,
+        **base_trainer_values(train, seed, output_dir, device),
+        learning_rate=train.learning_rate,
+        optimizer_cls=train.optimizer,
+    )
+    return BaseTrainer(model, train_ds, val_ds, training_config=config, callbacks=callbacks)
+
+
+def codebook(model: VQVAE) -> torch.Tensor:
+    quantizer = model.quantizer
+    return quantizer.embeddings if quantizer.model_config.use_ema else quantizer.embeddings.weight
+
+
+def _encode(model: VQVAE, x: torch.Tensor):
+    """The encoder's vectors as (B, h, w, D), the way pythae's forward lays them out."""
+    embedding = model.encoder(x).embedding
+    flat = embedding.dim() == 2
+    if flat:
+        embedding = embedding.reshape(embedding.shape[0], 1, 1, -1)
+    return embedding.permute(0, 2, 3, 1), flat
+
+
+def _decode(model: VQVAE, vectors: torch.Tensor, flat: bool) -> torch.Tensor:
+    """vectors: (B, D, h, w) quantised map."""
+    if flat:
+        vectors = vectors.reshape(vectors.shape[0], -1)
+    return model.decoder(vectors).reconstruction
+
+
+def vq_loss_per_image(z: torch.Tensor, quantized: torch.Tensor, params: VQVAEParams) -> torch.Tensor:
+    """pythae 0.1.2's VQ loss uses a *mean* reduction over the whole batch (not a per-image sum
+    like its reconstruction loss). Per image we take the same mean over that image's elements:
+    the batch mean of these equals pythae's value."""
+    squared = (quantized - z).pow(2).flatten(1).mean(dim=1)
+    factor = params.commitment_loss_factor
+    if not params.use_ema:  # the EMA quantiser has no codebook loss term
+        factor = factor + params.quantization_loss_factor
+    return factor * squared
+
+
+def evaluate_batch(model: VQVAE, x: torch.Tensor, params: VQVAEParams) -> BatchEval:
+    z, flat = _encode(model, x)
+    out = model.quantizer(z)  # eval mode: the EMA codebook is not updated
+    codes = out.quantized_indices.flatten(1)  # (B, h*w)
+    quantized = codebook(model)[codes].reshape(z.shape)
+    x_hat = _decode(model, out.quantized_vector, flat)
+    recon_loss = sum_squared_error(x, x_hat)
+    vq_loss = vq_loss_per_image(z, quantized, params)
+    return BatchEval(
+        x_hat=x_hat,
+        per_image={"recon_loss": recon_loss, "vq_loss": vq_loss, "total_loss": recon_loss + vq_loss},
+        stats={"codes": codes},
+    )
+
+
+def sample_prior(model: VQVAE, n: int, params: VQVAEParams) -> torch.Tensor:
+    """Codebook vectors drawn uniformly at random, independently at every latent position."""
+    book = codebook(model)
+    probe = torch.zeros((1, *model.model_config.input_dim), device=book.device)
+    z, flat = _encode(model, probe)
+    _, h, w, dim = z.shape
+    codes = torch.randint(0, book.shape[0], (n, h, w), device=book.device)
+    vectors = book[codes].permute(0, 3, 1, 2)  # (n, D, h, w)
+    return _decode(model, vectors, flat)
+
+
+FAMILY = Family(
+    name="vqvae",
+    pythae_name="VQVAE",
+    params_model=VQVAEParams,
+    build=build,
+    make_trainer=make_trainer,
+    evaluate_batch=evaluate_batch,
+    sample_prior=sample_prior,
+    train_components=("loss", "recon_loss", "vq_loss"),
+    metric_keys=("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss",
+                 "vq_loss", "codebook_perplexity", "codebook_usage"),
+)

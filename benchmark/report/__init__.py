@@ -1,0 +1,6 @@
+"""Reports built from result records only (metrics are never recomputed here)."""
+
+from benchmark.report.markdown import write_report
+from benchmark.report.tables import metric_frame, summary_table
+
+__all__ = ["metric_frame", "summary_table", "write_report"]

@@ -1,0 +1,152 @@
+"""Run a suite cell by cell: data -> model -> training -> evaluation -> record.
+
+Failures are results: a cell that raises or diverges becomes a `failed` record and the suite
+goes on. Records are written atomically as soon as a cell ends, so an interrupted suite loses
+nothing finished; rerunning skips cells whose `ok` record has the same config hash.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from benchmark import environment
+from benchmark.config import RunConfig
+from benchmark.data import ImageSplits, load_image_splits
+from benchmark.errors import DatasetUnavailable
+from benchmark.evaluation import evaluate
+from benchmark.metrics import LPIPS
+from benchmark.models import FAMILIES
+from benchmark.results import build_record, is_finished, read_record, record_path, write_record
+from benchmark.suites import expand_cells
+from benchmark.training import resolve_device, train
+
+Log = Callable[[str], None]
+
+
+class _SharedResources:
+    """Loaded once per suite run: datasets (by name and data config) and the LPIPS network."""
+
+    def __init__(self, mirror: str | None, lpips_loader: Callable) -> None:
+        self.mirror = mirror
+        self._data: dict[tuple, ImageSplits | DatasetUnavailable] = {}
+        self._lpips: dict[str, tuple[Any, str | None]] = {}
+        self._lpips_loader = lpips_loader
+
+    def data(self, config: RunConfig) -> ImageSplits:
+        key = (config.dataset, config.data)
+        if key not in self._data:
+            try:
+                self._data[key] = load_image_splits(config.dataset, config.data, self.mirror)
+            except DatasetUnavailable as error:
+                self._data[key] = error
+        loaded = self._data[key]
+        if isinstance(loaded, DatasetUnavailable):
+            raise loaded
+        return loaded
+
+    def lpips(self, device: str) -> tuple[Any, str | None]:
+        if device not in self._lpips:
+            self._lpips[device] = self._lpips_loader(device)
+        return self._lpips[device]
+
+
+def run_cell(config: RunConfig, shared: _SharedResources, log: Log, out_dir: Path) -> dict:
+    started = time.perf_counter()
+    family = FAMILIES.get(config.model)
+    params = family.params_model(**config.params)
+    device = resolve_device(config.train.device)
+    dataset_info: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    try:
+        data = shared.data(config)
+        dataset_info = data.info
+        torch.manual_seed(config.seed)
+        model = family.build(params, data.shape, config.arch)
+
+        def on_epoch(summary: dict) -> None:
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in summary.items()
+                              if k.endswith("/loss") or k.endswith("recon_loss"))
+            log(f"    epoch {int(summary['epoch'])}/{config.train.epochs}  {shown}")
+
+        history = train(family, model, data, config, params, on_epoch)
+        timings["train"] = history.seconds
+        _write_steps(out_dir, config, history.steps)
+
+        eval_started = time.perf_counter()
+        lpips, lpips_reason = (None, None)
+        if config.eval.lpips:
+            lpips, lpips_reason = shared.lpips(device)
+        else:
+            lpips_reason = "disabled by eval.lpips=false"
+        metrics, _ = evaluate(family, model, params, data.test, config.eval, lpips)
+        timings["eval"] = time.perf_counter() - eval_started
+        unavailable = {} if lpips else {f"{p}/lpips": lpips_reason for p in ("recon", "gen")}
+        status, error = "ok", None
+        training = {"epochs": history.epochs, "steps": len(history.steps)}
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # failures are results
+        metrics, unavailable, training = {}, {}, {}
+        status, error = "failed", _one_line(exc)
+    timings["total"] = time.perf_counter() - started
+    return build_record(
+        config,
+        status=status,
+        error=error,
+        metrics=metrics,
+        unavailable=unavailable,
+        timings=timings,
+        environment=environment.describe(device),
+        dataset_info=dataset_info,
+        training=training,
+    )
+
+
+def _write_steps(out_dir: Path, config: RunConfig, steps: list[dict]) -> None:
+    """Per-step training components beside the record (too long for the record itself)."""
+    if steps:
+        path = record_path(out_dir, config).with_suffix(".steps.csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame(steps)
+        frame.insert(0, "step", range(1, len(frame) + 1))
+        frame.to_csv(path, index=False)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def run_suite(suite, out_dir: str | Path, mirror: str | None = None, log: Log = print,
+              lpips_loader: Callable = LPIPS.load) -> list[dict]:
+    """Run every cell not already finished; return all the suite's records (old and new)."""
+    out_dir = Path(out_dir)
+    cells = expand_cells(suite)
+    shared = _SharedResources(mirror, lpips_loader)
+    records = []
+    for index, config in enumerate(cells, 1):
+        path = record_path(out_dir, config)
+        prefix = f"[{index}/{len(cells)}] {config.cell_id}"
+        if is_finished(path, config):
+            log(f"{prefix}: finished earlier with the same config ({config.config_hash()}), skipped")
+            records.append(read_record(path))
+            continue
+        log(f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
+            f"{config.train.epochs} epochs)")
+        record = run_cell(config, shared, log, out_dir)
+        write_record(path, record)
+        records.append(record)
+        if record["status"] == "ok":
+            m = record["metrics"]
+            log(f"{prefix}: ok in {record['timings']['total']:.1f}s  recon/ssim "
+                f"{m['recon/ssim']:.4f}  recon/mse {m['recon/mse']:.3f}  gen/ssim "
+                f"{m['gen/ssim']:.4f}")
+        else:
+            log(f"{prefix}: FAILED: {record['error']}")
+    return records

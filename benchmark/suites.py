@@ -1,0 +1,133 @@
+"""Suites: which datasets x models x seeds to run, with which settings.
+
+Precedence lives here and only here: field defaults < suite file < ``--set`` overrides <
+CLI selections (``--models``, ``--datasets``, ``--seeds``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import create_model
+
+from benchmark.config import DataConfig, EvalConfig, RunConfig, Section, TrainConfig, validate
+from benchmark.data import check_dataset_name
+from benchmark.errors import UserInputError, unknown_name
+from benchmark.models import FAMILIES
+
+
+class _SuiteBase(Section):
+    name: str
+    description: str = ""
+    datasets: list[str]
+    models: list[str]
+    seeds: list[int]
+    arch: Literal["compact", "pythae"] = "compact"
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+# one section per registered family, named after it: `betavae: {beta: 4}`
+SuiteConfig = create_model(
+    "SuiteConfig",
+    __base__=_SuiteBase,
+    **{name: (FAMILIES.get(name).params_model, FAMILIES.get(name).params_model()) for name in FAMILIES},
+)
+
+
+def builtin_suites() -> list[str]:
+    folder = resources.files("benchmark") / "suite_files"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_suite_file(suite: str) -> dict[str, Any]:
+    path = Path(suite)
+    if suite.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise UserInputError(f"suite file not found: {suite}")
+        text = path.read_text()
+    elif suite in builtin_suites():
+        text = (resources.files("benchmark") / "suite_files" / f"{suite}.yaml").read_text()
+    else:
+        raise unknown_name("suite", suite, builtin_suites())
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise UserInputError(f"suite {suite} is not valid YAML: {error}".splitlines()[0]) from None
+    if not isinstance(values, dict):
+        raise UserInputError(f"suite {suite} must be a YAML mapping")
+    values.setdefault("name", path.stem if path.suffix else suite)
+    return values
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=3` -> (["train", "epochs"], 3); values are YAML scalars/lists."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserInputError(f"--set expects KEY=VALUE (like train.epochs=3), got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(values: dict[str, Any], path: list[str], value: Any) -> None:
+    node = values
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserInputError(f"config key '{'.'.join(path)}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def resolve_suite(
+    suite: str = "quick",
+    overrides: list[str] | None = None,
+    models: list[str] | None = None,
+    datasets: list[str] | None = None,
+    seeds: list[int] | None = None,
+):
+    values = read_suite_file(suite)
+    for text in overrides or []:
+        apply_override(values, *parse_override(text))
+    if models:
+        values["models"] = models
+    if datasets:
+        values["datasets"] = datasets
+    if seeds:
+        values["seeds"] = seeds
+    resolved = validate(SuiteConfig, values)
+    for model in resolved.models:
+        FAMILIES.get(model)  # unknown model -> one line with a suggestion
+    for dataset in resolved.datasets:
+        check_dataset_name(dataset)
+    if not (resolved.models and resolved.datasets and resolved.seeds):
+        raise UserInputError("a suite needs at least one dataset, one model and one seed")
+    return resolved
+
+
+def expand_cells(suite) -> list[RunConfig]:
+    return [
+        RunConfig(
+            suite=suite.name,
+            dataset=dataset,
+            model=model,
+            seed=seed,
+            arch=suite.arch,
+            data=suite.data,
+            train=suite.train,
+            eval=suite.eval,
+            params=getattr(suite, model).model_dump(mode="json"),
+        )
+        for dataset in suite.datasets
+        for model in suite.models
+        for seed in suite.seeds
+    ]

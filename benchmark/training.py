@@ -1,0 +1,170 @@
+"""Train a family's pythae model with pythae's own trainer, observing every step.
+
+pythae's trainers report only epoch losses to callbacks. A forward hook on the model captures
+each step's loss components (whatever the family's ModelOutput carries) without forking pythae;
+the same hook stops a diverging run at the first non-finite loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from pythae.data.datasets import DatasetOutput
+from pythae.trainers.training_callbacks import (
+    MetricConsolePrinterCallback,
+    ProgressBarCallback,
+    TrainingCallback,
+)
+
+from benchmark.config import RunConfig
+from benchmark.data import ImageSplits
+from benchmark.models import Family
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+class UInt8Images(torch.utils.data.Dataset):
+    """Serves pythae's DatasetOutput from a uint8 tensor; floats are made per item, in [0, 1]."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> DatasetOutput:
+        return DatasetOutput(data=self.images[index].float().div_(255))
+
+
+@dataclass
+class TrainingHistory:
+    steps: list[dict[str, float]] = field(default_factory=list)  # train/<component> per step
+    epochs: list[dict[str, float]] = field(default_factory=list)  # epoch means, train/ and val/
+    seconds: float = 0.0
+
+
+class StepRecorder:
+    """Forward hook: one record per training step, running means for validation batches."""
+
+    def __init__(self, components: tuple[str, ...]) -> None:
+        self.components = components
+        self.history = TrainingHistory()
+        self._epoch_train: dict[str, list[float]] = defaultdict(list)
+        self._epoch_val: dict[str, list[float]] = defaultdict(list)
+
+    def __call__(self, module, args, output) -> None:
+        values = {}
+        for name in self.components:
+            value = output[name] if name in output.keys() else None
+            if value is None:
+                continue
+            values[name] = float(value.detach()) if torch.is_tensor(value) else float(value)
+        loss = values.get("loss", math.nan)
+        if not math.isfinite(loss):
+            stage = "training" if module.training else "validation"
+            raise TrainingDiverged(
+                f"non-finite {stage} loss ({loss}) at step {len(self.history.steps) + 1}"
+            )
+        target = self._epoch_train if module.training else self._epoch_val
+        for name, value in values.items():
+            target[name].append(value)
+        if module.training:
+            self.history.steps.append({f"train/{k}": v for k, v in values.items()})
+
+    def close_epoch(self, epoch: int) -> dict[str, float]:
+        summary: dict[str, float] = {"epoch": float(epoch)}
+        for prefix, values in (("train", self._epoch_train), ("val", self._epoch_val)):
+            for name, series in values.items():
+                summary[f"{prefix}/{name}"] = sum(series) / len(series)
+        self._epoch_train.clear()
+        self._epoch_val.clear()
+        self.history.epochs.append(summary)
+        return summary
+
+
+class _EpochCallback(TrainingCallback):
+    """pythae calls on_log once per epoch: close the epoch and report it.
+
+    pythae adds its own tqdm bars and console printer to every trainer; the benchmark prints
+    its own progress, so they are taken out once the trainer has set its callbacks up.
+    """
+
+    def __init__(self, recorder: StepRecorder, on_epoch: Callable[[dict], None] | None) -> None:
+        self.recorder = recorder
+        self.on_epoch = on_epoch
+        self.trainer = None
+
+    def on_train_begin(self, training_config, **kwargs) -> None:
+        handler = self.trainer.callback_handler
+        handler.callbacks = [
+            cb for cb in handler.callbacks
+            if not isinstance(cb, (ProgressBarCallback, MetricConsolePrinterCallback))
+        ]
+
+    def on_log(self, training_config, logs, **kwargs) -> None:
+        summary = self.recorder.close_epoch(int(kwargs.get("global_step", 0)))
+        if self.on_epoch is not None:
+            self.on_epoch(summary)
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return requested
+
+
+@contextlib.contextmanager
+def _quiet_pythae():
+    """pythae logs at INFO; the benchmark prints its own progress."""
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n.startswith("pythae")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def train(family: Family, model, data: ImageSplits, config: RunConfig, params,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainingHistory:
+    """Train `model` in place (the final weights are what the benchmark evaluates)."""
+    device = resolve_device(config.train.device)
+    recorder = StepRecorder(family.train_components)
+    started = time.perf_counter()
+    callback = _EpochCallback(recorder, on_epoch)
+    with tempfile.TemporaryDirectory(prefix="vaebench-pythae-") as workdir, _quiet_pythae():
+        trainer = family.make_trainer(
+            model,
+            UInt8Images(data.train),
+            UInt8Images(data.val) if len(data.val) else None,
+            params,
+            config.train,
+            config.seed,
+            workdir,
+            device,
+            [callback],
+        )
+        callback.trainer = trainer
+        # registered after the trainer's sanity-check forward, so only real steps are recorded
+        handle = model.register_forward_hook(recorder)
+        try:
+            trainer.train()
+        finally:
+            handle.remove()
+    recorder.history.seconds = time.perf_counter() - started
+    return recorder.history

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny in-memory / on-disk datasets and tiny suites. No test needs a network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub from tests
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+SHARED_MNIST_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "hf"
+TINY_SETTINGS = [
+    "train.epochs=1",
+    "train.batch_size=32",
+    "data.max_train=128",
+    "data.max_test=48",
+    "eval.n_gen=40",
+    "eval.batch_size=32",
+    "betavae.width=8",
+    "vqvae.width=8",
+    "vqvae.num_embeddings=16",
+    "vaegan.width=8",
+]
+
+
+def blob_images(n: int, size: int = 28, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Simple structured images (a bright disc on a dark field): learnable, not noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, size, size, channels), dtype=np.uint8)
+    for i in range(n):
+        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
+        radius = rng.uniform(size * 0.1, size * 0.25)
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2) < radius**2
+        images[i][disc] = rng.integers(150, 256, channels)
+    return images[..., 0] if channels == 1 else images
+
+
+def image_dataset(images: np.ndarray):
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(a) for a in images], "label": list(range(len(images)))},
+        features=features,
+    )
+
+
+def write_parquet_repo(folder: Path, n_train=160, n_test=48, size=28, channels=1) -> Path:
+    """A folder laid out like a hub repository: <config>/{train,test}-00000-of-00001.parquet."""
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    image_dataset(blob_images(n_train, size, channels, seed=1)).to_parquet(
+        folder / "data" / "train-00000-of-00001.parquet")
+    image_dataset(blob_images(n_test, size, channels, seed=2)).to_parquet(
+        folder / "data" / "test-00000-of-00001.parquet")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def parquet_repo(tmp_path_factory) -> Path:
+    return write_parquet_repo(tmp_path_factory.mktemp("hub") / "someone" / "blobs")
+
+
+@pytest.fixture(scope="session")
+def tiny_suite_args(parquet_repo) -> dict:
+    """Arguments of resolve_suite for a seconds-long suite over all three families."""
+    return {"suite": "quick", "overrides": TINY_SETTINGS, "datasets": [str(parquet_repo)]}
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    yield

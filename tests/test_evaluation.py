@@ -1,0 +1,80 @@
+"""Evaluation is pure and deterministic, and reports exactly the applicable metrics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.config import EvalConfig
+from benchmark.evaluation import evaluate
+from benchmark.metrics import LPIPS
+from benchmark.models import FAMILIES
+
+SHAPE = (1, 28, 28)
+COMMON = {"mse", "bce", "psnr", "ssim", "gmsd", "recon_loss", "total_loss"}
+# METRICS.md applicability matrix (+ the extras)
+APPLICABLE = {
+    "betavae": COMMON | {"kl", "elbo", "active_units"},
+    "vqvae": COMMON | {"vq_loss", "codebook_perplexity", "codebook_usage"},
+    "vaegan": COMMON | {"kl", "elbo", "encoder_loss", "decoder_loss", "discriminator_loss",
+                        "active_units", "disc_accuracy_real", "disc_accuracy_fake"},
+}
+
+
+def make(name, **params):
+    family = FAMILIES.get(name)
+    parsed = family.params_model(width=8, **params)
+    torch.manual_seed(0)
+    return family, family.build(parsed, SHAPE, "compact"), parsed
+
+
+def sample_images():
+    return torch.randint(0, 256, (40, *SHAPE), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", FAMILIES.names())
+def test_exactly_the_applicable_metrics_are_reported(name):
+    family, model, params = make(name)
+    metrics, _ = evaluate(family, model, params, sample_images(), EvalConfig(n_gen=16))
+    for prefix in ("recon/", "gen/"):
+        keys = {k[len(prefix):] for k in metrics if k.startswith(prefix)}
+        assert keys == APPLICABLE[name]
+    assert set(family.metric_keys) == APPLICABLE[name] | {"lpips"}
+
+
+def test_lpips_is_reported_when_a_network_is_given():
+    family, model, params = make("betavae")
+    lpips = LPIPS(random_backbone=True)  # tests only: never in a user-facing run
+    metrics, _ = evaluate(family, model, params, sample_images()[:8], EvalConfig(n_gen=8), lpips)
+    assert metrics["recon/lpips"] > 0 and metrics["gen/lpips"] >= 0
+
+
+@pytest.mark.parametrize(("name", "params"), [("betavae", {}), ("vqvae", {"use_ema": True}),
+                                              ("vqvae", {}), ("vaegan", {})])
+def test_evaluation_changes_nothing_and_repeats_exactly(name, params):
+    family, model, parsed = make(name, **params)
+    model.train()  # evaluation must switch to eval mode itself (EMA codebook!) and switch back
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng_before = torch.random.get_rng_state()
+    config = EvalConfig(n_gen=24, batch_size=16, seed=99)
+    first, _ = evaluate(family, model, parsed, sample_images(), config)
+    second, _ = evaluate(family, model, parsed, sample_images(), config)
+    assert first == second
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    assert model.training
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    other, _ = evaluate(family, model, parsed, sample_images(), config.model_copy(update={"seed": 5}))
+    if name != "vqvae":  # stochastic encoders: another seed, other draws
+        assert other["recon/mse"] != first["recon/mse"]
+
+
+def test_batch_size_does_not_change_deterministic_metrics():
+    family, model, params = make("vqvae")
+    small, _ = evaluate(family, model, params, sample_images(), EvalConfig(n_gen=8, batch_size=7))
+    large, _ = evaluate(family, model, params, sample_images(), EvalConfig(n_gen=8, batch_size=40))
+    for key in ("recon/mse", "recon/ssim", "recon/gmsd", "recon/vq_loss", "recon/codebook_usage"):
+        assert small[key] == pytest.approx(large[key], rel=1e-5)

@@ -1,0 +1,131 @@
+"""The model families over the whole registry, and the pythae quirks each one handles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pythae.data.datasets import DatasetOutput
+from pythae.models import BetaVAEConfig
+from pythae.trainers import BaseTrainer, CoupledOptimizerAdversarialTrainer
+
+from benchmark.config import TrainConfig
+from benchmark.models import FAMILIES
+from benchmark.models.family import pythae_config
+from benchmark.training import UInt8Images
+
+SHAPE = (1, 28, 28)
+# the per-image keys whose batch mean must equal pythae's own forward, per family:
+# (our key, pythae's ModelOutput key)
+PYTHAE_KEYS = {
+    "betavae": [("recon_loss", "recon_loss"), ("kl", "reg_loss"), ("total_loss", "loss")],
+    "vqvae": [("recon_loss", "recon_loss"), ("vq_loss", "vq_loss"), ("total_loss", "loss")],
+    "vaegan": [("recon_loss", "recon_loss"), ("encoder_loss", "encoder_loss"),
+               ("decoder_loss", "decoder_loss"), ("discriminator_loss", "discriminator_loss"),
+               ("total_loss", "loss")],
+}
+VARIANTS = [
+    ("betavae", {"beta": 2.5, "width": 8}),
+    ("betavae", {"reconstruction_loss": "bce", "width": 8}),
+    ("vqvae", {"num_embeddings": 16, "width": 8}),
+    ("vqvae", {"num_embeddings": 16, "width": 8, "use_ema": True}),
+    ("vaegan", {"adversarial_loss_scale": 0.3, "width": 8}),
+]
+
+
+def build(name: str, arch: str = "compact", **params):
+    family = FAMILIES.get(name)
+    parsed = family.params_model(**params)
+    torch.manual_seed(0)
+    return family, family.build(parsed, SHAPE, arch), parsed
+
+
+def images(n=12, seed=0):
+    return torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("name", "params"), VARIANTS)
+def test_per_image_losses_average_to_pythaes_own_batch_losses(name, params):
+    family, model, parsed = build(name, **params)
+    model.eval()
+    x = images()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        theirs = model(DatasetOutput(data=x))
+        torch.manual_seed(7)  # same draws, same order
+        ours = family.evaluate_batch(model, x, parsed)
+    for our_key, their_key in PYTHAE_KEYS[name]:
+        assert ours.per_image[our_key].shape == (12,)
+        assert ours.per_image[our_key].mean().item() == pytest.approx(
+            theirs[their_key].item(), rel=1e-5, abs=1e-6
+        ), our_key
+    assert torch.allclose(ours.x_hat, theirs.recon_x, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FAMILIES.names())
+@pytest.mark.parametrize("arch", ["compact", "pythae"])
+def test_every_family_builds_and_samples_its_prior(name, arch):
+    family, model, parsed = build(name, arch)
+    model.eval()
+    with torch.no_grad():
+        samples = family.sample_prior(model, 5, parsed)
+        out = family.evaluate_batch(model, images(3), parsed)
+    assert samples.shape == (5, *SHAPE)
+    assert out.x_hat.shape == (3, *SHAPE)
+
+
+@pytest.mark.parametrize("name", FAMILIES.names())
+def test_train_components_are_the_names_pythae_returns(name):
+    """Quirk: loss names differ per family (reg_loss, vq_loss, encoder_loss...)."""
+    family, model, _ = build(name)
+    output = model(DatasetOutput(data=images(4)))
+    assert set(family.train_components) <= set(output.keys())
+    other_losses = {"reg_loss", "vq_loss", "encoder_loss"} - set(family.train_components)
+    assert not other_losses & set(output.keys())
+
+
+def test_pythae_configs_silently_drop_unknown_keys_and_we_refuse_them():
+    """Quirk: pythae's pydantic dataclasses accept and ignore a misspelt key."""
+    config = BetaVAEConfig(input_dim=SHAPE, latent_dim=4, betta=8.0)
+    assert not hasattr(config, "betta") and config.beta == 1.0
+    with pytest.raises(TypeError, match="betta"):
+        pythae_config(BetaVAEConfig, input_dim=SHAPE, latent_dim=4, betta=8.0)
+
+
+def _trainer(name, tmp_path, **params):
+    family, model, parsed = build(name, **params)
+    data = UInt8Images(torch.randint(0, 256, (64, *SHAPE), dtype=torch.uint8))
+    train = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3)
+    return family.make_trainer(model, data, None, parsed, train, 0, str(tmp_path), "cpu", None)
+
+
+def test_vaegan_uses_the_coupled_optimizer_trainer(tmp_path):
+    """Quirk: VAEGAN needs one optimizer per network and the margin/equilibrium gates."""
+    trainer = _trainer("vaegan", tmp_path, width=8, encoder_learning_rate=3e-4)
+    assert isinstance(trainer, CoupledOptimizerAdversarialTrainer)
+    trainer.set_encoder_optimizer()
+    trainer.set_discriminator_optimizer()
+    encoder_params = {id(p) for p in trainer.model.encoder.parameters()}
+    optimised = {id(p) for g in trainer.encoder_optimizer.param_groups for p in g["params"]}
+    assert optimised == encoder_params
+    assert trainer.encoder_optimizer.param_groups[0]["lr"] == 3e-4
+    assert trainer.discriminator_optimizer.param_groups[0]["lr"] == 1e-3
+    for name in ("betavae", "vqvae"):
+        trainer = _trainer(name, tmp_path, width=8)
+        assert type(trainer) is BaseTrainer
+
+
+def test_vqvae_vq_loss_is_a_mean_not_a_per_image_sum():
+    """Quirk: pythae 0.1.2's VQ loss is (beta + gamma) * mean((q - z)^2) over the whole batch,
+    while its reconstruction loss is a per-image sum."""
+    family, model, parsed = build("vqvae", num_embeddings=16, width=8)
+    model.eval()
+    x = images()
+    with torch.no_grad():
+        output = model(DatasetOutput(data=x))
+        z = model.encoder(x).embedding.permute(0, 2, 3, 1)
+        q = model.quantizer.embeddings.weight[output.quantized_indices.flatten(1)].reshape(z.shape)
+    factor = parsed.commitment_loss_factor + parsed.quantization_loss_factor
+    mean_form = factor * (q - z).pow(2).mean()
+    sum_form = factor * (q - z).pow(2).flatten(1).sum(1).mean()
+    assert output.vq_loss.item() == pytest.approx(mean_form.item(), rel=1e-5)
+    assert output.vq_loss.item() < sum_form.item() / 10
