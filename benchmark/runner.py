@@ -70,8 +70,11 @@ def run_cell(config: RunConfig, shared: _SharedResources, log: Log, out_dir: Pat
         model = family.build(params, data.shape, config.arch)
 
         def on_epoch(summary: dict) -> None:
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in summary.items()
-                              if k.endswith("/loss") or k.endswith("recon_loss"))
+            shown = "  ".join(
+                f"{k} {v:.4g}"
+                for k, v in summary.items()
+                if k.endswith("/loss") or k.endswith("recon_loss")
+            )
             log(f"    epoch {int(summary['epoch'])}/{config.train.epochs}  {shown}")
 
         history = train(family, model, data, config, params, on_epoch)
@@ -123,8 +126,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def run_suite(suite, out_dir: str | Path, mirror: str | None = None, log: Log = print,
-              lpips_loader: Callable = LPIPS.load) -> list[dict]:
+def run_suite(
+    suite,
+    out_dir: str | Path,
+    mirror: str | None = None,
+    log: Log = print,
+    lpips_loader: Callable = LPIPS.load,
+) -> list[dict]:
     """Run every cell not already finished; return all the suite's records (old and new)."""
     out_dir = Path(out_dir)
     cells = expand_cells(suite)
@@ -134,19 +142,25 @@ def run_suite(suite, out_dir: str | Path, mirror: str | None = None, log: Log = 
         path = record_path(out_dir, config)
         prefix = f"[{index}/{len(cells)}] {config.cell_id}"
         if is_finished(path, config):
-            log(f"{prefix}: finished earlier with the same config ({config.config_hash()}), skipped")
+            log(
+                f"{prefix}: finished earlier with the same config ({config.config_hash()}), skipped"
+            )
             records.append(read_record(path))
             continue
-        log(f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
-            f"{config.train.epochs} epochs)")
+        log(
+            f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
+            f"{config.train.epochs} epochs)"
+        )
         record = run_cell(config, shared, log, out_dir)
         write_record(path, record)
         records.append(record)
         if record["status"] == "ok":
             m = record["metrics"]
-            log(f"{prefix}: ok in {record['timings']['total']:.1f}s  recon/ssim "
+            log(
+                f"{prefix}: ok in {record['timings']['total']:.1f}s  recon/ssim "
                 f"{m['recon/ssim']:.4f}  recon/mse {m['recon/mse']:.3f}  gen/ssim "
-                f"{m['gen/ssim']:.4f}")
+                f"{m['gen/ssim']:.4f}"
+            )
         else:
             log(f"{prefix}: FAILED: {record['error']}")
     return records

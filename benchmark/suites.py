@@ -6,6 +6,7 @@ CLI selections (``--models``, ``--datasets``, ``--seeds``).
 
 from __future__ import annotations
 
+import contextlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,10 @@ class _SuiteBase(Section):
 SuiteConfig = create_model(
     "SuiteConfig",
     __base__=_SuiteBase,
-    **{name: (FAMILIES.get(name).params_model, FAMILIES.get(name).params_model()) for name in FAMILIES},
+    **{
+        name: (FAMILIES.get(name).params_model, FAMILIES.get(name).params_model())
+        for name in FAMILIES
+    },
 )
 
 
@@ -73,6 +77,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
     return key.strip().split("."), value
 
 

@@ -65,7 +65,7 @@ class StepRecorder:
     def __call__(self, module, args, output) -> None:
         values = {}
         for name in self.components:
-            value = output[name] if name in output.keys() else None
+            value = output.get(name)
             if value is None:
                 continue
             values[name] = float(value.detach()) if torch.is_tensor(value) else float(value)
@@ -107,7 +107,8 @@ class _EpochCallback(TrainingCallback):
     def on_train_begin(self, training_config, **kwargs) -> None:
         handler = self.trainer.callback_handler
         handler.callbacks = [
-            cb for cb in handler.callbacks
+            cb
+            for cb in handler.callbacks
             if not isinstance(cb, (ProgressBarCallback, MetricConsolePrinterCallback))
         ]
 
@@ -128,8 +129,11 @@ def resolve_device(requested: str) -> str:
 @contextlib.contextmanager
 def _quiet_pythae():
     """pythae logs at INFO; the benchmark prints its own progress."""
-    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
-               if n.startswith("pythae")]
+    loggers = [
+        logging.getLogger(n)
+        for n in list(logging.root.manager.loggerDict)
+        if n.startswith("pythae")
+    ]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)
@@ -140,8 +144,14 @@ def _quiet_pythae():
             logger.setLevel(level)
 
 
-def train(family: Family, model, data: ImageSplits, config: RunConfig, params,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainingHistory:
+def train(
+    family: Family,
+    model,
+    data: ImageSplits,
+    config: RunConfig,
+    params,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainingHistory:
     """Train `model` in place (the final weights are what the benchmark evaluates)."""
     device = resolve_device(config.train.device)
     recorder = StepRecorder(family.train_components)

@@ -56,9 +56,11 @@ def write_parquet_repo(folder: Path, n_train=160, n_test=48, size=28, channels=1
     """A folder laid out like a hub repository: <config>/{train,test}-00000-of-00001.parquet."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
     image_dataset(blob_images(n_train, size, channels, seed=1)).to_parquet(
-        folder / "data" / "train-00000-of-00001.parquet")
+        folder / "data" / "train-00000-of-00001.parquet"
+    )
     image_dataset(blob_images(n_test, size, channels, seed=2)).to_parquet(
-        folder / "data" / "test-00000-of-00001.parquet")
+        folder / "data" / "test-00000-of-00001.parquet"
+    )
     return folder
 
 

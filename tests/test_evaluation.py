@@ -16,8 +16,17 @@ COMMON = {"mse", "bce", "psnr", "ssim", "gmsd", "recon_loss", "total_loss"}
 APPLICABLE = {
     "betavae": COMMON | {"kl", "elbo", "active_units"},
     "vqvae": COMMON | {"vq_loss", "codebook_perplexity", "codebook_usage"},
-    "vaegan": COMMON | {"kl", "elbo", "encoder_loss", "decoder_loss", "discriminator_loss",
-                        "active_units", "disc_accuracy_real", "disc_accuracy_fake"},
+    "vaegan": COMMON
+    | {
+        "kl",
+        "elbo",
+        "encoder_loss",
+        "decoder_loss",
+        "discriminator_loss",
+        "active_units",
+        "disc_accuracy_real",
+        "disc_accuracy_fake",
+    },
 }
 
 
@@ -29,8 +38,9 @@ def make(name, **params):
 
 
 def sample_images():
-    return torch.randint(0, 256, (40, *SHAPE), dtype=torch.uint8,
-                         generator=torch.Generator().manual_seed(1))
+    return torch.randint(
+        0, 256, (40, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
 
 
 @pytest.mark.parametrize("name", FAMILIES.names())
@@ -38,7 +48,7 @@ def test_exactly_the_applicable_metrics_are_reported(name):
     family, model, params = make(name)
     metrics, _ = evaluate(family, model, params, sample_images(), EvalConfig(n_gen=16))
     for prefix in ("recon/", "gen/"):
-        keys = {k[len(prefix):] for k in metrics if k.startswith(prefix)}
+        keys = {k[len(prefix) :] for k in metrics if k.startswith(prefix)}
         assert keys == APPLICABLE[name]
     assert set(family.metric_keys) == APPLICABLE[name] | {"lpips"}
 
@@ -50,8 +60,10 @@ def test_lpips_is_reported_when_a_network_is_given():
     assert metrics["recon/lpips"] > 0 and metrics["gen/lpips"] >= 0
 
 
-@pytest.mark.parametrize(("name", "params"), [("betavae", {}), ("vqvae", {"use_ema": True}),
-                                              ("vqvae", {}), ("vaegan", {})])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("betavae", {}), ("vqvae", {"use_ema": True}), ("vqvae", {}), ("vaegan", {})],
+)
 def test_evaluation_changes_nothing_and_repeats_exactly(name, params):
     family, model, parsed = make(name, **params)
     model.train()  # evaluation must switch to eval mode itself (EMA codebook!) and switch back
@@ -67,7 +79,9 @@ def test_evaluation_changes_nothing_and_repeats_exactly(name, params):
         assert torch.equal(before[key], after[key]), key
     assert model.training
     assert torch.equal(torch.random.get_rng_state(), rng_before)
-    other, _ = evaluate(family, model, parsed, sample_images(), config.model_copy(update={"seed": 5}))
+    other, _ = evaluate(
+        family, model, parsed, sample_images(), config.model_copy(update={"seed": 5})
+    )
     if name != "vqvae":  # stochastic encoders: another seed, other draws
         assert other["recon/mse"] != first["recon/mse"]
 

@@ -19,9 +19,13 @@ SHAPE = (1, 28, 28)
 PYTHAE_KEYS = {
     "betavae": [("recon_loss", "recon_loss"), ("kl", "reg_loss"), ("total_loss", "loss")],
     "vqvae": [("recon_loss", "recon_loss"), ("vq_loss", "vq_loss"), ("total_loss", "loss")],
-    "vaegan": [("recon_loss", "recon_loss"), ("encoder_loss", "encoder_loss"),
-               ("decoder_loss", "decoder_loss"), ("discriminator_loss", "discriminator_loss"),
-               ("total_loss", "loss")],
+    "vaegan": [
+        ("recon_loss", "recon_loss"),
+        ("encoder_loss", "encoder_loss"),
+        ("decoder_loss", "decoder_loss"),
+        ("discriminator_loss", "discriminator_loss"),
+        ("total_loss", "loss"),
+    ],
 }
 VARIANTS = [
     ("betavae", {"beta": 2.5, "width": 8}),

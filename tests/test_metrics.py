@@ -52,8 +52,13 @@ def test_ssim_matches_scikit_image_gaussian_weights(pair, rgb_pair):
         ours = metrics.ssim(x.float(), x_hat.float()).numpy()
         reference = [
             structural_similarity(
-                a.transpose(1, 2, 0), b.transpose(1, 2, 0), data_range=1.0, channel_axis=2,
-                gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                a.transpose(1, 2, 0),
+                b.transpose(1, 2, 0),
+                data_range=1.0,
+                channel_axis=2,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
             )
             for a, b in zip(x.numpy(), x_hat.numpy(), strict=True)
         ]
@@ -62,6 +67,7 @@ def test_ssim_matches_scikit_image_gaussian_weights(pair, rgb_pair):
 
 def _gmsd_reference(x: np.ndarray, y: np.ndarray) -> float:
     """Xue et al. 2014, written from the paper: 2x2 average pool, Prewitt/3, T=170/255^2."""
+
     def luminance(img):
         if img.shape[0] == 3:  # the Y of YIQ
             return 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]

@@ -47,7 +47,9 @@ def build(params: BetaVAEParams, input_shape, arch: str) -> BetaVAE:
     return BetaVAE(config, encoder=encoder, decoder=decoder)
 
 
-def make_trainer(model, train_ds, val_ds, params, train: TrainConfig, seed, output_dir, device, callbacks):
+def make_trainer(
+    model, train_ds, val_ds, params, train: TrainConfig, seed, output_dir, device, callbacks
+):
     config = pythae_config(
         BaseTrainerConfig,
         **base_trainer_values(train, seed, output_dir, device),
@@ -90,6 +92,17 @@ FAMILY = Family(
     evaluate_batch=evaluate_batch,
     sample_prior=sample_prior,
     train_components=("loss", "recon_loss", "reg_loss"),
-    metric_keys=("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss",
-                 "kl", "elbo", "active_units"),
+    metric_keys=(
+        "mse",
+        "bce",
+        "lpips",
+        "ssim",
+        "gmsd",
+        "psnr",
+        "recon_loss",
+        "total_loss",
+        "kl",
+        "elbo",
+        "active_units",
+    ),
 )

@@ -33,7 +33,9 @@ class Family:
     pythae_name: str
     params_model: type[Section]
     build: Callable[[Any, tuple[int, int, int], str], BaseAE]
-    make_trainer: Callable[..., Any]  # (model, train_ds, val_ds, params, train, seed, out, device, callbacks)
+    make_trainer: Callable[
+        ..., Any
+    ]  # (model, train_ds, val_ds, params, train, seed, out, device, callbacks)
     evaluate_batch: Callable[[BaseAE, torch.Tensor, Any], BatchEval]
     sample_prior: Callable[[BaseAE, int, Any], torch.Tensor]
     # loss components pythae's forward returns for this family, as named in its ModelOutput

@@ -133,7 +133,11 @@ class CompactDiscriminator(BaseDiscriminator):
 def _pythae_module(input_shape: Shape) -> tuple[ModuleType, str]:
     from pythae.models.nn.benchmarks import celeba, cifar, mnist
 
-    table = {(1, 28, 28): (mnist, "MNIST"), (3, 32, 32): (cifar, "CIFAR"), (3, 64, 64): (celeba, "CELEBA")}
+    table = {
+        (1, 28, 28): (mnist, "MNIST"),
+        (3, 32, 32): (cifar, "CIFAR"),
+        (3, 64, 64): (celeba, "CELEBA"),
+    }
     if tuple(input_shape) not in table:
         shapes = ", ".join("x".join(map(str, s)) for s in table)
         raise UserInputError(

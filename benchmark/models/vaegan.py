@@ -73,8 +73,17 @@ def build(params: VAEGANParams, input_shape, arch: str) -> VAEGAN:
     return VAEGAN(config, encoder=encoder, decoder=decoder, discriminator=discriminator)
 
 
-def make_trainer(model, train_ds, val_ds, params: VAEGANParams, train: TrainConfig, seed,
-                 output_dir, device, callbacks):
+def make_trainer(
+    model,
+    train_ds,
+    val_ds,
+    params: VAEGANParams,
+    train: TrainConfig,
+    seed,
+    output_dir,
+    device,
+    callbacks,
+):
     lr = train.learning_rate
     config = pythae_config(
         CoupledOptimizerAdversarialTrainerConfig,
@@ -143,9 +152,32 @@ FAMILY = Family(
     make_trainer=make_trainer,
     evaluate_batch=evaluate_batch,
     sample_prior=sample_prior,
-    train_components=("loss", "recon_loss", "encoder_loss", "decoder_loss", "discriminator_loss",
-                      "update_encoder", "update_decoder", "update_discriminator"),
-    metric_keys=("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss",
-                 "kl", "elbo", "encoder_loss", "decoder_loss", "discriminator_loss",
-                 "active_units", "disc_accuracy_real", "disc_accuracy_fake"),
+    train_components=(
+        "loss",
+        "recon_loss",
+        "encoder_loss",
+        "decoder_loss",
+        "discriminator_loss",
+        "update_encoder",
+        "update_decoder",
+        "update_discriminator",
+    ),
+    metric_keys=(
+        "mse",
+        "bce",
+        "lpips",
+        "ssim",
+        "gmsd",
+        "psnr",
+        "recon_loss",
+        "total_loss",
+        "kl",
+        "elbo",
+        "encoder_loss",
+        "decoder_loss",
+        "discriminator_loss",
+        "active_units",
+        "disc_accuracy_real",
+        "disc_accuracy_fake",
+    ),
 )

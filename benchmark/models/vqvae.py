@@ -48,7 +48,9 @@ def build(params: VQVAEParams, input_shape, arch: str) -> VQVAE:
     return VQVAE(config, encoder=encoder, decoder=decoder)
 
 
-def make_trainer(model, train_ds, val_ds, params, train: TrainConfig, seed, output_dir, device, callbacks):
+def make_trainer(
+    model, train_ds, val_ds, params, train: TrainConfig, seed, output_dir, device, callbacks
+):
     config = pythae_config(
         BaseTrainerConfig,
         **base_trainer_values(train, seed, output_dir, device),
@@ -79,7 +81,9 @@ def _decode(model: VQVAE, vectors: torch.Tensor, flat: bool) -> torch.Tensor:
     return model.decoder(vectors).reconstruction
 
 
-def vq_loss_per_image(z: torch.Tensor, quantized: torch.Tensor, params: VQVAEParams) -> torch.Tensor:
+def vq_loss_per_image(
+    z: torch.Tensor, quantized: torch.Tensor, params: VQVAEParams
+) -> torch.Tensor:
     """pythae 0.1.2's VQ loss uses a *mean* reduction over the whole batch (not a per-image sum
     like its reconstruction loss). Per image we take the same mean over that image's elements:
     the batch mean of these equals pythae's value."""
@@ -100,7 +104,11 @@ def evaluate_batch(model: VQVAE, x: torch.Tensor, params: VQVAEParams) -> BatchE
     vq_loss = vq_loss_per_image(z, quantized, params)
     return BatchEval(
         x_hat=x_hat,
-        per_image={"recon_loss": recon_loss, "vq_loss": vq_loss, "total_loss": recon_loss + vq_loss},
+        per_image={
+            "recon_loss": recon_loss,
+            "vq_loss": vq_loss,
+            "total_loss": recon_loss + vq_loss,
+        },
         stats={"codes": codes},
     )
 
@@ -125,6 +133,17 @@ FAMILY = Family(
     evaluate_batch=evaluate_batch,
     sample_prior=sample_prior,
     train_components=("loss", "recon_loss", "vq_loss"),
-    metric_keys=("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss",
-                 "vq_loss", "codebook_perplexity", "codebook_usage"),
+    metric_keys=(
+        "mse",
+        "bce",
+        "lpips",
+        "ssim",
+        "gmsd",
+        "psnr",
+        "recon_loss",
+        "total_loss",
+        "vq_loss",
+        "codebook_perplexity",
+        "codebook_usage",
+    ),
 )

@@ -16,7 +16,13 @@ UNAVAILABLE = "n/a"
 def metric_frame(records: list[dict]) -> pd.DataFrame:
     """One row per (ok record, metric): dataset, model, seed, key, value."""
     rows = [
-        {"dataset": r["dataset"], "model": r["model"], "seed": r["seed"], "key": key, "value": value}
+        {
+            "dataset": r["dataset"],
+            "model": r["model"],
+            "seed": r["seed"],
+            "key": key,
+            "value": value,
+        }
         for r in records
         if r.get("status") == "ok"
         for key, value in r["metrics"].items()

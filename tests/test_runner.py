@@ -1,0 +1,167 @@
+"""A tiny end-to-end run of all three families, resume, failures, interruption."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmark import runner
+from benchmark.metrics import LPIPS
+from benchmark.results import SCHEMA_VERSION, record_path, write_record
+from benchmark.suites import expand_cells, resolve_suite
+
+
+def no_weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("torch-hub")
+
+    def load(device):
+        original = torch.hub.get_dir
+        torch.hub.set_dir(str(folder))  # an empty hub cache: the real loader finds no VGG16
+        try:
+            return LPIPS.load(device)
+        finally:
+            torch.hub.set_dir(original())
+
+    return load
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_suite_args, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    suite = resolve_suite(**tiny_suite_args)
+    logs: list[str] = []
+    records = runner.run_suite(
+        suite, out, log=logs.append, lpips_loader=no_weights(tmp_path_factory)
+    )
+    return suite, out, records, logs
+
+
+def test_all_three_families_end_to_end(tiny_run):
+    suite, out, records, logs = tiny_run
+    assert [r["model"] for r in records] == ["betavae", "vqvae", "vaegan"]
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    for record, config in zip(records, expand_cells(suite), strict=True):
+        on_disk = json.loads(record_path(out, config).read_text())
+        assert on_disk == record
+        assert record["schema_version"] == SCHEMA_VERSION
+        assert record["config_hash"] == config.config_hash()
+        assert record["config"]["train"]["epochs"] == 1
+        assert all(type(v) is float and math.isfinite(v) for v in record["metrics"].values())
+        assert set(record["timings"]) == {"train", "eval", "total"}
+        assert record["environment"]["packages"]["pythae"] == "0.1.2"
+        assert record["dataset_info"]["splits"]["test"] == 48
+        assert record["created_at"].endswith("+00:00")
+        steps = pd.read_csv(record_path(out, config).with_suffix(".steps.csv"))
+        assert len(steps) == record["training"]["steps"] > 0
+    assert any("epoch 1/1" in line for line in logs)
+
+
+def test_lpips_without_weights_is_recorded_unavailable(tiny_run):
+    for record in tiny_run[2]:
+        assert "recon/lpips" not in record["metrics"] and "gen/lpips" not in record["metrics"]
+        assert record["unavailable"]["recon/lpips"].startswith("weights not available")
+        assert set(record["unavailable"]) == {"recon/lpips", "gen/lpips"}
+
+
+def test_the_identities_of_metrics_md_hold_on_real_records(tiny_run):
+    by_model = {r["model"]: r["metrics"] for r in tiny_run[2]}
+    for prefix in ("recon/", "gen/"):
+        for model in ("betavae", "vaegan"):
+            m = {k[len(prefix) :]: v for k, v in by_model[model].items() if k.startswith(prefix)}
+            assert m["elbo"] == pytest.approx(m["mse"] + m["kl"], rel=1e-9)
+        m = {k[len(prefix) :]: v for k, v in by_model["vaegan"].items() if k.startswith(prefix)}
+        alpha = tiny_run[0].vaegan.adversarial_loss_scale
+        assert m["encoder_loss"] == pytest.approx(m["kl"] + m["recon_loss"], rel=1e-6)
+        assert m["decoder_loss"] == pytest.approx(
+            (1 - alpha) * m["recon_loss"] - alpha * m["discriminator_loss"], rel=1e-5, abs=1e-5
+        )
+        assert m["total_loss"] == pytest.approx(
+            m["encoder_loss"] + m["decoder_loss"] + m["discriminator_loss"], rel=1e-6
+        )
+        m = {k[len(prefix) :]: v for k, v in by_model["vqvae"].items() if k.startswith(prefix)}
+        assert m["total_loss"] == pytest.approx(m["recon_loss"] + m["vq_loss"], rel=1e-6)
+        assert m["recon_loss"] == pytest.approx(m["mse"], rel=1e-6)  # VQVAE's own loss is the SSE
+
+
+def test_rerun_skips_finished_cells_and_reruns_changed_ones(tiny_run, tiny_suite_args):
+    suite, out, records, _ = tiny_run
+    logs: list[str] = []
+    again = runner.run_suite(suite, out, log=logs.append)
+    assert again == records  # nothing retrained, the same records returned
+    assert sum("skipped" in line for line in logs) == 3
+    args = dict(tiny_suite_args, overrides=[*tiny_suite_args["overrides"], "betavae.beta=2"])
+    logs.clear()
+    changed = runner.run_suite(resolve_suite(**args), out, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 2
+    assert changed[0]["config"]["params"]["beta"] == 2.0
+    assert changed[0]["created_at"] >= records[0]["created_at"]
+
+
+def test_a_diverging_cell_becomes_a_failed_record_and_the_suite_goes_on(tiny_suite_args, tmp_path):
+    args = dict(
+        tiny_suite_args,
+        models=["vaegan", "betavae"],
+        overrides=[
+            *tiny_suite_args["overrides"],
+            "train.optimizer=SGD",
+            "train.learning_rate=0.01",
+            "vaegan.encoder_learning_rate=1e6",
+            "vaegan.decoder_learning_rate=1e6",
+        ],
+    )
+    suite = resolve_suite(**args)
+    records = runner.run_suite(suite, tmp_path, log=lambda m: None)
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    failed = records[0]
+    assert failed["error"].startswith("TrainingDiverged: non-finite")
+    assert failed["metrics"] == {} and failed["model"] == "vaegan"
+    on_disk = record_path(tmp_path, expand_cells(suite)[0])
+    assert json.loads(on_disk.read_text())["status"] == "failed"
+    # a failed cell is retried on resume
+    logs: list[str] = []
+    runner.run_suite(resolve_suite(**args), tmp_path, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 1
+
+
+def test_an_unavailable_dataset_fails_its_cells_with_the_reason(tmp_path):
+    suite = resolve_suite("quick", ["train.epochs=1"], datasets=["cifar10"], models=["betavae"])
+    records = runner.run_suite(suite, tmp_path, log=lambda m: None)
+    assert records[0]["status"] == "failed"
+    assert "dataset 'cifar10'" in records[0]["error"] and "--data-mirror" in records[0]["error"]
+
+
+def test_interrupting_loses_nothing_finished(tiny_suite_args, tmp_path, monkeypatch):
+    real_train = runner.train
+    calls = []
+
+    def interrupted_second_cell(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", interrupted_second_cell)
+    suite = resolve_suite(**tiny_suite_args)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_suite(suite, tmp_path, log=lambda m: None)
+    cells = expand_cells(suite)
+    assert record_path(tmp_path, cells[0]).exists()
+    assert not record_path(tmp_path, cells[1]).exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.setattr(runner, "train", real_train)
+    logs: list[str] = []
+    records = runner.run_suite(suite, tmp_path, log=logs.append)
+    assert "skipped" in logs[0] and all(r["status"] == "ok" for r in records)
+
+
+def test_records_are_written_atomically(tmp_path):
+    path = tmp_path / "results" / "cell.json"
+    write_record(path, {"status": "ok"})
+    with pytest.raises(TypeError):
+        write_record(path, {"status": object()})  # fails half-way through serialising
+    assert json.loads(path.read_text()) == {"status": "ok"}
+    assert [p.name for p in path.parent.iterdir()] == ["cell.json"]
