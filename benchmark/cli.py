@@ -69,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding hub datasets as owner/name/ (or $VAEBENCH_DATA_MIRROR)",
     )
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells and exit")
+    run.add_argument(
+        "--wandb",
+        choices=["auto", "online", "offline", "off"],
+        default="auto",
+        help="W&B tracking: online when logged in, else offline [auto]",
+    )
+    run.add_argument("--wandb-project", help="W&B project [$WANDB_PROJECT or vaebench]")
+    run.add_argument("--wandb-entity", help="W&B entity (user or team)")
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a W&B sweep file locally, without a W&B server",
+        description="Propose trials with the `sweeps` package (grid, random, "
+        "bayes) and run each through the sweep's own command.",
+    )
+    sweep.add_argument("file", type=Path, help="a sweep YAML, e.g. sweeps/betavae_beta.yaml")
+    sweep.add_argument("--count", type=int, default=4, help="number of trials [4]")
+    sweep.add_argument("--out", type=Path, help=f"output folder [{DEFAULT_OUT}/sweep-NAME]")
 
     report = sub.add_parser(
         "report",
@@ -82,14 +100,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args) -> int:
+def _run(args, extra: list[str]) -> int:
+    from benchmark import tracking
     from benchmark.report import write_report
     from benchmark.runner import run_suite
     from benchmark.suites import expand_cells, resolve_suite
+    from benchmark.sweeping import overrides_from_args
 
-    suite = resolve_suite(args.suite, args.overrides, args.models, args.datasets, args.seeds)
-    out = args.out or Path(DEFAULT_OUT) / suite.name
+    # a sweep agent's ${args} (`--train.epochs=3`) are overrides like --set
+    overrides, selections = overrides_from_args(extra)
+    if tracking.in_sweep() and args.wandb != "off":
+        # attach to the agent's run; its wandb.config holds this trial's parameters
+        swept = {f"--{k}={v}" for k, v in tracking.sweep_parameters().items()}
+        more, more_selections = overrides_from_args(sorted(swept))
+        overrides, selections = more + overrides, {**more_selections, **selections}
+    suite = resolve_suite(
+        args.suite,
+        args.overrides + overrides,
+        args.models or selections.get("models"),
+        args.datasets or selections.get("datasets"),
+        args.seeds or _ints(selections.get("seeds")),
+    )
+    out = args.out or _default_out(suite.name)
     cells = expand_cells(suite)
+    if tracking.in_sweep() and len(cells) != 1:
+        raise UserInputError(
+            f"under a W&B sweep agent a run is one cell, got {len(cells)}: sweep over models, "
+            "datasets and seeds, or fix them in the sweep's command"
+        )
     print(
         f"vaebench: suite '{suite.name}': {len(cells)} cells "
         f"({len(suite.datasets)} datasets x {len(suite.models)} models x "
@@ -100,7 +138,11 @@ def _run(args) -> int:
         for cell in cells:
             print(f"  {cell.cell_id}  config {cell.config_hash()}")
         return 0
-    records = run_suite(suite, out, mirror=args.data_mirror, log=lambda m: print(m, flush=True))
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    trackers = tracking.make_tracker_factory(
+        args.wandb, args.wandb_project, args.wandb_entity, str(out), log
+    )
+    records = run_suite(suite, out, mirror=args.data_mirror, log=log, tracker_factory=trackers)
     report = write_report(records, out)
     _print_summary(records)
     failed = [r for r in records if r["status"] != "ok"]
@@ -108,6 +150,40 @@ def _run(args) -> int:
         f"vaebench: {len(records) - len(failed)} ok, {len(failed)} failed; records in "
         f"{out / 'results'}; report {report}"
     )
+    return 1 if failed else 0
+
+
+def _ints(values: list[str] | None) -> list[int] | None:
+    if values is None:
+        return None
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise UserInputError(f"seeds must be integers, got {values}") from None
+
+
+def _default_out(suite_name: str) -> Path:
+    """$VAEBENCH_OUT (set per trial by `vaebench sweep`), a per-run folder under a sweep agent,
+    else vaebench-runs/SUITE."""
+    import os
+
+    if os.environ.get("VAEBENCH_OUT"):
+        return Path(os.environ["VAEBENCH_OUT"])
+    if os.environ.get("WANDB_SWEEP_ID"):
+        run_id = os.environ.get("WANDB_RUN_ID", "run")
+        return Path(DEFAULT_OUT) / f"sweep-{os.environ['WANDB_SWEEP_ID']}" / run_id
+    return Path(DEFAULT_OUT) / suite_name
+
+
+def _sweep(args, extra: list[str]) -> int:
+    from benchmark.sweeping import run_local_sweep
+
+    if args.count < 1:
+        raise UserInputError("--count must be at least 1")
+    out = args.out or Path(DEFAULT_OUT) / f"sweep-{args.file.stem}"
+    trials = run_local_sweep(args.file, args.count, out, log=lambda m: print(m, flush=True))
+    failed = [t for t in trials if t["exit_code"] != 0]
+    print(f"vaebench: {len(trials)} trials, {len(failed)} failed; summary {out / 'sweep.json'}")
     return 1 if failed else 0
 
 
@@ -123,7 +199,7 @@ def _print_summary(records: list[dict]) -> None:
     print()
 
 
-def _report(args) -> int:
+def _report(args, extra: list[str]) -> int:
     from benchmark.report import write_report
     from benchmark.results import load_records
 
@@ -137,7 +213,7 @@ def _report(args) -> int:
     return 0
 
 
-def _list(args) -> int:
+def _list(args, extra: list[str]) -> int:
     from benchmark.data import DATASETS
     from benchmark.models import FAMILIES
     from benchmark.suites import builtin_suites
@@ -148,12 +224,26 @@ def _list(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-    handlers = {"run": _run, "report": _report, "list": _list}
+def _quiet_libraries() -> None:
+    """Progress bars of `datasets` would interleave with the benchmark's own progress lines."""
     try:
-        return handlers[args.command](args)
+        import datasets
+
+        datasets.disable_progress_bars()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+    _quiet_libraries()
+    handlers = {"run": _run, "report": _report, "list": _list, "sweep": _sweep}
+    try:
+        return handlers[args.command](args, extra)
     except UserInputError as error:
         print(f"vaebench {args.command}: error: {error}", file=sys.stderr)
         return 2

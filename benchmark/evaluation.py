@@ -20,6 +20,9 @@ from benchmark.config import EvalConfig
 from benchmark.metrics import PIXEL_METRICS, active_units, codebook_stats
 from benchmark.models import Family
 
+GRID_PAIRS = 32
+GRID_SAMPLES = 64
+
 
 @contextmanager
 def evaluation_mode(model: BaseAE, seed: int) -> Iterator[None]:
@@ -49,8 +52,11 @@ def evaluate_set(family: Family, model: BaseAE, params, images, batch_size: int,
     device = next(model.parameters()).device
     per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
     stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+    pairs = None
     for x in _batches(images, batch_size, device):
         out = family.evaluate_batch(model, x, params)
+        if pairs is None:  # a few inputs and their reconstructions, for image grids
+            pairs = (x[:GRID_PAIRS].cpu(), out.x_hat[:GRID_PAIRS].clamp(0, 1).cpu())
         for key, metric in PIXEL_METRICS.items():
             per_image[key].append(metric(x, out.x_hat))
         if lpips is not None:
@@ -67,7 +73,7 @@ def evaluate_set(family: Family, model: BaseAE, params, images, batch_size: int,
         metrics["active_units"] = active_units(torch.cat(stats["mu"]))
     if "codes" in stats:
         metrics.update(codebook_stats(torch.cat(stats["codes"]), params.num_embeddings))
-    return metrics
+    return metrics, pairs
 
 
 def generate(family: Family, model: BaseAE, params, n: int, batch_size: int) -> torch.Tensor:
@@ -78,15 +84,32 @@ def generate(family: Family, model: BaseAE, params, n: int, batch_size: int) -> 
     return torch.cat(chunks)
 
 
+def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    from torchvision.utils import make_grid
+
+    return make_grid(images, nrow=nrow, padding=1, pad_value=1.0)
+
+
 def evaluate(
     family: Family, model: BaseAE, params, test_images: torch.Tensor, config: EvalConfig, lpips=None
-) -> tuple[dict[str, float], torch.Tensor]:
-    """Return ({"recon/mse": ..., "gen/ssim": ...}, a few generated images for grids)."""
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Return ({"recon/mse": ..., "gen/ssim": ...}, image grids).
+
+    Grids: `reconstructions` (rows of 8 inputs, each above its 8 reconstructions) and `samples`
+    (prior decodes), as (C, H, W) tensors in [0, 1].
+    """
     n_gen = config.n_gen or len(test_images)
     with evaluation_mode(model, config.seed):
-        recon = evaluate_set(family, model, params, test_images, config.batch_size, lpips)
+        recon, (x, x_hat) = evaluate_set(
+            family, model, params, test_images, config.batch_size, lpips
+        )
         x_gen = generate(family, model, params, n_gen, config.batch_size)
-        gen = evaluate_set(family, model, params, x_gen, config.batch_size, lpips)
+        gen, _ = evaluate_set(family, model, params, x_gen, config.batch_size, lpips)
     metrics = {f"recon/{k}": v for k, v in sorted(recon.items())}
     metrics.update({f"gen/{k}": v for k, v in sorted(gen.items())})
-    return metrics, x_gen[:64].cpu()
+    rows = [torch.cat([x[i : i + 8], x_hat[i : i + 8]]) for i in range(0, len(x), 8)]
+    grids = {
+        "reconstructions": image_grid(torch.cat(rows)),
+        "samples": image_grid(x_gen[:GRID_SAMPLES].cpu()),
+    }
+    return metrics, grids

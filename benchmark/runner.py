@@ -24,6 +24,7 @@ from benchmark.metrics import LPIPS
 from benchmark.models import FAMILIES
 from benchmark.results import build_record, is_finished, read_record, record_path, write_record
 from benchmark.suites import expand_cells
+from benchmark.tracking import NullTracker
 from benchmark.training import resolve_device, train
 
 Log = Callable[[str], None]
@@ -56,13 +57,19 @@ class _SharedResources:
         return self._lpips[device]
 
 
-def run_cell(config: RunConfig, shared: _SharedResources, log: Log, out_dir: Path) -> dict:
+def run_cell(
+    config: RunConfig, shared: _SharedResources, log: Log, out_dir: Path, tracker=None
+) -> dict:
     started = time.perf_counter()
+    tracker = tracker or NullTracker()
     family = FAMILIES.get(config.model)
     params = family.params_model(**config.params)
     device = resolve_device(config.train.device)
+    env = environment.describe(device)
+    tracker.start(config, env)
     dataset_info: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    grids: dict[str, torch.Tensor] = {}
     try:
         data = shared.data(config)
         dataset_info = data.info
@@ -76,8 +83,9 @@ def run_cell(config: RunConfig, shared: _SharedResources, log: Log, out_dir: Pat
                 if k.endswith("/loss") or k.endswith("recon_loss")
             )
             log(f"    epoch {int(summary['epoch'])}/{config.train.epochs}  {shown}")
+            tracker.log_epoch(summary)
 
-        history = train(family, model, data, config, params, on_epoch)
+        history = train(family, model, data, config, params, on_epoch, tracker.log_step)
         timings["train"] = history.seconds
         _write_steps(out_dir, config, history.steps)
 
@@ -87,8 +95,9 @@ def run_cell(config: RunConfig, shared: _SharedResources, log: Log, out_dir: Pat
             lpips, lpips_reason = shared.lpips(device)
         else:
             lpips_reason = "disabled by eval.lpips=false"
-        metrics, _ = evaluate(family, model, params, data.test, config.eval, lpips)
+        metrics, grids = evaluate(family, model, params, data.test, config.eval, lpips)
         timings["eval"] = time.perf_counter() - eval_started
+        _write_grids(out_dir, config, grids)
         unavailable = {} if lpips else {f"{p}/lpips": lpips_reason for p in ("recon", "gen")}
         status, error = "ok", None
         training = {"epochs": history.epochs, "steps": len(history.steps)}
@@ -98,17 +107,29 @@ def run_cell(config: RunConfig, shared: _SharedResources, log: Log, out_dir: Pat
         metrics, unavailable, training = {}, {}, {}
         status, error = "failed", _one_line(exc)
     timings["total"] = time.perf_counter() - started
-    return build_record(
+    record = build_record(
         config,
         status=status,
         error=error,
         metrics=metrics,
         unavailable=unavailable,
         timings=timings,
-        environment=environment.describe(device),
+        environment=env,
         dataset_info=dataset_info,
         training=training,
     )
+    tracker.finish(record, grids)
+    return record
+
+
+def _write_grids(out_dir: Path, config: RunConfig, grids: dict[str, torch.Tensor]) -> None:
+    """Small PNG grids beside the record, for the report."""
+    from torchvision.utils import save_image
+
+    base = record_path(out_dir, config)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for name, grid in grids.items():
+        save_image(grid, base.with_suffix(f".{name}.png"))
 
 
 def _write_steps(out_dir: Path, config: RunConfig, steps: list[dict]) -> None:
@@ -132,6 +153,7 @@ def run_suite(
     mirror: str | None = None,
     log: Log = print,
     lpips_loader: Callable = LPIPS.load,
+    tracker_factory: Callable = NullTracker,
 ) -> list[dict]:
     """Run every cell not already finished; return all the suite's records (old and new)."""
     out_dir = Path(out_dir)
@@ -151,7 +173,7 @@ def run_suite(
             f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
             f"{config.train.epochs} epochs)"
         )
-        record = run_cell(config, shared, log, out_dir)
+        record = run_cell(config, shared, log, out_dir, tracker_factory())
         write_record(path, record)
         records.append(record)
         if record["status"] == "ok":

@@ -56,8 +56,13 @@ class TrainingHistory:
 class StepRecorder:
     """Forward hook: one record per training step, running means for validation batches."""
 
-    def __init__(self, components: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        components: tuple[str, ...],
+        on_step: Callable[[dict[str, float], int], None] | None = None,
+    ) -> None:
         self.components = components
+        self.on_step = on_step
         self.history = TrainingHistory()
         self._epoch_train: dict[str, list[float]] = defaultdict(list)
         self._epoch_val: dict[str, list[float]] = defaultdict(list)
@@ -79,7 +84,12 @@ class StepRecorder:
         for name, value in values.items():
             target[name].append(value)
         if module.training:
-            self.history.steps.append({f"train/{k}": v for k, v in values.items()})
+            step = {f"train/{k}": v for k, v in values.items()}
+            self.history.steps.append(step)
+            if self.on_step is not None:
+                inputs = args[0] if args else None
+                batch = len(inputs["data"]) if inputs is not None else 0
+                self.on_step(step, batch)
 
     def close_epoch(self, epoch: int) -> dict[str, float]:
         summary: dict[str, float] = {"epoch": float(epoch)}
@@ -144,6 +154,15 @@ def _quiet_pythae():
             logger.setLevel(level)
 
 
+def _learning_rates(trainer) -> dict[str, float]:
+    """`lr/optimizer`, or `lr/encoder_optimizer`... for VAEGAN's coupled optimizers."""
+    rates = {}
+    for name, value in vars(trainer).items():
+        if isinstance(value, torch.optim.Optimizer):
+            rates[f"lr/{name}"] = float(value.param_groups[0]["lr"])
+    return rates
+
+
 def train(
     family: Family,
     model,
@@ -151,10 +170,30 @@ def train(
     config: RunConfig,
     params,
     on_epoch: Callable[[dict], None] | None = None,
+    on_step: Callable[[dict], None] | None = None,
 ) -> TrainingHistory:
-    """Train `model` in place (the final weights are what the benchmark evaluates)."""
+    """Train `model` in place (the final weights are what the benchmark evaluates).
+
+    `on_step` receives the step's loss components plus trainer/step, trainer/epoch, the
+    learning rate(s) and perf/images_per_s; `on_epoch` the epoch means (train/ and val/).
+    """
     device = resolve_device(config.train.device)
-    recorder = StepRecorder(family.train_components)
+    clock = {"last": time.perf_counter()}
+
+    def report_step(step: dict[str, float], batch: int) -> None:
+        now = time.perf_counter()
+        elapsed, clock["last"] = now - clock["last"], now
+        values = {
+            **step,
+            "trainer/step": len(recorder.history.steps),
+            "trainer/epoch": len(recorder.history.epochs) + 1,
+            "perf/images_per_s": batch / elapsed if elapsed > 0 else 0.0,
+        }
+        if callback.trainer is not None:
+            values.update(_learning_rates(callback.trainer))
+        on_step(values)
+
+    recorder = StepRecorder(family.train_components, report_step if on_step else None)
     started = time.perf_counter()
     callback = _EpochCallback(recorder, on_epoch)
     with tempfile.TemporaryDirectory(prefix="vaebench-pythae-") as workdir, _quiet_pythae():

@@ -1,0 +1,223 @@
+"""Weights & Biases tracking. The only module that imports wandb.
+
+One W&B run per cell. Online when logged in, offline otherwise (upload later with
+`wandb sync`), off on request. W&B never fails a cell: any error in it is reported once as a
+warning and tracking stops for that cell, while training, evaluation and the local record go on.
+Under a sweep agent the runner attaches to the run the agent started.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from benchmark.config import RunConfig
+from benchmark.metrics import METRICS
+
+MODES = ("auto", "online", "offline", "off")
+DEFAULT_PROJECT = "vaebench"
+Log = Callable[[str], None]
+
+
+def in_sweep() -> bool:
+    return bool(os.environ.get("WANDB_SWEEP_ID"))
+
+
+def logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:  # wandb's own netrc reader; a private API, so any surprise means "not logged in"
+        import wandb
+        from wandb.sdk.lib.wbauth import wbnetrc
+
+        host = os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
+        return bool(wbnetrc.read_netrc_auth(host=host))
+    except Exception:
+        return False
+
+
+def resolve_mode(requested: str) -> tuple[str, str | None]:
+    """(mode, a one-line notice or None). Never prompts."""
+    env_mode = os.environ.get("WANDB_MODE", "").lower()
+    if requested == "off" or env_mode in ("disabled", "off"):
+        return "off", None
+    if requested != "auto":
+        return requested, None
+    if env_mode in ("online", "offline"):
+        return env_mode, None
+    if logged_in() or in_sweep():
+        return "online", None
+    return "offline", (
+        "W&B: not logged in; runs are logged offline (upload them later with `wandb sync`)"
+    )
+
+
+def flat_config(config: RunConfig) -> dict[str, Any]:
+    """Readable in the W&B UI and equal to the names sweeps and `--set` use: `train.epochs`,
+    `betavae.beta`, ..."""
+    values = config.model_dump(mode="json")
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        section = config.model if key == "params" else key
+        if isinstance(value, dict):
+            flat.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    flat["config_hash"] = config.config_hash()
+    return flat
+
+
+class NullTracker:
+    def start(self, config: RunConfig, environment: dict) -> None:
+        pass
+
+    def log_step(self, values: dict[str, float]) -> None:
+        pass
+
+    def log_epoch(self, summary: dict[str, float]) -> None:
+        pass
+
+    def finish(self, record: dict, images: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+class WandbTracker:
+    def __init__(
+        self,
+        mode: str,
+        project: str | None = None,
+        entity: str | None = None,
+        directory: str | None = None,
+        log: Log = print,
+    ) -> None:
+        self.mode = mode
+        self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+        self.entity = entity
+        self.directory = directory
+        self.log = log
+        self.run = None
+
+    # -- every W&B call goes through here: a failure disables tracking for the cell --------
+    def _guard(self, what: str, action: Callable[[], None]) -> None:
+        if self.run is None and what != "init":
+            return
+        try:
+            action()
+        except Exception as error:  # noqa: BLE001 - W&B must never fail a cell
+            self.log(
+                f"W&B: {what} failed ({type(error).__name__}: {error}); "
+                "this cell continues without tracking"
+            )
+            self.run = None
+
+    def start(self, config: RunConfig, environment: dict) -> None:
+        def init() -> None:
+            import wandb
+
+            if self.directory:
+                os.makedirs(self.directory, exist_ok=True)
+            run = wandb.run  # attached already (sweep agent: see sweep_parameters)
+            if run is None:
+                run = wandb.init(
+                    project=self.project,
+                    entity=self.entity,
+                    dir=self.directory,
+                    mode=self.mode,
+                    name=config.cell_id,
+                    group=f"{config.suite}/{config.dataset}",
+                    job_type="benchmark",
+                    tags=[config.suite, config.model, config.dataset],
+                    reinit="finish_previous",
+                    settings=wandb.Settings(silent=True, init_timeout=60, console="off"),
+                )
+            else:
+                run.name = config.cell_id
+                run.tags = tuple(sorted({*run.tags, config.suite, config.model, config.dataset}))
+            self.run = run
+            # a sweep has locked its parameters in the config: send only what is new
+            existing = dict(run.config)
+            flat = {k: v for k, v in flat_config(config).items() if existing.get(k, ...) != v}
+            run.config.update(flat, allow_val_change=True)
+            run.config.update(
+                {
+                    "env.git_sha": environment.get("git_sha"),
+                    "env.device": environment.get("device"),
+                    **{f"env.{k}": v for k, v in environment.get("packages", {}).items()},
+                },
+                allow_val_change=True,
+            )
+            run.define_metric("trainer/step")
+            run.define_metric("trainer/epoch")
+            for pattern in ("train/*", "lr/*", "perf/*"):
+                run.define_metric(pattern, step_metric="trainer/step")
+            run.define_metric("val/*", step_metric="trainer/epoch")
+            for key, info in METRICS.items():
+                goal = "max" if info.higher_is_better else "min"
+                for prefix in ("recon/", "gen/"):
+                    run.define_metric(prefix + key, summary=goal)
+
+        self._guard("init", init)
+
+    def log_step(self, values: dict[str, float]) -> None:
+        self._guard("log", lambda: self.run.log(values))
+
+    def log_epoch(self, summary: dict[str, float]) -> None:
+        values = {k: v for k, v in summary.items() if k.startswith("val/")}
+        values["trainer/epoch"] = summary["epoch"]
+        self._guard("log", lambda: self.run.log(values))
+
+    def finish(self, record: dict, images: dict[str, torch.Tensor]) -> None:
+        def summarise() -> None:
+            import wandb
+
+            run = self.run
+            run.log({f"images/{key}": wandb.Image(grid) for key, grid in images.items()})
+            rows = [
+                [k, v, METRICS[k.split("/", 1)[1]].higher_is_better]
+                for k, v in record["metrics"].items()
+            ]
+            run.log(
+                {
+                    "metrics_table": wandb.Table(
+                        columns=["key", "value", "higher_is_better"], data=rows
+                    )
+                }
+            )
+            run.summary.update(record["metrics"])
+            run.summary.update(
+                {f"unavailable/{k}": why for k, why in record["unavailable"].items()}
+            )
+            run.summary.update(
+                {
+                    "status": record["status"],
+                    "error": record["error"] or "",
+                    **{f"timings/{k}": v for k, v in record["timings"].items()},
+                }
+            )
+
+        self._guard("summary", summarise)
+        exit_code = 0 if record["status"] == "ok" else 1
+        self._guard("finish", lambda: self.run.finish(exit_code=exit_code))
+        self.run = None
+
+
+def make_tracker_factory(
+    requested: str, project: str | None, entity: str | None, directory: str | None, log: Log
+) -> Callable[[], Any]:
+    mode, notice = resolve_mode(requested)
+    if notice:
+        log(notice)
+    if mode == "off":
+        return NullTracker
+    return lambda: WandbTracker(mode, project, entity, directory, log)
+
+
+def sweep_parameters() -> dict[str, Any]:
+    """Under a sweep agent: attach to the agent's run and return its parameters (wandb.config)."""
+    import wandb
+
+    run = wandb.run or wandb.init(settings=wandb.Settings(silent=True, console="off"))
+    return {k: v for k, v in dict(run.config).items() if not k.startswith("_")}

@@ -1,0 +1,100 @@
+"""W&B tracking, checked against what the offline run really logged (its .wandb log)."""
+
+from __future__ import annotations
+
+import pytest
+import wandb
+from wandb_log import find_runs, read_run
+
+from benchmark import runner, tracking
+from benchmark.models import FAMILIES
+from benchmark.suites import expand_cells, resolve_suite
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tiny_suite_args, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tracked")
+    suite = resolve_suite(**tiny_suite_args)
+    logs: list[str] = []
+    factory = tracking.make_tracker_factory(
+        "offline", "vaebench-tests", None, str(out), logs.append
+    )
+    records = runner.run_suite(suite, out, log=logs.append, tracker_factory=factory)
+    runs = {read_run(path).run.display_name: read_run(path) for path in find_runs(out)}
+    return suite, records, runs, logs
+
+
+def test_one_offline_run_per_cell_named_grouped_and_tagged(tracked_run):
+    suite, records, runs, _ = tracked_run
+    cells = expand_cells(suite)
+    assert set(runs) == {c.cell_id for c in cells}
+    for cell in cells:
+        run = runs[cell.cell_id]
+        assert run.run.run_group == f"quick/{cell.dataset}"
+        assert run.run.job_type == "benchmark"
+        assert set(run.run.tags) == {"quick", cell.model, cell.dataset}
+        assert run.config["train.epochs"] == 1 and run.config["model"] == cell.model
+        assert run.config[f"{cell.model}.width"] == 8  # family params under the family's name
+        assert run.config["config_hash"] == cell.config_hash()
+        assert run.config["env.pythae"] == "0.1.2" and "env.git_sha" in run.config
+
+
+def test_the_streamed_summary_equals_the_local_record(tracked_run):
+    _, records, runs, _ = tracked_run
+    for record in records:
+        run = next(run for name, run in runs.items() if name.endswith(f"-{record['model']}-seed0"))
+        for key, value in record["metrics"].items():
+            assert run.summary[key] == pytest.approx(value, rel=1e-12), key
+        assert run.summary["status"] == "ok"
+        for key, reason in record["unavailable"].items():
+            assert run.summary[f"unavailable/{key}"] == reason
+
+
+def test_per_step_history_has_the_familys_components(tracked_run):
+    _, records, runs, _ = tracked_run
+    for name, run in runs.items():
+        family = FAMILIES.get(name.rsplit("-", 2)[-2])
+        steps = [h for h in run.history if "trainer/step" in h]
+        record = next(r for r in records if name.endswith(f"{r['model']}-seed0"))
+        assert len(steps) == record["training"]["steps"]
+        for component in family.train_components:
+            assert f"train/{component}" in steps[0], component
+        assert any(key.startswith("lr/") for key in steps[0])
+        assert steps[0]["perf/images_per_s"] > 0
+        assert any("val/loss" in h and "trainer/epoch" in h for h in run.history)
+        assert any("images/reconstructions/path" in h for h in run.history)
+
+
+def test_metric_directions_are_declared(tracked_run):
+    run = next(iter(tracked_run[2].values()))
+    assert run.metrics["recon/ssim"].summary.max and run.metrics["recon/gmsd"].summary.min
+    assert run.metrics["train/*"].step_metric == "trainer/step"
+    assert run.metrics["val/*"].step_metric == "trainer/epoch"
+
+
+def test_not_logged_in_means_offline_with_one_notice(monkeypatch, tmp_path):
+    for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_SWEEP_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    mode, notice = tracking.resolve_mode("auto")
+    assert mode == "offline" and "wandb sync" in notice
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert tracking.resolve_mode("auto") == ("online", None)
+    assert tracking.resolve_mode("off") == ("off", None)
+
+
+def test_a_failing_wandb_never_fails_the_cell(tiny_suite_args, tmp_path, monkeypatch):
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("W&B is down")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    logs: list[str] = []
+    factory = tracking.make_tracker_factory("online", "p", None, str(tmp_path), logs.append)
+    args = dict(tiny_suite_args, models=["vqvae"])
+    records = runner.run_suite(
+        resolve_suite(**args), tmp_path, log=logs.append, tracker_factory=factory
+    )
+    assert records[0]["status"] == "ok"
+    assert list((tmp_path / "results").rglob("*.json"))
+    assert any("W&B: init failed (RuntimeError: W&B is down)" in line for line in logs)
