@@ -90,11 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report",
-        help="build REPORT.md from result records",
-        description="Build REPORT.md from the records under RESULTS_DIR.",
+        help="build REPORT.md, plots, summary.tex and summary.csv from records",
+        description="Build REPORT.md (tables, plots, image grids, provenance), summary.tex and "
+        "summary.csv from the records under RESULTS_DIR, or from W&B runs.",
     )
-    report.add_argument("results", type=Path, help="a run's --out folder or any records folder")
+    report.add_argument(
+        "results", type=Path, nargs="?", help="a run's --out folder or any folder of records"
+    )
     report.add_argument("--out", type=Path, help="report folder [RESULTS_DIR]")
+    report.add_argument("--wandb", metavar="ENTITY/PROJECT", help="build from W&B runs instead")
+    report.add_argument("--group", help="with --wandb: only this run group (SUITE/DATASET)")
+    report.add_argument("--tag", help="with --wandb: only runs with this tag")
 
     sub.add_parser("list", help="list built-in suites, models and datasets")
     return parser
@@ -102,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args, extra: list[str]) -> int:
     from benchmark import tracking
-    from benchmark.report import write_report
+    from benchmark.report import from_directory, write_report
     from benchmark.runner import run_suite
     from benchmark.suites import expand_cells, resolve_suite
     from benchmark.sweeping import overrides_from_args
@@ -143,7 +149,7 @@ def _run(args, extra: list[str]) -> int:
         args.wandb, args.wandb_project, args.wandb_entity, str(out), log
     )
     records = run_suite(suite, out, mirror=args.data_mirror, log=log, tracker_factory=trackers)
-    report = write_report(records, out)
+    report = write_report(from_directory(out / "results"), out)
     _print_summary(records)
     failed = [r for r in records if r["status"] != "ok"]
     print(
@@ -200,16 +206,28 @@ def _print_summary(records: list[dict]) -> None:
 
 
 def _report(args, extra: list[str]) -> int:
-    from benchmark.report import write_report
-    from benchmark.results import load_records
+    from benchmark.report import from_directory, from_wandb, write_report
+    from benchmark.report.sources import dump_records
 
-    if not args.results.is_dir():
-        raise UserInputError(f"no such folder: {args.results}")
-    records = load_records(args.results)
-    if not records:
-        raise UserInputError(f"no result records under {args.results}")
-    path = write_report(records, args.out or args.results)
-    print(f"vaebench: report of {len(records)} records: {path}")
+    if args.wandb:
+        if args.results:
+            raise UserInputError("give either RESULTS_DIR or --wandb ENTITY/PROJECT, not both")
+        if not args.out:
+            raise UserInputError("--wandb needs --out REPORT_DIR")
+        inputs = from_wandb(args.wandb, args.group, args.tag)
+        dump_records(inputs, args.out / "records")
+    else:
+        if args.results is None:
+            raise UserInputError(
+                "give RESULTS_DIR (a run's --out folder) or --wandb ENTITY/PROJECT"
+            )
+        if not args.results.is_dir():
+            raise UserInputError(f"no such folder: {args.results}")
+        inputs = from_directory(args.results)
+        if not inputs.records:
+            raise UserInputError(f"no result records under {args.results}")
+    path = write_report(inputs, args.out or args.results)
+    print(f"vaebench: report of {len(inputs.records)} records: {path}")
     return 0
 
 

@@ -62,7 +62,7 @@ def test_run_writes_records_and_a_report_then_report_rebuilds_it(parquet_repo, t
     assert "3 ok, 0 failed" in out and "recon/" in out and "ssim" in out
     assert len(list((tmp_path / "results").rglob("*.json"))) == 3
     report = (tmp_path / "REPORT.md").read_text()
-    assert "| vaegan" in report and "| betavae" in report and "| vqvae" in report
+    assert "| VAEGAN" in report and "| BetaVAE" in report and "| VQVAE" in report
     (tmp_path / "REPORT.md").unlink()
     assert main(["report", str(tmp_path)]) == 0
     assert (tmp_path / "REPORT.md").read_text() == report

@@ -1,56 +1,205 @@
-"""REPORT.md: the family-comparison tables for every dataset, then provenance."""
+"""REPORT.md and its companions: PNG plots, summary.tex, summary.csv, image grids.
+
+Built from records only; metrics are never recomputed here.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from benchmark.report.tables import FAMILY_ORDER, summary_table
+import pandas as pd
+
+from benchmark.config import dataset_slug
+from benchmark.report import plots
+from benchmark.report.latex import write_latex
+from benchmark.report.sources import ReportInputs, cell_key
+from benchmark.report.tables import (
+    DIAGNOSTICS,
+    FAMILY_LABELS,
+    FAMILY_ORDER,
+    UNAVAILABLE,
+    comparison,
+    families_of,
+    summary_csv,
+    summary_table,
+)
 
 SETS = {
     "recon/": "Reconstruction of held-out test images",
-    "gen/": "Generated samples (prior decodes vs their reconstructions)",
+    "gen/": "Generation: prior decodes vs their reconstructions",
 }
+NOTES = [
+    "Cells are `mean ± sample std (n seeds)` over seeds; **bold** marks the best family where "
+    "families are comparable (`mse`, `bce`, `psnr`, `lpips`, `ssim`, `gmsd`; `kl` and `elbo` "
+    "between the two Gaussian families), in the metric's own direction. — : the metric does not "
+    "apply to the family; n/a : it could not be computed (reason below the table).",
+    "Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE.",
+    "`recon_loss` and `total_loss` are each family's own training objective, on family-specific "
+    "scales (BetaVAE 0.5·SSE, VQVAE SSE, VAEGAN discriminator-feature error): shown, never "
+    "ranked. `vq_loss` is pythae's, a mean over latent elements.",
+    "`discriminator_loss`: pythae's documentation calls lower better (\"the discriminator is "
+    "fooled\"), but a low value means VAEGAN's discriminator is winning; no winner is picked "
+    "on it.",
+    "`gen/` compares each generated image with the model's own reconstruction of it: it measures "
+    "self-consistency on the model's samples, not their realism.",
+]
 
 
 def _family_rank(model: str) -> tuple[int, str]:
     return (FAMILY_ORDER.index(model) if model in FAMILY_ORDER else len(FAMILY_ORDER), model)
 
 
-def write_report(records: list[dict], out_dir: str | Path) -> Path:
+def _sorted(records: list[dict]) -> list[dict]:
+    return sorted(records, key=lambda r: (r["dataset"], _family_rank(r["model"]), r["seed"]))
+
+
+def _unavailable_note(records: list[dict], dataset: str, prefix: str) -> list[str]:
+    reasons = sorted(
+        {
+            (key[len(prefix) :], why)
+            for r in records
+            if r["dataset"] == dataset
+            for key, why in r.get("unavailable", {}).items()
+            if key.startswith(prefix)
+        }
+    )
+    return [f"n/a — `{metric}`: {why}" for metric, why in reasons]
+
+
+def _diagnostics(records: list[dict], dataset: str) -> pd.DataFrame:
+    rows = {}
+    families = families_of([r for r in records if r["dataset"] == dataset])
+    for prefix in ("recon/", "gen/"):
+        for metric, row in comparison(records, dataset, prefix, DIAGNOSTICS).items():
+            rows[f"{prefix}{metric}"] = {FAMILY_LABELS.get(f, f): row[f].text() for f in families}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
+    records = inputs.records
+    lines = [f"## {dataset}", ""]
+    slug = dataset_slug(dataset)
+    for prefix, title in SETS.items():
+        table = summary_table(records, dataset, prefix)
+        if table.empty:
+            continue
+        lines += [f"### {title} (`{prefix}`)", "", table.to_markdown(), ""]
+        lines += [f"- {note}" for note in _unavailable_note(records, dataset, prefix)]
+        figure = f"{slug}-{prefix[:-1]}-metrics.png"
+        caption = plots.metric_bars(records, dataset, prefix, out_dir / figure)
+        if caption:
+            lines += ["", f"![{prefix} metrics]({figure})", "", f"*{caption}*", ""]
+    diagnostics = _diagnostics(records, dataset)
+    if not diagnostics.empty:
+        lines += [
+            "### Diagnostics",
+            "",
+            diagnostics.to_markdown(),
+            "",
+            "*Active units: latent dimensions with Cov_x(E_q[z_i]) > 0.01 (posterior "
+            "collapse shows as few); codebook usage/perplexity: how much of VQVAE's "
+            "codebook is used; discriminator accuracies: how often VAEGAN's discriminator "
+            "is right on real and generated images.*",
+            "",
+        ]
+    first_seed = {}
+    for record in _sorted([r for r in records if r["dataset"] == dataset and r["status"] == "ok"]):
+        first_seed.setdefault(record["model"], cell_key(record))
+    histories = {m: inputs.histories.get(k) for m, k in first_seed.items()}
+    figure = f"{slug}-training.png"
+    caption = plots.training_curves(histories, dataset, out_dir / figure)
+    if caption:
+        lines += [
+            "### Training curves",
+            "",
+            f"![training curves]({figure})",
+            "",
+            f"*{caption}*",
+            "",
+        ]
+    grid_lines = []
+    for model, key in first_seed.items():
+        for name, source in sorted(inputs.grids.get(key, {}).items()):
+            target = out_dir / "images" / f"{slug}-{model}-seed{key[2]}.{name}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.resolve() != target.resolve():
+                shutil.copyfile(source, target)
+            what = (
+                "rows of 8 test images, each above its reconstructions"
+                if name == "reconstructions"
+                else "decodes of prior samples"
+            )
+            grid_lines.append(
+                f"| {FAMILY_LABELS.get(model, model)} | {what} | "
+                f"![{model} {name}](images/{target.name}) |"
+            )
+    if grid_lines:
+        lines += [
+            "### Images (first seed)",
+            "",
+            "| family | what | image |",
+            "|---|---|---|",
+            *grid_lines,
+            "",
+        ]
+    return lines
+
+
+def _provenance(records: list[dict]) -> list[str]:
+    lines = [
+        "## Provenance",
+        "",
+        "| cell | status | config hash | dataset source | revision / fingerprint | "
+        "git sha | device | train (s) | eval (s) | total (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in _sorted(records):
+        info, env, t = r.get("dataset_info", {}), r.get("environment", {}), r.get("timings", {})
+
+        def seconds(key: str, timings: dict = t) -> str:
+            return f"{timings[key]:.1f}" if key in timings else "-"
+
+        lines.append(
+            f"| {r['dataset']}-{r['model']}-seed{r['seed']} | {r['status']} | "
+            f"{r.get('config_hash') or '-'} | {info.get('source', '-')} | "
+            f"{info.get('revision') or '-'} / {info.get('fingerprint', '-')} | "
+            f"{(env.get('git_sha') or '-')[:12]} | {env.get('device') or '-'} | "
+            f"{seconds('train')} | {seconds('eval')} | {seconds('total')} |"
+        )
+    packages = {}
+    for r in records:
+        for name, version in (r.get("environment", {}).get("packages") or {}).items():
+            packages.setdefault(name, set()).add(str(version))
+    if packages:
+        lines += [
+            "",
+            "Packages: "
+            + ", ".join(
+                f"{name} {'/'.join(sorted(versions))}"
+                for name, versions in sorted(packages.items())
+            ),
+        ]
+    return lines + [""]
+
+
+def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = sorted(records, key=lambda r: (r["dataset"], _family_rank(r["model"]), r["seed"]))
-    lines = ["# vaebench report", ""]
+    records = _sorted(inputs.records)
     suites = sorted({r["suite"] for r in records})
-    lines += [
-        f"Suites: {', '.join(suites)}. Cells: {len(records)} "
-        f"({sum(r['status'] == 'ok' for r in records)} ok). Cells are `mean ± sample std "
-        "(n seeds)`; — means the metric does not apply to the family, n/a that it could "
-        "not be computed (see the notes). Decoder outputs are clamped to [0, 1] before "
-        "SSIM, GMSD, LPIPS and BCE.",
+    ok = sum(r["status"] == "ok" for r in records)
+    lines = [
+        "# vaebench report",
+        "",
+        f"Suites: {', '.join(suites)}. Cells: {len(records)} ({ok} ok, "
+        f"{len(records) - ok} failed). Also here: `summary.tex` (booktabs), `summary.csv`.",
+        "",
+        *[f"- {note}" for note in NOTES],
         "",
     ]
     for dataset in sorted({r["dataset"] for r in records}):
-        for prefix, title in SETS.items():
-            table = summary_table(records, dataset, prefix)
-            if table.empty:
-                continue
-            lines += [f"## {dataset}: {title} (`{prefix}`)", "", table.to_markdown(), ""]
-    lines += [
-        "`recon_loss` and `total_loss` are each family's own training objective, on "
-        "family-specific scales: shown, never ranked. A low `discriminator_loss` means "
-        "VAEGAN's discriminator is winning, not that the model is better.",
-        "",
-    ]
-    notes = sorted(
-        {
-            f"{r['model']}: {key}: {why}"
-            for r in records
-            for key, why in r.get("unavailable", {}).items()
-        }
-    )
-    if notes:
-        lines += ["## Unavailable metrics", "", *[f"- {n}" for n in notes], ""]
+        lines += _section(inputs, dataset, out_dir)
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         lines += ["## Failed cells", ""]
@@ -58,21 +207,12 @@ def write_report(records: list[dict], out_dir: str | Path) -> Path:
             f"- {r['dataset']} / {r['model']} / seed {r['seed']}: {r['error']}" for r in failed
         ]
         lines += [""]
-    lines += [
-        "## Provenance",
-        "",
-        "| cell | config hash | dataset source | revision / fingerprint "
-        "| git sha | device | wall time (s) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        info, env = r.get("dataset_info", {}), r.get("environment", {})
-        lines.append(
-            f"| {r['dataset']}-{r['model']}-seed{r['seed']} | {r['config_hash']} | "
-            f"{info.get('source', '?')} | {info.get('revision') or '-'} / "
-            f"{info.get('fingerprint', '-')} | {(env.get('git_sha') or '-')[:12]} | "
-            f"{env.get('device', '-')} | {r['timings'].get('total', float('nan')):.1f} |"
-        )
+    lines += _provenance(records)
+    summary_csv(records).to_csv(out_dir / "summary.csv", index=False)
+    write_latex(records, out_dir / "summary.tex")
     path = out_dir / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+__all__ = ["UNAVAILABLE", "write_report"]

@@ -1,16 +1,50 @@
-"""Records -> tidy pandas frames -> the family-comparison summary table."""
+"""Records -> aggregated statistics -> the family-comparison tables (markdown, LaTeX, CSV).
+
+Aggregation over seeds: mean, sample standard deviation (ddof = 1) and n. The best family is
+marked only where METRICS.md allows ranking, in the direction the metric registry declares.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
 from benchmark.metrics import METRICS
 
 FAMILY_ORDER = ["vaegan", "betavae", "vqvae"]  # the columns of the summary table
+FAMILY_LABELS = {"vaegan": "VAEGAN", "betavae": "BetaVAE", "vqvae": "VQVAE"}
+GAUSSIAN_FAMILIES = {"betavae", "vaegan"}
+DIAGNOSTICS = [
+    "active_units",
+    "codebook_perplexity",
+    "codebook_usage",
+    "disc_accuracy_real",
+    "disc_accuracy_fake",
+]
+MAIN = [key for key in METRICS if key not in DIAGNOSTICS]
 NOT_APPLICABLE = "—"
 UNAVAILABLE = "n/a"
+
+
+@dataclass(frozen=True)
+class Cell:
+    state: str  # "value" | "not_applicable" | "unavailable"
+    mean: float = math.nan
+    std: float = math.nan
+    n: int = 0
+    best: bool = False
+
+    def text(self, bold: tuple[str, str] = ("**", "**"), pm: str = "±") -> str:
+        if self.state == "not_applicable":
+            return NOT_APPLICABLE
+        if self.state == "unavailable":
+            return UNAVAILABLE
+        spread = "" if self.n < 2 or math.isnan(self.std) else f" {pm} {self.std:.2g}"
+        value = f"{self.mean:.4g}{spread}"
+        value = f"{bold[0]}{value}{bold[1]}" if self.best else value
+        return f"{value} (n={self.n})"
 
 
 def metric_frame(records: list[dict]) -> pd.DataFrame:
@@ -32,40 +66,90 @@ def metric_frame(records: list[dict]) -> pd.DataFrame:
 
 def aggregate(records: list[dict]) -> pd.DataFrame:
     """mean, sample std (ddof=1) and n over seeds, per dataset x model x metric key."""
-    frame = metric_frame(records)
-    grouped = frame.groupby(["dataset", "model", "key"])["value"]
+    grouped = metric_frame(records).groupby(["dataset", "model", "key"])["value"]
     return grouped.agg(mean="mean", std="std", n="count").reset_index()
 
 
-def format_cell(mean: float, std: float, n: int) -> str:
-    if n <= 1 or math.isnan(std):
-        return f"{mean:.4g} (n=1)" if n == 1 else f"{mean:.4g}"
-    return f"{mean:.4g} ± {std:.2g} (n={n})"
+def families_of(records: list[dict]) -> list[str]:
+    present = {r["model"] for r in records if r.get("status") == "ok"}
+    return [f for f in FAMILY_ORDER if f in present] + sorted(present - set(FAMILY_ORDER))
 
 
-def summary_table(records: list[dict], dataset: str, prefix: str) -> pd.DataFrame:
-    """Rows: the metrics under `prefix` (`recon/` or `gen/`) in METRICS order; columns: families.
-
-    "—" where a metric does not apply to a family, "n/a" where a record says it was unavailable.
-    """
-    stats = aggregate([r for r in records if r["dataset"] == dataset])
+def comparison(
+    records: list[dict], dataset: str, prefix: str, metrics: list[str] = MAIN
+) -> dict[str, dict[str, Cell]]:
+    """{metric: {family: Cell}} for one dataset and evaluation set, rows without values left out."""
     ok = [r for r in records if r["dataset"] == dataset and r.get("status") == "ok"]
-    families = [f for f in FAMILY_ORDER if any(r["model"] == f for r in ok)]
-    families += sorted({r["model"] for r in ok} - set(families))
+    stats = aggregate(ok).set_index(["model", "key"]) if ok else None
+    families = families_of(ok)
     unavailable = {(r["model"], key) for r in ok for key in r.get("unavailable", {})}
-    table = {}
-    for metric in METRICS:
+    table: dict[str, dict[str, Cell]] = {}
+    for metric in metrics:
         key = prefix + metric
         row = {}
         for family in families:
-            match = stats[(stats.model == family) & (stats.key == key)]
-            if len(match):
-                m = match.iloc[0]
-                row[family] = format_cell(m["mean"], m["std"], int(m["n"]))
+            if stats is not None and (family, key) in stats.index:
+                s = stats.loc[(family, key)]
+                row[family] = Cell("value", float(s["mean"]), float(s["std"]), int(s["n"]))
             elif (family, key) in unavailable:
-                row[family] = UNAVAILABLE
+                row[family] = Cell("unavailable")
             else:
-                row[family] = NOT_APPLICABLE
-        if any(v != NOT_APPLICABLE for v in row.values()):
-            table[metric] = row
-    return pd.DataFrame.from_dict(table, orient="index", columns=families)
+                row[family] = Cell("not_applicable")
+        if any(cell.state != "not_applicable" for cell in row.values()):
+            table[metric] = _mark_best(metric, row)
+    return table
+
+
+def _mark_best(metric: str, row: dict[str, Cell]) -> dict[str, Cell]:
+    info = METRICS[metric]
+    if info.ranked == "never":
+        return row
+    eligible = {
+        f: c
+        for f, c in row.items()
+        if c.state == "value" and (info.ranked == "all" or f in GAUSSIAN_FAMILIES)
+    }
+    if len(eligible) < 2:
+        return row
+    pick = max if info.higher_is_better else min
+    best = pick(c.mean for c in eligible.values())
+    return {
+        f: Cell(c.state, c.mean, c.std, c.n, best=f in eligible and c.mean == best)
+        for f, c in row.items()
+    }
+
+
+def summary_table(
+    records: list[dict], dataset: str, prefix: str, metrics: list[str] = MAIN
+) -> pd.DataFrame:
+    """The comparison as text cells (markdown bold for the best): rows metrics, cols families."""
+    table = comparison(records, dataset, prefix, metrics)
+    families = families_of([r for r in records if r["dataset"] == dataset])
+    return pd.DataFrame(
+        {FAMILY_LABELS.get(f, f): [table[m][f].text() for m in table] for f in families},
+        index=list(table),
+    )
+
+
+def summary_csv(records: list[dict]) -> pd.DataFrame:
+    """Long form of every table: dataset, set, metric, family, mean, std, n, best, status."""
+    rows = []
+    for dataset in sorted({r["dataset"] for r in records}):
+        for prefix in ("recon/", "gen/"):
+            table = comparison(records, dataset, prefix, MAIN + DIAGNOSTICS)
+            for metric, row in table.items():
+                for family, cell in row.items():
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "set": prefix.rstrip("/"),
+                            "metric": metric,
+                            "family": family,
+                            "mean": cell.mean,
+                            "std": cell.std,
+                            "n": cell.n,
+                            "best": cell.best,
+                            "status": cell.state,
+                        }
+                    )
+    return pd.DataFrame(rows)

@@ -1,0 +1,165 @@
+"""Where a report's inputs come from: a results folder, or W&B runs (public API).
+
+Both give the same `ReportInputs`: records shaped like the local JSON records, per-step training
+histories and, for local runs, the image grids the runner saved beside each record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.errors import UserInputError
+from benchmark.results import SCHEMA_VERSION, read_record
+
+CellKey = tuple[str, str, int]  # dataset, model, seed
+
+
+@dataclass
+class ReportInputs:
+    records: list[dict]
+    histories: dict[CellKey, pd.DataFrame] = field(default_factory=dict)
+    grids: dict[CellKey, dict[str, Path]] = field(default_factory=dict)
+
+
+def cell_key(record: dict) -> CellKey:
+    return record["dataset"], record["model"], int(record["seed"])
+
+
+def from_directory(directory: str | Path) -> ReportInputs:
+    inputs = ReportInputs(records=[])
+    for path in sorted(Path(directory).rglob("*.json")):
+        record = read_record(path)
+        if not (isinstance(record, dict) and "schema_version" in record and "metrics" in record):
+            continue
+        inputs.records.append(record)
+        key = cell_key(record)
+        steps = path.with_suffix(".steps.csv")
+        if steps.exists():
+            inputs.histories[key] = pd.read_csv(steps)
+        grids = {name: path.with_suffix(f".{name}.png") for name in ("reconstructions", "samples")}
+        inputs.grids[key] = {name: p for name, p in grids.items() if p.exists()}
+    return inputs
+
+
+# ---- W&B ------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def record_from_wandb(name: str, config: dict, summary: dict, state: str = "finished") -> dict:
+    """A W&B run (config + summary, as the runner logged them) -> a record for the report."""
+    summary = dict(summary)
+    metrics = {
+        k: v
+        for k, v in ((k, _number(v)) for k, v in summary.items())
+        if v is not None and k.startswith(("recon/", "gen/"))
+    }
+    status = summary.get("status") or ("ok" if state == "finished" else "failed")
+    environment = {k[len("env.") :]: v for k, v in config.items() if k.startswith("env.")}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "error": summary.get("error") or (None if status == "ok" else f"W&B run state {state}"),
+        "suite": config.get("suite", "wandb"),
+        "model": config.get("model"),
+        "dataset": config.get("dataset"),
+        "seed": int(config.get("seed", 0)),
+        "config": {k: v for k, v in config.items() if not k.startswith(("_", "env."))},
+        "config_hash": config.get("config_hash", ""),
+        "metrics": metrics,
+        "unavailable": {
+            k[len("unavailable/") :]: v for k, v in summary.items() if k.startswith("unavailable/")
+        },
+        "timings": {
+            k[len("timings/") :]: v
+            for k, v in summary.items()
+            if k.startswith("timings/") and _number(v) is not None
+        },
+        "environment": {
+            "git_sha": environment.pop("git_sha", None),
+            "device": environment.pop("device", None),
+            "packages": environment,
+        },
+        "dataset_info": {"source": config.get("dataset")},
+        "training": {},
+        "created_at": summary.get("_timestamp", ""),
+        "wandb_run": name,
+    }
+
+
+def history_from_wandb(history: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Per-step rows (those with trainer/step) -> the .steps.csv layout: step, train/..."""
+    if history is None or len(history) == 0 or "trainer/step" not in history:
+        return None
+    steps = history[history["trainer/step"].notna()]
+    columns = [c for c in steps.columns if c.startswith("train/")]
+    frame = steps[["trainer/step", *columns]].rename(columns={"trainer/step": "step"})
+    return frame.dropna(how="all", subset=columns).reset_index(drop=True)
+
+
+def from_wandb_runs(runs: Iterable[Any]) -> ReportInputs:
+    """`runs`: objects with .name, .config, .summary, .state and .history() (public API runs)."""
+    inputs = ReportInputs(records=[])
+    for run in runs:
+        config = dict(run.config)
+        if not {"model", "dataset"} <= set(config):
+            continue  # not a vaebench run
+        record = record_from_wandb(run.name, config, dict(run.summary), run.state)
+        inputs.records.append(record)
+        history = history_from_wandb(run.history(samples=100_000, pandas=True))
+        if history is not None:
+            inputs.histories[cell_key(record)] = history
+    return inputs
+
+
+def from_wandb(
+    path: str, group: str | None = None, tag: str | None = None, api: Any = None
+) -> ReportInputs:
+    """Runs of ENTITY/PROJECT, optionally one group and/or tag, through the public API."""
+    if path.count("/") != 1:
+        raise UserInputError(f"--wandb expects ENTITY/PROJECT, got '{path}'")
+    if api is None:
+        import wandb
+
+        try:
+            api = wandb.Api(timeout=30)
+        except Exception as error:
+            raise UserInputError(f"cannot use the W&B API: {str(error).splitlines()[0]}") from None
+    filters: dict[str, Any] = {}
+    if group:
+        filters["group"] = group
+    if tag:
+        filters["tags"] = {"$in": [tag]}
+    try:
+        runs = list(api.runs(path, filters=filters))
+    except Exception as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserInputError(f"cannot list W&B runs of {path}: {message}") from None
+    inputs = from_wandb_runs(runs)
+    if not inputs.records:
+        raise UserInputError(
+            f"no vaebench runs in {path}"
+            + (f" (group {group})" if group else "")
+            + (f" (tag {tag})" if tag else "")
+        )
+    return inputs
+
+
+def dump_records(inputs: ReportInputs, folder: Path) -> None:
+    """Keep the records a W&B report was built from, beside it (a report is reproducible)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in inputs.records:
+        dataset, model, seed = cell_key(record)
+        name = f"{record.get('wandb_run') or f'{dataset}-{model}-seed{seed}'}.json"
+        (folder / name.replace("/", "_")).write_text(json.dumps(record, indent=2))

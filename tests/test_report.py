@@ -1,0 +1,221 @@
+"""The report: tables equal the fixtures' statistics, best marks follow directions, LaTeX and
+plots are well formed, and W&B runs give the same report as local records."""
+
+from __future__ import annotations
+
+import re
+import statistics
+
+import pandas as pd
+import pytest
+import torch
+from torchvision.utils import save_image
+from wandb_log import find_runs, read_run
+
+from benchmark import runner, tracking
+from benchmark.models import FAMILIES
+from benchmark.report import from_directory, write_report
+from benchmark.report.sources import from_wandb, from_wandb_runs
+from benchmark.results import build_record, record_path, write_record
+from benchmark.suites import expand_cells, resolve_suite
+
+SEEDS = [0, 1, 2]
+
+
+def fixture_value(model: str, key: str, seed: int) -> float:
+    """Deterministic, distinct per family, varying with the seed."""
+    base = {"vaegan": 0.6, "betavae": 0.5, "vqvae": 0.8}[model]
+    return base + 0.01 * (seed + 1) * (1 + len(key) % 5) + (0.2 if key.endswith("gmsd") else 0)
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fixture-run")
+    suite = resolve_suite("quick", ["train.epochs=1"], seeds=SEEDS + [3])
+    for cell in expand_cells(suite):
+        family = FAMILIES.get(cell.model)
+        path = record_path(out, cell)
+        if cell.seed == 3:  # the failed cell
+            if cell.model == "vaegan":
+                write_record(
+                    path,
+                    build_record(cell, status="failed", error="TrainingDiverged: non-finite loss"),
+                )
+            continue
+        keys = [k for k in family.metric_keys if k != "lpips" or cell.model != "vqvae"]
+        metrics = {
+            f"{p}/{k}": fixture_value(cell.model, f"{p}/{k}", cell.seed)
+            for p in ("recon", "gen")
+            for k in keys
+        }
+        unavailable = (
+            {
+                "recon/lpips": "weights not available: no VGG16 here",
+                "gen/lpips": "weights not available: no VGG16 here",
+            }
+            if cell.model == "vqvae"
+            else {}
+        )
+        write_record(
+            path,
+            build_record(
+                cell,
+                status="ok",
+                metrics=metrics,
+                unavailable=unavailable,
+                timings={"train": 1.0, "eval": 0.1, "total": 1.2},
+            ),
+        )
+        pd.DataFrame(
+            {"step": [1, 2, 3], "train/loss": [3.0, 2.0, 1.5], "train/recon_loss": [2.0, 1.5, 1.0]}
+        ).to_csv(path.with_suffix(".steps.csv"), index=False)
+        for name in ("reconstructions", "samples"):
+            save_image(torch.rand(1, 30, 30), path.with_suffix(f".{name}.png"))
+    report = write_report(from_directory(out), out / "report")
+    return out, report.read_text()
+
+
+def table_rows(markdown: str, title: str) -> dict[str, list[str]]:
+    section = markdown.split(title, 1)[1].split("\n\n", 2)[1]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header[1:], cells[1:], strict=True))
+    return rows
+
+
+def test_cells_are_mean_and_sample_std_of_the_seeds(fixture_dir):
+    _, markdown = fixture_dir
+    rows = table_rows(markdown, "(`recon/`)")
+    for family, label in (("vaegan", "VAEGAN"), ("betavae", "BetaVAE"), ("vqvae", "VQVAE")):
+        values = [fixture_value(family, "recon/ssim", s) for s in SEEDS]
+        expected = f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} (n=3)"
+        assert rows["ssim"][label].replace("**", "") == expected
+
+
+def test_best_marks_follow_each_metrics_direction(fixture_dir):
+    _, markdown = fixture_dir
+    rows = table_rows(markdown, "(`recon/`)")
+    # fixtures: vqvae highest everywhere -> best ssim (higher), worst gmsd (lower is better)
+    assert rows["ssim"]["VQVAE"].startswith("**")
+    assert rows["gmsd"]["BetaVAE"].startswith("**")
+    assert not rows["gmsd"]["VQVAE"].startswith("**")
+    assert rows["kl"]["BetaVAE"].startswith("**")  # ranked between the Gaussian families only
+    for never_ranked in ("recon_loss", "total_loss", "discriminator_loss"):
+        assert not any(cell.startswith("**") for cell in rows[never_ranked].values())
+
+
+def test_not_applicable_and_unavailable_cells(fixture_dir):
+    _, markdown = fixture_dir
+    rows = table_rows(markdown, "(`recon/`)")
+    assert rows["vq_loss"]["VAEGAN"] == "—" and rows["kl"]["VQVAE"] == "—"
+    assert rows["lpips"]["VQVAE"] == "n/a"
+    assert "n/a — `lpips`: weights not available: no VGG16 here" in markdown
+    assert "## Failed cells" in markdown and "TrainingDiverged: non-finite loss" in markdown
+
+
+def test_latex_is_balanced_booktabs_with_the_same_numbers(fixture_dir):
+    out, markdown = fixture_dir
+    tex = (out / "report" / "summary.tex").read_text()
+    for environment in ("table", "tabular"):
+        assert tex.count(rf"\begin{{{environment}}}") == tex.count(rf"\end{{{environment}}}") == 2
+    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 2
+    assert tex.count("{") == tex.count("}")
+    for line in tex.splitlines():
+        if line.endswith(r"\\") and not line.startswith("Metric"):
+            assert line.count("&") == 3
+    values = [fixture_value("vqvae", "recon/ssim", s) for s in SEEDS]
+    assert (
+        rf"\textbf{{{statistics.mean(values):.4g} $\pm$ {statistics.stdev(values):.2g}}} (n=3)"
+        in tex
+    )
+    assert r"recon\_loss" in tex and "---" in tex
+
+
+def test_csv_carries_raw_statistics(fixture_dir):
+    out, _ = fixture_dir
+    frame = pd.read_csv(out / "report" / "summary.csv")
+    row = frame[(frame.set == "recon") & (frame.metric == "ssim") & (frame.family == "vqvae")]
+    values = [fixture_value("vqvae", "recon/ssim", s) for s in SEEDS]
+    assert row["mean"].item() == pytest.approx(statistics.mean(values))
+    assert row["std"].item() == pytest.approx(statistics.stdev(values))
+    assert row["n"].item() == 3 and bool(row["best"].item())
+
+
+def test_plots_are_pngs_and_every_link_exists(fixture_dir):
+    out, markdown = fixture_dir
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(links) >= 3 + 6  # two metric plots, curves, two grids per family
+    for link in links:
+        path = out / "report" / link
+        assert path.exists(), link
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 100
+
+
+@pytest.fixture(scope="module")
+def offline_wandb_run(tiny_suite_args, tmp_path_factory):
+    out = tmp_path_factory.mktemp("wandb-report")
+    suite = resolve_suite(**dict(tiny_suite_args, models=["betavae", "vqvae"]))
+    factory = tracking.make_tracker_factory("offline", "p", None, str(out), lambda m: None)
+    records = runner.run_suite(suite, out, log=lambda m: None, tracker_factory=factory)
+    return out, records
+
+
+class StandInRun:
+    """What the W&B public API returns per run: name, state, config, summary, history()."""
+
+    def __init__(self, logged):
+        self.name = logged.run.display_name
+        self.state = "finished"
+        self.group = logged.run.run_group
+        self.tags = list(logged.run.tags)
+        self.config = {k: v for k, v in logged.config.items() if k != "_wandb"}
+        self.summary = logged.summary
+        self._history = pd.DataFrame(logged.history)
+
+    def history(self, samples=500, pandas=True):
+        return self._history
+
+
+class StandInApi:
+    def __init__(self, runs):
+        self._runs = runs
+        self.calls = []
+
+    def runs(self, path, filters=None):
+        self.calls.append((path, filters))
+        selected = self._runs
+        if filters and "group" in filters:
+            selected = [r for r in selected if r.group == filters["group"]]
+        if filters and "tags" in filters:
+            selected = [r for r in selected if set(filters["tags"]["$in"]) & set(r.tags)]
+        return selected
+
+
+def test_wandb_runs_give_the_same_tables_as_local_records(offline_wandb_run, tmp_path):
+    out, records = offline_wandb_run
+    runs = [StandInRun(read_run(path)) for path in find_runs(out)]
+    inputs = from_wandb_runs(runs)
+    assert sorted(r["model"] for r in inputs.records) == ["betavae", "vqvae"]
+    by_model = {r["model"]: r for r in inputs.records}
+    for record in records:
+        assert by_model[record["model"]]["metrics"] == record["metrics"]
+        assert by_model[record["model"]]["unavailable"] == record["unavailable"]
+        history = inputs.histories[(record["dataset"], record["model"], 0)]
+        assert len(history) == record["training"]["steps"] and "train/loss" in history
+    local = write_report(from_directory(out / "results"), tmp_path / "local").read_text()
+    remote = write_report(inputs, tmp_path / "remote").read_text()
+    section = "(`recon/`)"
+    assert table_rows(local, section) == table_rows(remote, section)
+
+
+def test_wandb_api_path_filters_by_group_and_tag(offline_wandb_run):
+    out, _ = offline_wandb_run
+    runs = [StandInRun(read_run(path)) for path in find_runs(out)]
+    api = StandInApi(runs)
+    inputs = from_wandb("me/vaebench", group=runs[0].group, tag="vqvae", api=api)
+    assert [r["model"] for r in inputs.records] == ["vqvae"]
+    assert api.calls == [("me/vaebench", {"group": runs[0].group, "tags": {"$in": ["vqvae"]}})]
