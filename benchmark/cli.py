@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells and exit")
     run.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: cells run here; slurm: one submitit job per cell, settings from the "
+        "suite's slurm section or --set slurm.partition=gpu, slurm.time_min=..., ... [local]",
+    )
+    run.add_argument(
         "--wandb",
         choices=["auto", "online", "offline", "off"],
         default="auto",
@@ -101,6 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--wandb", metavar="ENTITY/PROJECT", help="build from W&B runs instead")
     report.add_argument("--group", help="with --wandb: only this run group (SUITE/DATASET)")
     report.add_argument("--tag", help="with --wandb: only runs with this tag")
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare two sets of records; exit 1 on a regression beyond seed noise",
+        description="Per dataset x family x metric, a regression is a change in the bad "
+        "direction larger than max(K x pooled seed std, REL_TOL x |baseline|). Exit 1 on a "
+        "regression, 0 otherwise, 2 when the two sides ran different configurations.",
+    )
+    compare.add_argument("baseline", type=Path, help="baseline JSON or a records folder")
+    compare.add_argument("current", type=Path, nargs="?", help="records folder (or baseline JSON)")
+    compare.add_argument(
+        "--write-baseline",
+        type=Path,
+        metavar="FILE",
+        help="write BASELINE's summary as a baseline JSON to FILE and exit",
+    )
+    compare.add_argument("--k", type=float, default=3.0, help="seed-noise multiple [3]")
+    compare.add_argument("--rel-tol", type=float, default=0.05, help="relative tolerance [0.05]")
+    compare.add_argument("--markdown", type=Path, help="also write the delta table to this file")
 
     sub.add_parser("list", help="list built-in suites, models and datasets")
     return parser
@@ -148,7 +174,14 @@ def _run(args, extra: list[str]) -> int:
     trackers = tracking.make_tracker_factory(
         args.wandb, args.wandb_project, args.wandb_entity, str(out), log
     )
-    records = run_suite(suite, out, mirror=args.data_mirror, log=log, tracker_factory=trackers)
+    executor = None
+    if args.executor == "slurm":
+        from benchmark.executors import slurm_executor
+
+        executor = slurm_executor(suite.slurm, out / "slurm", f"vaebench-{suite.name}")
+    records = run_suite(
+        suite, out, mirror=args.data_mirror, log=log, tracker_factory=trackers, executor=executor
+    )
     report = write_report(from_directory(out / "results"), out)
     _print_summary(records)
     failed = [r for r in records if r["status"] != "ok"]
@@ -231,6 +264,30 @@ def _report(args, extra: list[str]) -> int:
     return 0
 
 
+def _compare(args, extra: list[str]) -> int:
+    import json
+
+    from benchmark.compare import compare, delta_table, load_side
+
+    baseline = load_side(args.baseline)
+    if args.write_baseline:
+        args.write_baseline.parent.mkdir(parents=True, exist_ok=True)
+        args.write_baseline.write_text(json.dumps(baseline, indent=2) + "\n")
+        print(f"vaebench: baseline of {len(baseline['cells'])} cells: {args.write_baseline}")
+        return 0
+    if args.current is None:
+        raise UserInputError("compare needs BASELINE and CURRENT (or --write-baseline FILE)")
+    deltas = compare(baseline, load_side(args.current), k=args.k, rel_tol=args.rel_tol)
+    table = delta_table(deltas)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    bad = [d for d in deltas if d.verdict in ("regression", "missing")]
+    improved = sum(d.verdict == "improved" for d in deltas)
+    print(f"\nvaebench: {len(bad)} regressions, {improved} improvements, {len(deltas)} compared")
+    return 1 if bad else 0
+
+
 def _list(args, extra: list[str]) -> int:
     from benchmark.data import DATASETS
     from benchmark.models import FAMILIES
@@ -259,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
     _quiet_libraries()
-    handlers = {"run": _run, "report": _report, "list": _list, "sweep": _sweep}
+    handlers = {"run": _run, "report": _report, "list": _list, "sweep": _sweep, "compare": _compare}
     try:
         return handlers[args.command](args, extra)
     except UserInputError as error:

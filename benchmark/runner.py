@@ -30,7 +30,7 @@ from benchmark.training import resolve_device, train
 Log = Callable[[str], None]
 
 
-class _SharedResources:
+class SharedResources:
     """Loaded once per suite run: datasets (by name and data config) and the LPIPS network."""
 
     def __init__(self, mirror: str | None, lpips_loader: Callable) -> None:
@@ -58,7 +58,7 @@ class _SharedResources:
 
 
 def run_cell(
-    config: RunConfig, shared: _SharedResources, log: Log, out_dir: Path, tracker=None
+    config: RunConfig, shared: SharedResources, log: Log, out_dir: Path, tracker=None
 ) -> dict:
     started = time.perf_counter()
     tracker = tracker or NullTracker()
@@ -147,6 +147,18 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _report_cell(prefix: str, record: dict, log: Log) -> None:
+    if record["status"] == "ok":
+        m = record["metrics"]
+        log(
+            f"{prefix}: ok in {record['timings']['total']:.1f}s  recon/ssim "
+            f"{m['recon/ssim']:.4f}  recon/mse {m['recon/mse']:.3f}  gen/ssim "
+            f"{m['gen/ssim']:.4f}"
+        )
+    else:
+        log(f"{prefix}: FAILED: {record['error']}")
+
+
 def run_suite(
     suite,
     out_dir: str | Path,
@@ -154,35 +166,79 @@ def run_suite(
     log: Log = print,
     lpips_loader: Callable = LPIPS.load,
     tracker_factory: Callable = NullTracker,
+    executor=None,
 ) -> list[dict]:
-    """Run every cell not already finished; return all the suite's records (old and new)."""
+    """Run every cell not already finished; return all the suite's records (old and new).
+
+    `executor`: None runs the cells here, one after the other; a submitit executor (SLURM, or
+    its local executor) runs one job per cell and waits for them.
+    """
     out_dir = Path(out_dir)
     cells = expand_cells(suite)
-    shared = _SharedResources(mirror, lpips_loader)
-    records = []
+    records: dict[int, dict] = {}
+    pending = []
     for index, config in enumerate(cells, 1):
         path = record_path(out_dir, config)
-        prefix = f"[{index}/{len(cells)}] {config.cell_id}"
         if is_finished(path, config):
             log(
-                f"{prefix}: finished earlier with the same config ({config.config_hash()}), skipped"
+                f"[{index}/{len(cells)}] {config.cell_id}: finished earlier with the same config "
+                f"({config.config_hash()}), skipped"
             )
-            records.append(read_record(path))
-            continue
-        log(
-            f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
-            f"{config.train.epochs} epochs)"
-        )
-        record = run_cell(config, shared, log, out_dir, tracker_factory())
-        write_record(path, record)
-        records.append(record)
-        if record["status"] == "ok":
-            m = record["metrics"]
-            log(
-                f"{prefix}: ok in {record['timings']['total']:.1f}s  recon/ssim "
-                f"{m['recon/ssim']:.4f}  recon/mse {m['recon/mse']:.3f}  gen/ssim "
-                f"{m['gen/ssim']:.4f}"
-            )
+            records[index] = read_record(path)
         else:
-            log(f"{prefix}: FAILED: {record['error']}")
+            pending.append((index, config))
+    if executor is None:
+        shared = SharedResources(mirror, lpips_loader)
+        for index, config in pending:
+            prefix = f"[{index}/{len(cells)}] {config.cell_id}"
+            log(
+                f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
+                f"{config.train.epochs} epochs)"
+            )
+            record = run_cell(config, shared, log, out_dir, tracker_factory())
+            write_record(record_path(out_dir, config), record)
+            records[index] = record
+            _report_cell(prefix, record, log)
+    else:
+        records.update(
+            _run_as_jobs(
+                pending, len(cells), executor, out_dir, mirror, log, lpips_loader, tracker_factory
+            )
+        )
+    return [records[index] for index in sorted(records)]
+
+
+def _run_as_jobs(
+    pending, total, executor, out_dir, mirror, log, lpips_loader, tracker_factory
+) -> dict[int, dict]:
+    from benchmark.executors import run_cell_job
+
+    if not pending:
+        return {}
+    jobs = []
+    with executor.batch():
+        for _, config in pending:
+            jobs.append(
+                executor.submit(
+                    run_cell_job,
+                    config.model_dump_json(),
+                    str(out_dir),
+                    mirror,
+                    tracker_factory,
+                    lpips_loader,
+                )
+            )
+    log(f"submitted {len(jobs)} jobs: {', '.join(str(job.job_id) for job in jobs)}")
+    records = {}
+    for (index, config), job in zip(pending, jobs, strict=True):
+        prefix = f"[{index}/{total}] {config.cell_id} (job {job.job_id})"
+        try:
+            record = job.result()
+        except Exception as error:  # the job itself died (time limit, node failure...)
+            record = build_record(
+                config, status="failed", error=f"job {job.job_id} failed: {_one_line(error)}"
+            )
+            write_record(record_path(out_dir, config), record)
+        records[index] = record
+        _report_cell(prefix, record, log)
     return records

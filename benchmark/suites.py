@@ -17,6 +17,7 @@ from pydantic import create_model
 from benchmark.config import DataConfig, EvalConfig, RunConfig, Section, TrainConfig, validate
 from benchmark.data import check_dataset_name
 from benchmark.errors import UserInputError, unknown_name
+from benchmark.executors import SlurmConfig
 from benchmark.models import FAMILIES
 
 
@@ -30,6 +31,7 @@ class _SuiteBase(Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    slurm: SlurmConfig = SlurmConfig()  # only for --executor slurm; not part of any cell
 
 
 # one section per registered family, named after it: `betavae: {beta: 4}`

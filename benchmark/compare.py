@@ -1,0 +1,157 @@
+"""Regression detection between two sets of records (or a stored baseline summary).
+
+A regression is a change in a metric's bad direction larger than
+max(k x pooled seed std, relative tolerance x |baseline mean|), per dataset x family x metric.
+Both sides must have run the same configuration (seeds and suite name aside).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.errors import UserInputError
+from benchmark.metrics import METRICS
+from benchmark.results import load_records
+
+BASELINE_SCHEMA = "vaebench-baseline/1"
+# adversarial quantities move either way in a healthy run: shown, never called a regression
+NOT_JUDGED = {"discriminator_loss", "decoder_loss", "disc_accuracy_real", "disc_accuracy_fake"}
+
+
+def config_identity(record: dict) -> str:
+    """The cell's configuration without the seed and the suite label."""
+    config = {k: v for k, v in record.get("config", {}).items() if k not in ("seed", "suite")}
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def summarise(records: list[dict]) -> dict[str, Any]:
+    """Baseline summary: per dataset|model, the config identity and mean/std/n of each metric."""
+    cells: dict[str, Any] = {}
+    for record in records:
+        key = f"{record['dataset']}|{record['model']}"
+        cell = cells.setdefault(
+            key, {"config": config_identity(record), "values": {}, "failed_seeds": []}
+        )
+        if cell["config"] != config_identity(record):
+            raise UserInputError(f"records of {key} mix different configurations")
+        if record["status"] != "ok":
+            cell["failed_seeds"].append(record["seed"])
+            continue
+        for metric, value in record["metrics"].items():
+            cell["values"].setdefault(metric, []).append(value)
+    for cell in cells.values():
+        values = cell.pop("values")
+        cell["metrics"] = {
+            metric: {
+                "mean": sum(v) / len(v),
+                "n": len(v),
+                "std": pd.Series(v).std() if len(v) > 1 else 0.0,
+            }
+            for metric, v in sorted(values.items())
+        }
+    return {
+        "schema": BASELINE_SCHEMA,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cells": cells,
+    }
+
+
+def load_side(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise UserInputError(f"{path} is not a baseline JSON") from None
+        if data.get("schema") != BASELINE_SCHEMA:
+            raise UserInputError(f"{path} is not a vaebench baseline ({BASELINE_SCHEMA})")
+        return data
+    if path.is_dir():
+        records = load_records(path)
+        if not records:
+            raise UserInputError(f"no result records under {path}")
+        return summarise(records)
+    raise UserInputError(f"no such baseline or results folder: {path}")
+
+
+@dataclass(frozen=True)
+class Delta:
+    dataset: str
+    model: str
+    metric: str
+    baseline: float
+    current: float | None
+    threshold: float
+    verdict: str  # regression | improved | ok | missing | not judged
+
+
+def pooled_std(a: dict, b: dict) -> float:
+    dof = a["n"] + b["n"] - 2
+    if dof <= 0:
+        return 0.0
+    return math.sqrt(((a["n"] - 1) * a["std"] ** 2 + (b["n"] - 1) * b["std"] ** 2) / dof)
+
+
+def compare(baseline: dict, current: dict, k: float = 3.0, rel_tol: float = 0.05) -> list[Delta]:
+    mismatched = [
+        key
+        for key in baseline["cells"].keys() & current["cells"].keys()
+        if baseline["cells"][key]["config"] != current["cells"][key]["config"]
+    ]
+    if mismatched:
+        raise UserInputError(
+            f"the two sides ran different configurations for {', '.join(sorted(mismatched))}; "
+            "compare runs of the same suite settings (or write a new baseline)"
+        )
+    deltas = []
+    for key, base_cell in sorted(baseline["cells"].items()):
+        dataset, model = key.split("|", 1)
+        current_cell = current["cells"].get(key, {"metrics": {}})
+        for metric, base in base_cell["metrics"].items():
+            name = metric.split("/", 1)[-1]
+            info = METRICS.get(name)
+            now = current_cell["metrics"].get(metric)
+            if now is None:
+                deltas.append(Delta(dataset, model, metric, base["mean"], None, 0.0, "missing"))
+                continue
+            threshold = max(k * pooled_std(base, now), rel_tol * abs(base["mean"]))
+            change = now["mean"] - base["mean"]
+            worse = -change if (info and info.higher_is_better) else change
+            if info is None or name in NOT_JUDGED:
+                verdict = "not judged"
+            elif worse > threshold:
+                verdict = "regression"
+            elif -worse > threshold:
+                verdict = "improved"
+            else:
+                verdict = "ok"
+            deltas.append(
+                Delta(dataset, model, metric, base["mean"], now["mean"], threshold, verdict)
+            )
+    return deltas
+
+
+def delta_table(deltas: list[Delta]) -> str:
+    rows = [
+        {
+            "dataset": d.dataset,
+            "family": d.model,
+            "metric": d.metric,
+            "baseline": f"{d.baseline:.4g}",
+            "current": "—" if d.current is None else f"{d.current:.4g}",
+            "change": "—" if d.current is None else f"{d.current - d.baseline:+.3g}",
+            "threshold": f"{d.threshold:.3g}",
+            "verdict": d.verdict,
+        }
+        for d in deltas
+    ]
+    return pd.DataFrame(rows).to_markdown(index=False) if rows else "(nothing to compare)"

@@ -1,0 +1,71 @@
+"""Where cells run: in this process (`local`), or one SLURM job per cell through submitit.
+
+Every job runs the same `run_cell` and writes its record into the same results folder, so a
+SLURM suite resumes, fails and reports exactly like a local one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmark.config import RunConfig, Section
+from benchmark.errors import UserInputError
+
+
+class SlurmConfig(Section):
+    """`slurm:` section of a suite (or `--set slurm.partition=gpu`); not part of any cell."""
+
+    partition: str | None = None
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    mem_gb: int | None = None
+    time_min: int = 240
+    account: str | None = None
+
+
+def slurm_executor(slurm: SlurmConfig, folder: Path, name: str):
+    """submitit's SLURM executor (fails with one line when this machine has no SLURM)."""
+    import submitit
+
+    try:
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    except RuntimeError as error:
+        raise UserInputError(f"--executor slurm: {error}") from None
+    parameters: dict[str, Any] = {
+        "name": name,
+        "timeout_min": slurm.time_min,
+        "gpus_per_node": slurm.gpus_per_job,
+        "cpus_per_task": slurm.cpus_per_job,
+        "nodes": 1,
+        "tasks_per_node": 1,
+    }
+    if slurm.partition:
+        parameters["slurm_partition"] = slurm.partition
+    if slurm.mem_gb:
+        parameters["mem_gb"] = slurm.mem_gb
+    if slurm.account:
+        parameters["slurm_account"] = slurm.account
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def run_cell_job(
+    config_json: str,
+    out_dir: str,
+    mirror: str | None,
+    tracker_factory: Callable,
+    lpips_loader: Callable,
+) -> dict:
+    """The body of one SLURM job: run a cell, write its record, return it."""
+    from benchmark.results import record_path, write_record
+    from benchmark.runner import SharedResources, run_cell
+
+    config = RunConfig.model_validate_json(config_json)
+    shared = SharedResources(mirror, lpips_loader)
+    record = run_cell(
+        config, shared, lambda m: print(m, flush=True), Path(out_dir), tracker_factory()
+    )
+    write_record(record_path(out_dir, config), record)
+    return record
