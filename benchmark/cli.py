@@ -128,6 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--rel-tol", type=float, default=0.05, help="relative tolerance [0.05]")
     compare.add_argument("--markdown", type=Path, help="also write the delta table to this file")
 
+    perf = sub.add_parser(
+        "perf",
+        help="throughput: ours vs stock pythae, evaluation, overhead, FLOPs",
+        description="Measure, interleaved and as medians: training images/s per family with "
+        "pythae's stock TrainingPipeline and with our runner, evaluation images/s per metric "
+        "group, the share of a quick-suite cell outside training, and FLOP/s against the "
+        "machine's matrix-multiply rate. Prints a table and writes JSON.",
+    )
+    perf.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement [3]")
+    perf.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=["train.epochs=2"],
+        metavar="KEY=VALUE",
+        help="quick-suite overrides [train.epochs=2]",
+    )
+    perf.add_argument("--models", type=_csv(str), help="comma-separated families [all]")
+    perf.add_argument(
+        "--no-cell",
+        action="store_true",
+        help="skip the full quick-suite cell (time outside training)",
+    )
+    perf.add_argument("--out", type=Path, default=Path("perf.json"), help="JSON [perf.json]")
+
     sub.add_parser("list", help="list built-in suites, models and datasets")
     return parser
 
@@ -288,6 +313,25 @@ def _compare(args, extra: list[str]) -> int:
     return 1 if bad else 0
 
 
+def _perf(args, extra: list[str]) -> int:
+    from benchmark.perf import run_perf, table, write_json
+
+    if args.repeats < 1:
+        raise UserInputError("--repeats must be at least 1")
+    results = run_perf(
+        args.overrides,
+        args.repeats,
+        args.models,
+        not args.no_cell,
+        log=lambda m: print(m, flush=True),
+    )
+    write_json(results, args.out)
+    print()
+    print(table(results))
+    print(f"\nvaebench: perf results in {args.out}")
+    return 0
+
+
 def _list(args, extra: list[str]) -> int:
     from benchmark.data import DATASETS
     from benchmark.models import FAMILIES
@@ -316,7 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
     _quiet_libraries()
-    handlers = {"run": _run, "report": _report, "list": _list, "sweep": _sweep, "compare": _compare}
+    handlers = {
+        "run": _run,
+        "report": _report,
+        "list": _list,
+        "sweep": _sweep,
+        "compare": _compare,
+        "perf": _perf,
+    }
     try:
         return handlers[args.command](args, extra)
     except UserInputError as error:

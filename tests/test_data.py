@@ -99,3 +99,28 @@ def test_full_mnist_from_the_shared_mirror():
     splits = load_image_splits("mnist", DataConfig(), mirror=str(SHARED_MNIST_MIRROR))
     assert splits.info["splits"] == {"train": 57000, "val": 3000, "test": 10000}
     assert splits.info["source"] == "ylecun/mnist"
+
+
+def test_decoded_images_are_cached_and_reused(parquet_repo, monkeypatch, tmp_path):
+    from benchmark import data
+
+    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
+    first = load_image_splits(str(parquet_repo), DataConfig())
+    assert list((tmp_path / "cache" / "datasets").glob("*.pt"))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(data, "_to_uint8", no_decoding)
+    second = load_image_splits(str(parquet_repo), DataConfig())
+    assert torch.equal(first.train, second.train) and first.info == second.info
+    # another resize is another cache entry
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_image_splits(str(parquet_repo), DataConfig(image_size=16))
+
+
+def test_the_cache_can_be_switched_off(parquet_repo, monkeypatch, tmp_path):
+    monkeypatch.setenv("VAEBENCH_CACHE", "off")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    load_image_splits(str(parquet_repo), DataConfig())
+    assert not (tmp_path / ".cache").exists()

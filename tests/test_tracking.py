@@ -98,3 +98,28 @@ def test_a_failing_wandb_never_fails_the_cell(tiny_suite_args, tmp_path, monkeyp
     assert records[0]["status"] == "ok"
     assert list((tmp_path / "results").rglob("*.json"))
     assert any("W&B: init failed (RuntimeError: W&B is down)" in line for line in logs)
+
+
+def test_a_failing_wandb_log_never_fails_the_cell(tiny_suite_args, tmp_path, monkeypatch):
+    real_init = wandb.init
+
+    def init_with_broken_log(*args, **kwargs):
+        run = real_init(*args, **kwargs)
+
+        def broken_log(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(run, "log", broken_log)
+        return run
+
+    monkeypatch.setattr(wandb, "init", init_with_broken_log)
+    logs: list[str] = []
+    factory = tracking.make_tracker_factory("offline", "p", None, str(tmp_path), logs.append)
+    records = runner.run_suite(
+        resolve_suite(**dict(tiny_suite_args, models=["betavae"])),
+        tmp_path,
+        log=logs.append,
+        tracker_factory=factory,
+    )
+    assert records[0]["status"] == "ok"
+    assert sum("W&B: log failed (OSError: disk full)" in line for line in logs) == 1

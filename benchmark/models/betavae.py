@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from pythae.models import BetaVAE, BetaVAEConfig
-from pythae.trainers import BaseTrainer, BaseTrainerConfig
+from pythae.trainers import BaseTrainer
 
-from benchmark.config import Section, TrainConfig
+from benchmark.config import Section
 from benchmark.models.family import (
     BatchEval,
     Family,
-    base_trainer_values,
+    base_trainer_config,
     gaussian_posterior,
     kl_per_image,
     pythae_config,
@@ -47,18 +47,6 @@ def build(params: BetaVAEParams, input_shape, arch: str) -> BetaVAE:
     return BetaVAE(config, encoder=encoder, decoder=decoder)
 
 
-def make_trainer(
-    model, train_ds, val_ds, params, train: TrainConfig, seed, output_dir, device, callbacks
-):
-    config = pythae_config(
-        BaseTrainerConfig,
-        **base_trainer_values(train, seed, output_dir, device),
-        learning_rate=train.learning_rate,
-        optimizer_cls=train.optimizer,
-    )
-    return BaseTrainer(model, train_ds, val_ds, training_config=config, callbacks=callbacks)
-
-
 def own_recon_loss(x: torch.Tensor, x_hat: torch.Tensor, kind: str) -> torch.Tensor:
     """BetaVAE's training reconstruction loss per image, exactly as pythae computes it."""
     if kind == "bce":
@@ -88,7 +76,8 @@ FAMILY = Family(
     pythae_name="BetaVAE",
     params_model=BetaVAEParams,
     build=build,
-    make_trainer=make_trainer,
+    trainer_config=base_trainer_config,
+    trainer_cls=BaseTrainer,
     evaluate_batch=evaluate_batch,
     sample_prior=sample_prior,
     train_components=("loss", "recon_loss", "reg_loss"),

@@ -33,15 +33,33 @@ class Family:
     pythae_name: str
     params_model: type[Section]
     build: Callable[[Any, tuple[int, int, int], str], BaseAE]
-    make_trainer: Callable[
-        ..., Any
-    ]  # (model, train_ds, val_ds, params, train, seed, out, device, callbacks)
+    # (params, train, seed, output_dir, device) -> the pythae trainer config
+    trainer_config: Callable[..., Any]
+    trainer_cls: type  # the pythae trainer class that trains this family
     evaluate_batch: Callable[[BaseAE, torch.Tensor, Any], BatchEval]
     sample_prior: Callable[[BaseAE, int, Any], torch.Tensor]
     # loss components pythae's forward returns for this family, as named in its ModelOutput
     train_components: tuple[str, ...]
     # METRICS.md applicability: the keys this family reports
     metric_keys: tuple[str, ...]
+
+    def make_trainer(
+        self,
+        model,
+        train_ds,
+        val_ds,
+        params,
+        train: TrainConfig,
+        seed: int,
+        output_dir: str,
+        device: str,
+        callbacks=None,
+    ):
+        """The family's pythae trainer, with the config pythae's TrainingPipeline would get."""
+        config = self.trainer_config(params, train, seed, output_dir, device)
+        return self.trainer_cls(
+            model, train_ds, val_ds, training_config=config, callbacks=callbacks
+        )
 
 
 def pythae_config(cls: type, **values: Any) -> Any:
@@ -67,6 +85,18 @@ def base_trainer_values(train: TrainConfig, seed: int, output_dir: str, device: 
         no_cuda=device != "cuda",
         steps_saving=None,  # no checkpoints mid-training: the benchmark evaluates the final model
         keep_best_on_train=False,
+    )
+
+
+def base_trainer_config(params, train: TrainConfig, seed: int, output_dir: str, device: str):
+    """pythae's BaseTrainer with one optimizer (BetaVAE, VQVAE)."""
+    from pythae.trainers import BaseTrainerConfig
+
+    return pythae_config(
+        BaseTrainerConfig,
+        **base_trainer_values(train, seed, output_dir, device),
+        learning_rate=train.learning_rate,
+        optimizer_cls=train.optimizer,
     )
 
 

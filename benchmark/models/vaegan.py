@@ -73,17 +73,7 @@ def build(params: VAEGANParams, input_shape, arch: str) -> VAEGAN:
     return VAEGAN(config, encoder=encoder, decoder=decoder, discriminator=discriminator)
 
 
-def make_trainer(
-    model,
-    train_ds,
-    val_ds,
-    params: VAEGANParams,
-    train: TrainConfig,
-    seed,
-    output_dir,
-    device,
-    callbacks,
-):
+def trainer_config(params: VAEGANParams, train: TrainConfig, seed, output_dir, device):
     lr = train.learning_rate
     config = pythae_config(
         CoupledOptimizerAdversarialTrainerConfig,
@@ -95,9 +85,7 @@ def make_trainer(
         decoder_optimizer_cls=train.optimizer,
         discriminator_optimizer_cls=train.optimizer,
     )
-    return CoupledOptimizerAdversarialTrainer(
-        model, train_ds, val_ds, training_config=config, callbacks=callbacks
-    )
+    return config
 
 
 def _features(model: VAEGAN, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +137,8 @@ FAMILY = Family(
     pythae_name="VAEGAN",
     params_model=VAEGANParams,
     build=build,
-    make_trainer=make_trainer,
+    trainer_config=trainer_config,
+    trainer_cls=CoupledOptimizerAdversarialTrainer,
     evaluate_batch=evaluate_batch,
     sample_prior=sample_prior,
     train_components=(

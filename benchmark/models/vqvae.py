@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 from pythae.models import VQVAE, VQVAEConfig
-from pythae.trainers import BaseTrainer, BaseTrainerConfig
+from pythae.trainers import BaseTrainer
 
-from benchmark.config import Section, TrainConfig
+from benchmark.config import Section
 from benchmark.models.family import (
     BatchEval,
     Family,
-    base_trainer_values,
+    base_trainer_config,
     pythae_config,
     sum_squared_error,
 )
@@ -46,18 +46,6 @@ def build(params: VQVAEParams, input_shape, arch: str) -> VQVAE:
         encoder = CompactVQEncoder(input_shape, params.latent_dim, params.width)
         decoder = CompactDecoder(input_shape, params.latent_dim, params.width, spatial=True)
     return VQVAE(config, encoder=encoder, decoder=decoder)
-
-
-def make_trainer(
-    model, train_ds, val_ds, params, train: TrainConfig, seed, output_dir, device, callbacks
-):
-    config = pythae_config(
-        BaseTrainerConfig,
-        **base_trainer_values(train, seed, output_dir, device),
-        learning_rate=train.learning_rate,
-        optimizer_cls=train.optimizer,
-    )
-    return BaseTrainer(model, train_ds, val_ds, training_config=config, callbacks=callbacks)
 
 
 def codebook(model: VQVAE) -> torch.Tensor:
@@ -129,7 +117,8 @@ FAMILY = Family(
     pythae_name="VQVAE",
     params_model=VQVAEParams,
     build=build,
-    make_trainer=make_trainer,
+    trainer_config=base_trainer_config,
+    trainer_cls=BaseTrainer,
     evaluate_batch=evaluate_batch,
     sample_prior=sample_prior,
     train_components=("loss", "recon_loss", "vq_loss"),

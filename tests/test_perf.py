@@ -1,0 +1,71 @@
+"""`vaebench perf` and the speed-ups it measures: same results as stock pythae, well-formed JSON.
+(No timing is asserted: timings on shared machines are noise.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.data import load_image_splits
+from benchmark.models import FAMILIES
+from benchmark.perf import _ours, _stock_pipeline
+from benchmark.suites import expand_cells, resolve_suite
+from conftest import TINY_SETTINGS
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"), [("betavae", []), ("vaegan", []), ("vqvae", ["vqvae.use_ema=false"])]
+)
+def test_our_runner_gives_stock_pythaes_losses_step_by_step(model, extra, parquet_repo):
+    """Batch loading and the step hook change speed, not results. (With an EMA codebook the
+    stock pipeline's extra dataset checks shift which batch pythae's training-mode sanity
+    check sees, and that forward moves the codebook: so VQVAE is compared without EMA.)"""
+    suite = resolve_suite(
+        "quick",
+        [*TINY_SETTINGS, "train.epochs=2", *extra],
+        models=[model],
+        datasets=[str(parquet_repo)],
+    )
+    cell = expand_cells(suite)[0]
+    family = FAMILIES.get(model)
+    params = family.params_model(**cell.params)
+    data = load_image_splits(cell.dataset, cell.data)
+    stock = _stock_pipeline(family, cell, params, data)
+    ours = _ours(family, cell, params, data)
+    assert len(stock) == len(ours) == 2 * -(-len(data.train) // 32)
+    assert stock == ours
+
+
+def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys):
+    out = tmp_path / "perf.json"
+    sets = [a for s in [*TINY_SETTINGS, "data.max_train=64"] for a in ("--set", s)]
+    code = main(
+        [
+            "perf",
+            "--repeats",
+            "1",
+            "--models",
+            "betavae,vaegan",
+            "--no-cell",
+            "--out",
+            str(out),
+            *sets,
+        ]
+    )
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert set(results["training"]) == {"betavae", "vaegan"}
+    for entry in results["training"].values():
+        assert entry["stock_images_per_s"] > 0 and entry["ours_images_per_s"] > 0
+        assert entry["ratio"] == pytest.approx(
+            entry["ours_images_per_s"] / entry["stock_images_per_s"]
+        )
+    assert results["matmul_flops_per_s"] > 0
+    for entry in results["flops"].values():
+        assert entry["flops_per_image"] > 0 and entry["fraction_of_matmul_rate"] > 0
+    assert {"pixel (mse, bce, psnr)", "ssim + gmsd", "lpips (vgg16)", "betavae losses"} <= set(
+        results["evaluation_images_per_s"]
+    )
+    assert "| betavae |" in capsys.readouterr().out
