@@ -31,7 +31,7 @@ from benchmark.data import ImageSplits, load_image_splits
 from benchmark.metrics import LPIPS, PIXEL_METRICS
 from benchmark.models import FAMILIES, Family
 from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import StepRecorder, _quiet_pythae, train
+from benchmark.training import StepRecorder, _quiet_pythae, resolve_device, train
 
 Log = Callable[[str], None]
 
@@ -56,7 +56,8 @@ def _stock_pipeline(family: Family, cell, params, data: ImageSplits) -> list[dic
     torch.manual_seed(cell.seed)
     model = family.build(params, data.shape, cell.arch)
     with tempfile.TemporaryDirectory() as workdir:
-        config = family.trainer_config(params, cell.train, cell.seed, workdir, "cpu")
+        device = resolve_device(cell.train.device)
+        config = family.trainer_config(params, cell.train, cell.seed, workdir, device)
         recorder = StepRecorder(family.train_components)
         pipeline = TrainingPipeline(model=model, training_config=config)
         handle = model.register_forward_hook(recorder)
@@ -108,17 +109,20 @@ def training_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> dic
 
 
 def evaluation_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> dict[str, float]:
-    x = data.test.float().div(255)
+    device = resolve_device(cells[0].train.device)
+    x = data.test.to(device).float().div(255)
     batch = cells[0].eval.batch_size
     torch.manual_seed(0)
     x_hat = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
-    lpips = LPIPS(random_backbone=True)  # timing only: the same network cost as the real one
+    lpips = LPIPS(device, random_backbone=True)  # timing only: the real network's cost
 
     def batched(fn):
         def run():
             with torch.inference_mode():
                 for start in range(0, len(x), batch):
                     fn(x[start : start + batch], x_hat[start : start + batch])
+            if device == "cuda":
+                torch.cuda.synchronize()
 
         return run
 
@@ -138,7 +142,7 @@ def evaluation_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> d
     for cell in cells:
         family = FAMILIES.get(cell.model)
         params = family.params_model(**cell.params)
-        model = family.build(params, data.shape, cell.arch).eval()
+        model = family.build(params, data.shape, cell.arch).to(device).eval()
         groups[f"{cell.model} losses"] = batched(
             lambda a, b, m=model, f=family, p=params: f.evaluate_batch(m, a, p)
         )
@@ -224,11 +228,18 @@ def flops_per_image(family: Family, cell, params, data: ImageSplits) -> float:
     return counter.get_total_flops() / len(batch["data"])
 
 
-def matmul_flops_per_s(size: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)  # warm-up
-    seconds = _median_time(lambda: torch.mm(a, b), repeats)
-    return 2 * size**3 / seconds
+def matmul_flops_per_s(device: str, size: int = 1024, repeats: int = 5) -> float:
+    """fp32 matrix-multiply rate on the device (4096² on a GPU, to fill it)."""
+    size = 4096 if device == "cuda" else size
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+
+    def multiply() -> None:
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    multiply()  # warm-up
+    return 2 * size**3 / _median_time(multiply, repeats)
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -250,7 +261,7 @@ def run_perf(
         f"perf: {len(data.train)} training images, batch {cells[0].train.batch_size}, "
         f"{cells[0].train.epochs} epochs, {repeats} repeats, {torch.get_num_threads()} threads"
     )
-    peak = matmul_flops_per_s()
+    peak = matmul_flops_per_s(resolve_device(cells[0].train.device))
     training = training_throughput(cells, data, repeats, log)
     flops = {}
     for cell in cells:
@@ -268,7 +279,7 @@ def run_perf(
             "repeats": repeats,
             "train_images": len(data.train),
             "threads": torch.get_num_threads(),
-            "device": "cpu",
+            "device": resolve_device(cells[0].train.device),
             "torch": torch.__version__,
         },
         "matmul_flops_per_s": peak,
@@ -297,7 +308,8 @@ def table(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"matmul rate (fp32, 1024²): {results['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
+        f"fp32 matmul rate on {results['config']['device']}: "
+        f"{results['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
         "",
         "| evaluation group | img/s |",
         "|---|---|",

@@ -102,7 +102,11 @@ def run_cell(
         _write_grids(out_dir, config, grids)
         unavailable = {} if lpips else {f"{p}/lpips": lpips_reason for p in ("recon", "gen")}
         status, error = "ok", None
-        training = {"epochs": history.epochs, "steps": len(history.steps)}
+        training = {
+            "epochs": history.epochs,
+            "steps": len(history.steps),
+            "peak_gpu_memory_mb": history.peak_gpu_memory_mb,
+        }
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # failures are results

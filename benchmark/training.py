@@ -77,6 +77,7 @@ class TrainingHistory:
     steps: list[dict[str, float]] = field(default_factory=list)  # train/<component> per step
     epochs: list[dict[str, float]] = field(default_factory=list)  # epoch means, train/ and val/
     seconds: float = 0.0
+    peak_gpu_memory_mb: float | None = None  # CUDA runs only
 
 
 class StepRecorder:
@@ -92,6 +93,7 @@ class StepRecorder:
         self.history = TrainingHistory()
         self._epoch_train: dict[str, list[float]] = defaultdict(list)
         self._epoch_val: dict[str, list[float]] = defaultdict(list)
+        self._opened = time.perf_counter()
 
     def __call__(self, module, args, output) -> None:
         values = {}
@@ -118,7 +120,9 @@ class StepRecorder:
                 self.on_step(step, batch)
 
     def close_epoch(self, epoch: int) -> dict[str, float]:
-        summary: dict[str, float] = {"epoch": float(epoch)}
+        now = time.perf_counter()
+        summary: dict[str, float] = {"epoch": float(epoch), "epoch_seconds": now - self._opened}
+        self._opened = now
         for prefix, values in (("train", self._epoch_train), ("val", self._epoch_val)):
             for name, series in values.items():
                 summary[f"{prefix}/{name}"] = sum(series) / len(series)
@@ -246,9 +250,14 @@ def train(
                 trainer.eval_loader = batch_loader(trainer.eval_dataset, eval_batch, True)
         # registered after the trainer's sanity-check forward, so only real steps are recorded
         handle = model.register_forward_hook(recorder)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        recorder._opened = time.perf_counter()
         try:
             trainer.train()
         finally:
             handle.remove()
     recorder.history.seconds = time.perf_counter() - started
+    if device == "cuda":
+        recorder.history.peak_gpu_memory_mb = torch.cuda.max_memory_allocated() / 2**20
     return recorder.history
