@@ -12,12 +12,15 @@ from pythae.trainers import BaseTrainer
 
 from benchmark.config import Section
 from benchmark.models.family import (
+    COMMON_METRICS,
+    GAUSSIAN_METRICS,
     BatchEval,
     Family,
     base_trainer_config,
     gaussian_posterior,
     kl_per_image,
     pythae_config,
+    sample_gaussian_prior,
     sum_squared_error,
 )
 from benchmark.models.networks import CompactDecoder, CompactGaussianEncoder, pythae_networks
@@ -66,11 +69,6 @@ def evaluate_batch(model: BetaVAE, x: torch.Tensor, params: BetaVAEParams) -> Ba
     )
 
 
-def sample_prior(model: BetaVAE, n: int, params: BetaVAEParams) -> torch.Tensor:
-    device = next(model.parameters()).device
-    return model.decoder(torch.randn(n, params.latent_dim, device=device)).reconstruction
-
-
 FAMILY = Family(
     name="betavae",
     pythae_name="BetaVAE",
@@ -79,19 +77,7 @@ FAMILY = Family(
     trainer_config=base_trainer_config,
     trainer_cls=BaseTrainer,
     evaluate_batch=evaluate_batch,
-    sample_prior=sample_prior,
+    sample_prior=sample_gaussian_prior,
     train_components=("loss", "recon_loss", "reg_loss"),
-    metric_keys=(
-        "mse",
-        "bce",
-        "lpips",
-        "ssim",
-        "gmsd",
-        "psnr",
-        "recon_loss",
-        "total_loss",
-        "kl",
-        "elbo",
-        "active_units",
-    ),
+    metric_keys=(*COMMON_METRICS, *GAUSSIAN_METRICS),
 )

@@ -109,6 +109,17 @@ def gaussian_posterior(model: BaseAE, x: torch.Tensor):
     return mu, log_var, z
 
 
+# METRICS.md applicability, shared parts
+COMMON_METRICS = ("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss")
+GAUSSIAN_METRICS = ("kl", "elbo", "active_units")
+
+
+def sample_gaussian_prior(model: BaseAE, n: int, params) -> torch.Tensor:
+    """Decode z ~ N(0, I) (BetaVAE, VAEGAN)."""
+    device = next(model.parameters()).device
+    return model.decoder(torch.randn(n, params.latent_dim, device=device)).reconstruction
+
+
 def kl_per_image(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp(), dim=-1)
 

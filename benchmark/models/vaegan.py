@@ -19,12 +19,15 @@ from pythae.trainers import (
 from benchmark.config import Section, TrainConfig
 from benchmark.errors import UserInputError
 from benchmark.models.family import (
+    COMMON_METRICS,
+    GAUSSIAN_METRICS,
     BatchEval,
     Family,
     base_trainer_values,
     gaussian_posterior,
     kl_per_image,
     pythae_config,
+    sample_gaussian_prior,
 )
 from benchmark.models.networks import (
     CompactDecoder,
@@ -127,11 +130,6 @@ def evaluate_batch(model: VAEGAN, x: torch.Tensor, params: VAEGANParams) -> Batc
     )
 
 
-def sample_prior(model: VAEGAN, n: int, params: VAEGANParams) -> torch.Tensor:
-    device = next(model.parameters()).device
-    return model.decoder(torch.randn(n, params.latent_dim, device=device)).reconstruction
-
-
 FAMILY = Family(
     name="vaegan",
     pythae_name="VAEGAN",
@@ -140,7 +138,7 @@ FAMILY = Family(
     trainer_config=trainer_config,
     trainer_cls=CoupledOptimizerAdversarialTrainer,
     evaluate_batch=evaluate_batch,
-    sample_prior=sample_prior,
+    sample_prior=sample_gaussian_prior,
     train_components=(
         "loss",
         "recon_loss",
@@ -152,20 +150,11 @@ FAMILY = Family(
         "update_discriminator",
     ),
     metric_keys=(
-        "mse",
-        "bce",
-        "lpips",
-        "ssim",
-        "gmsd",
-        "psnr",
-        "recon_loss",
-        "total_loss",
-        "kl",
-        "elbo",
+        *COMMON_METRICS,
+        *GAUSSIAN_METRICS,
         "encoder_loss",
         "decoder_loss",
         "discriminator_loss",
-        "active_units",
         "disc_accuracy_real",
         "disc_accuracy_fake",
     ),

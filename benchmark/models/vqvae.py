@@ -9,6 +9,7 @@ from pythae.trainers import BaseTrainer
 
 from benchmark.config import Section
 from benchmark.models.family import (
+    COMMON_METRICS,
     BatchEval,
     Family,
     base_trainer_config,
@@ -122,17 +123,5 @@ FAMILY = Family(
     evaluate_batch=evaluate_batch,
     sample_prior=sample_prior,
     train_components=("loss", "recon_loss", "vq_loss"),
-    metric_keys=(
-        "mse",
-        "bce",
-        "lpips",
-        "ssim",
-        "gmsd",
-        "psnr",
-        "recon_loss",
-        "total_loss",
-        "vq_loss",
-        "codebook_perplexity",
-        "codebook_usage",
-    ),
+    metric_keys=(*COMMON_METRICS, "vq_loss", "codebook_perplexity", "codebook_usage"),
 )
