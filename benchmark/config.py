@@ -38,6 +38,9 @@ class TrainConfig(Section):
     learning_rate: float = Field(1e-3, gt=0)
     optimizer: Literal["Adam", "AdamW", "SGD", "RMSprop"] = "Adam"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # NHWC tensors for the convolutions: faster on CPUs with oneDNN (measured by vaebench perf);
+    # same results up to float rounding
+    channels_last: bool = False
 
 
 class EvalConfig(Section):

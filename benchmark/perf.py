@@ -165,21 +165,28 @@ def startup_seconds() -> float:
     return time.perf_counter() - started
 
 
-def cell_overhead(cell, log: Log) -> dict[str, float]:
-    """One quick-suite cell with W&B offline and with tracking off; everything but training."""
+def cell_overhead(cell, repeats: int, log: Log) -> dict[str, float]:
+    """A quick-suite cell with W&B offline and with tracking off, interleaved; medians."""
     from benchmark import runner, tracking
 
     suite = resolve_suite("quick", [], models=[cell.model])
     suite = suite.model_copy(update={"train": cell.train, "data": cell.data, "eval": cell.eval})
-    measured = {}
-    for mode in ("offline", "off"):
-        with tempfile.TemporaryDirectory() as out:
-            factory = tracking.make_tracker_factory(
-                mode, "vaebench-perf", None, out, lambda m: None
-            )
-            started = time.perf_counter()
-            record = runner.run_suite(suite, out, log=lambda m: None, tracker_factory=factory)[0]
-            measured[mode] = {"wall": time.perf_counter() - started, **record["timings"]}
+    samples: dict[str, list[dict]] = {"offline": [], "off": []}
+    for _ in range(repeats):
+        for mode in samples:
+            with tempfile.TemporaryDirectory() as out:
+                factory = tracking.make_tracker_factory(
+                    mode, "vaebench-perf", None, out, lambda m: None
+                )
+                started = time.perf_counter()
+                record = runner.run_suite(suite, out, log=lambda m: None, tracker_factory=factory)[
+                    0
+                ]
+                samples[mode].append({"wall": time.perf_counter() - started, **record["timings"]})
+    measured = {
+        mode: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        for mode, runs in samples.items()
+    }
     startup = startup_seconds()
     training_only = measured["off"]["train"]  # the W&B step logging happens inside train
     wall = measured["offline"]["wall"]
@@ -289,7 +296,7 @@ def run_perf(
     }
     if include_cell:
         quick = expand_cells(resolve_suite("quick", [], models=[cells[0].model]))[0]
-        results["cell"] = cell_overhead(quick, log)
+        results["cell"] = cell_overhead(quick, repeats, log)
     return results
 
 

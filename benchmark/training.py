@@ -41,14 +41,18 @@ class UInt8Images(torch.utils.data.Dataset):
     list of ints it gives the whole batch in one tensor operation (what `batch_loader` asks for).
     """
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, channels_last: bool = False) -> None:
         self.images = images
+        self.channels_last = channels_last
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index) -> DatasetOutput:
-        return DatasetOutput(data=self.images[index].float().div_(255))
+        batch = self.images[index].float().div_(255)
+        if self.channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return DatasetOutput(data=batch)
 
 
 def batch_loader(dataset: UInt8Images, batch_size: int, shuffle: bool) -> DataLoader:
@@ -228,10 +232,13 @@ def train(
     started = time.perf_counter()
     callback = _EpochCallback(recorder, on_epoch)
     with tempfile.TemporaryDirectory(prefix="vaebench-pythae-") as workdir, _quiet_pythae():
+        if config.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        nhwc = config.train.channels_last
         trainer = family.make_trainer(
             model,
-            UInt8Images(data.train),
-            UInt8Images(data.val) if len(data.val) else None,
+            UInt8Images(data.train, nhwc),
+            UInt8Images(data.val, nhwc) if len(data.val) else None,
             params,
             config.train,
             config.seed,

@@ -69,3 +69,24 @@ def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys):
         results["evaluation_images_per_s"]
     )
     assert "| betavae |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["betavae", "vqvae", "vaegan"])
+def test_channels_last_changes_speed_not_results(model, parquet_repo):
+    def losses(channels_last: bool) -> list[dict]:
+        suite = resolve_suite(
+            "quick",
+            [*TINY_SETTINGS, "train.epochs=2", f"train.channels_last={channels_last}"],
+            models=[model],
+            datasets=[str(parquet_repo)],
+        )
+        cell = expand_cells(suite)[0]
+        family = FAMILIES.get(model)
+        params = family.params_model(**cell.params)
+        return _ours(family, cell, params, load_image_splits(cell.dataset, cell.data))
+
+    default, nhwc = losses(False), losses(True)
+    assert len(default) == len(nhwc)
+    for a, b in zip(default, nhwc, strict=True):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
