@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--wandb-project", help="W&B project [$WANDB_PROJECT or vaebench]")
     run.add_argument("--wandb-entity", help="W&B entity (user or team)")
+    run.add_argument(
+        "--wandb-log-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="stream every Nth training step to W&B (the .steps.csv beside each "
+        "record keeps all of them) [1]",
+    )
 
     sweep = sub.add_parser(
         "sweep",
@@ -196,8 +204,10 @@ def _run(args, extra: list[str]) -> int:
             print(f"  {cell.cell_id}  config {cell.config_hash()}")
         return 0
     log = lambda message: print(message, flush=True)  # noqa: E731
+    if args.wandb_log_every < 1:
+        raise UserInputError("--wandb-log-every must be at least 1")
     trackers = tracking.make_tracker_factory(
-        args.wandb, args.wandb_project, args.wandb_entity, str(out), log
+        args.wandb, args.wandb_project, args.wandb_entity, str(out), log, args.wandb_log_every
     )
     executor = None
     if args.executor == "slurm":

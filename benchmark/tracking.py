@@ -8,6 +8,7 @@ Under a sweep agent the runner attaches to the run the agent started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +93,7 @@ class WandbTracker:
         entity: str | None = None,
         directory: str | None = None,
         log: Log = print,
+        log_every: int = 1,
     ) -> None:
         self.mode = mode
         self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
@@ -99,6 +101,7 @@ class WandbTracker:
         self.directory = directory
         self.log = log
         self.run = None
+        self.log_every = max(1, log_every)  # W&B costs ~1 ms a row: thin rows on tiny models
 
     # -- every W&B call goes through here: a failure disables tracking for the cell --------
     def _guard(self, what: str, action: Callable[[], None]) -> None:
@@ -111,7 +114,10 @@ class WandbTracker:
                 f"W&B: {what} failed ({type(error).__name__}: {error}); "
                 "this cell continues without tracking"
             )
-            self.run = None
+            run, self.run = self.run, None
+            if run is not None:  # close it, so that no later cell logs into it
+                with contextlib.suppress(Exception):
+                    run.finish(exit_code=1)
 
     def start(self, config: RunConfig, environment: dict) -> None:
         def init() -> None:
@@ -119,7 +125,8 @@ class WandbTracker:
 
             if self.directory:
                 os.makedirs(self.directory, exist_ok=True)
-            run = wandb.run  # attached already (sweep agent: see sweep_parameters)
+            # a sweep agent's run was attached by sweep_parameters; anything else is a new run
+            run = wandb.run if in_sweep() else None
             if run is None:
                 run = wandb.init(
                     project=self.project,
@@ -162,7 +169,8 @@ class WandbTracker:
         self._guard("init", init)
 
     def log_step(self, values: dict[str, float]) -> None:
-        self._guard("log", lambda: self.run.log(values))
+        if int(values.get("trainer/step", 0)) % self.log_every == 0:
+            self._guard("log", lambda: self.run.log(values))
 
     def log_epoch(self, summary: dict[str, float]) -> None:
         values = {k: v for k, v in summary.items() if k.startswith("val/")}
@@ -205,14 +213,19 @@ class WandbTracker:
 
 
 def make_tracker_factory(
-    requested: str, project: str | None, entity: str | None, directory: str | None, log: Log
+    requested: str,
+    project: str | None,
+    entity: str | None,
+    directory: str | None,
+    log: Log,
+    log_every: int = 1,
 ) -> Callable[[], Any]:
     mode, notice = resolve_mode(requested)
     if notice:
         log(notice)
     if mode == "off":
         return NullTracker
-    return lambda: WandbTracker(mode, project, entity, directory, log)
+    return lambda: WandbTracker(mode, project, entity, directory, log, log_every)
 
 
 def sweep_parameters() -> dict[str, Any]:
