@@ -32,6 +32,13 @@ def _csv(kind):
     return parse
 
 
+def _add_overrides(parser: argparse.ArgumentParser, default: list[str], help: str) -> None:
+    """`--set section.key=value`, repeatable (argparse copies the default before appending)."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=default, metavar="KEY=VALUE", help=help
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaebench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -54,14 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated registered names, local paths or hub ids owner/name",
     )
     run.add_argument("--seeds", type=_csv(int), help="comma-separated seeds, e.g. 0,1,2")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, repeatable: train.epochs=3, betavae.beta=4",
-    )
+    _add_overrides(run, [], "dotted override, repeatable: train.epochs=3, betavae.beta=4")
     run.add_argument("--out", type=Path, help=f"output folder [{DEFAULT_OUT}/SUITE]")
     run.add_argument(
         "--data-mirror",
@@ -145,14 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "machine's matrix-multiply rate. Prints a table and writes JSON.",
     )
     perf.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement [3]")
-    perf.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=["train.epochs=2"],
-        metavar="KEY=VALUE",
-        help="quick-suite overrides [train.epochs=2]",
-    )
+    _add_overrides(perf, ["train.epochs=2"], "quick-suite overrides [train.epochs=2]")
     perf.add_argument("--models", type=_csv(str), help="comma-separated families [all]")
     perf.add_argument(
         "--no-cell",

@@ -31,7 +31,7 @@ from benchmark.data import ImageSplits, load_image_splits
 from benchmark.metrics import LPIPS, PIXEL_METRICS
 from benchmark.models import FAMILIES, Family
 from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import StepRecorder, _quiet_pythae, resolve_device, train
+from benchmark.training import StepRecorder, quiet_pythae, resolve_device, train
 
 Log = Callable[[str], None]
 
@@ -62,7 +62,7 @@ def _stock_pipeline(family: Family, cell, params, data: ImageSplits) -> list[dic
         pipeline = TrainingPipeline(model=model, training_config=config)
         handle = model.register_forward_hook(recorder)
         try:
-            with contextlib.redirect_stderr(io.StringIO()), _quiet_pythae():
+            with contextlib.redirect_stderr(io.StringIO()), quiet_pythae():
                 pipeline(
                     train_data=data.train.float().div(255),
                     eval_data=data.val.float().div(255) if len(data.val) else None,

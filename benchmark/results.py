@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,14 @@ def is_finished(path: Path, config: RunConfig) -> bool:
     )
 
 
-def load_records(directory: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record under `directory` (a run's --out, its results/ folder, or any subfolder)."""
-    records = []
+def iter_records(directory: str | os.PathLike) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(path, record) for every record under `directory` (other JSON files are skipped)."""
     for path in sorted(Path(directory).rglob("*.json")):
         record = read_record(path)
         if isinstance(record, dict) and "schema_version" in record and "metrics" in record:
-            records.append(record)
-    return records
+            yield path, record
+
+
+def load_records(directory: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every record under `directory` (a run's --out, its results/ folder, or any subfolder)."""
+    return [record for _, record in iter_records(directory)]

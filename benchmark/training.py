@@ -171,7 +171,7 @@ def resolve_device(requested: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_pythae():
+def quiet_pythae():
     """pythae logs at INFO; the benchmark prints its own progress."""
     loggers = [
         logging.getLogger(n)
@@ -231,7 +231,7 @@ def train(
     recorder = StepRecorder(family.train_components, report_step if on_step else None)
     started = time.perf_counter()
     callback = _EpochCallback(recorder, on_epoch)
-    with tempfile.TemporaryDirectory(prefix="vaebench-pythae-") as workdir, _quiet_pythae():
+    with tempfile.TemporaryDirectory(prefix="vaebench-pythae-") as workdir, quiet_pythae():
         if config.train.channels_last:
             model.to(memory_format=torch.channels_last)
         nhwc = config.train.channels_last

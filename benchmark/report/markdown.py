@@ -18,7 +18,6 @@ from benchmark.report.tables import (
     DIAGNOSTICS,
     FAMILY_LABELS,
     FAMILY_ORDER,
-    UNAVAILABLE,
     comparison,
     families_of,
     summary_csv,
@@ -213,6 +212,3 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
     path = out_dir / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-__all__ = ["UNAVAILABLE", "write_report"]

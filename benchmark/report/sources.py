@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.errors import UserInputError
-from benchmark.results import SCHEMA_VERSION, read_record
+from benchmark.results import SCHEMA_VERSION, iter_records
 
 CellKey = tuple[str, str, int]  # dataset, model, seed
 
@@ -34,10 +34,7 @@ def cell_key(record: dict) -> CellKey:
 
 def from_directory(directory: str | Path) -> ReportInputs:
     inputs = ReportInputs(records=[])
-    for path in sorted(Path(directory).rglob("*.json")):
-        record = read_record(path)
-        if not (isinstance(record, dict) and "schema_version" in record and "metrics" in record):
-            continue
+    for path, record in iter_records(directory):
         inputs.records.append(record)
         key = cell_key(record)
         steps = path.with_suffix(".steps.csv")
