@@ -126,15 +126,17 @@ def test_a_failing_wandb_log_never_fails_the_cell(tiny_suite_args, tmp_path, mon
 
 
 def test_streaming_every_nth_step(tiny_suite_args, tmp_path):
+    logs: list[str] = []
     factory = tracking.make_tracker_factory(
-        "offline", "p", None, str(tmp_path), lambda m: None, log_every=2
+        "offline", "p", None, str(tmp_path), logs.append, log_every=2
     )
     records = runner.run_suite(
         resolve_suite(**dict(tiny_suite_args, models=["vqvae"])),
         tmp_path,
-        log=lambda m: None,
+        log=logs.append,
         tracker_factory=factory,
     )
+    assert not [line for line in logs if line.startswith("W&B:")], logs
     run = read_run(find_runs(tmp_path)[0])
     steps = [h["trainer/step"] for h in run.history if "train/loss" in h]
-    assert steps == list(range(2, records[0]["training"]["steps"] + 1, 2))
+    assert steps == list(range(2, records[0]["training"]["steps"] + 1, 2)), logs

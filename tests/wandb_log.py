@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
         if length == 0 and kind == 0:  # zero padding at the end of a block
             offset += space
             continue
+        if offset + HEADER + length > len(data):  # a chunk still being written
+            break
         chunk = data[offset + HEADER : offset + HEADER + length]
         offset += HEADER + length
         if kind == FULL:
@@ -67,9 +70,25 @@ def _key(item) -> str:
     return "/".join(item.nested_key) if item.nested_key else item.key
 
 
+def complete_records(path: str | Path, timeout: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records once the run's `exit` record is on disk.
+
+    `run.finish()` can return before wandb-core's writer has drained its queue to the file
+    (seen on a loaded CI machine: a finished run's history was missing), so wait for it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: no exit record after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def read_run(path: str | Path) -> LoggedRun:
     logged = LoggedRun()
-    for record in read_records(path):
+    for record in complete_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             logged.run = record.run
