@@ -108,6 +108,7 @@ def run_cell(
             "peak_gpu_memory_mb": history.peak_gpu_memory_mb,
         }
     except (KeyboardInterrupt, SystemExit):
+        tracker.flush()  # the steps made so far still reach W&B
         raise
     except Exception as exc:  # failures are results
         metrics, unavailable, training = {}, {}, {}

@@ -4,12 +4,18 @@ One W&B run per cell. Online when logged in, offline otherwise (upload later wit
 `wandb sync`), off on request. W&B never fails a cell: any error in it is reported once as a
 warning and tracking stops for that cell, while training, evaluation and the local record go on.
 Under a sweep agent the runner attaches to the run the agent started.
+
+Step rows are sent in bursts (at each epoch end, or once the oldest unsent row is
+`flush_seconds` old): every step still gets its own row, plotted against `trainer/step`, but a
+`run.log` between two training steps costs ~1 ms on a busy 2-core CPU (a hand-off to wandb's
+I/O thread while torch's threads hold the cores) against ~0.15 ms in a burst.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +87,9 @@ class NullTracker:
     def log_epoch(self, summary: dict[str, float]) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
     def finish(self, record: dict, images: dict[str, torch.Tensor]) -> None:
         pass
 
@@ -94,6 +103,7 @@ class WandbTracker:
         directory: str | None = None,
         log: Log = print,
         log_every: int = 1,
+        flush_seconds: float = 10.0,
     ) -> None:
         self.mode = mode
         self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
@@ -101,7 +111,10 @@ class WandbTracker:
         self.directory = directory
         self.log = log
         self.run = None
-        self.log_every = max(1, log_every)  # W&B costs ~1 ms a row: thin rows on tiny models
+        self.log_every = max(1, log_every)  # thin the rows further on tiny, fast models
+        self.flush_seconds = flush_seconds
+        self._unsent: list[dict[str, float]] = []
+        self._oldest_unsent = 0.0
 
     # -- every W&B call goes through here: a failure disables tracking for the cell --------
     def _guard(self, what: str, action: Callable[[], None]) -> None:
@@ -169,10 +182,27 @@ class WandbTracker:
         self._guard("init", init)
 
     def log_step(self, values: dict[str, float]) -> None:
-        if int(values.get("trainer/step", 0)) % self.log_every == 0:
-            self._guard("log", lambda: self.run.log(values))
+        if self.run is None or int(values.get("trainer/step", 0)) % self.log_every:
+            return
+        if not self._unsent:
+            self._oldest_unsent = time.monotonic()
+        self._unsent.append(values)
+        if time.monotonic() - self._oldest_unsent >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the buffered step rows, oldest first."""
+        rows, self._unsent = self._unsent, []
+
+        def send() -> None:
+            for row in rows:
+                self.run.log(row)
+
+        if rows:
+            self._guard("log", send)
 
     def log_epoch(self, summary: dict[str, float]) -> None:
+        self.flush()
         values = {k: v for k, v in summary.items() if k.startswith("val/")}
         values["trainer/epoch"] = summary["epoch"]
         self._guard("log", lambda: self.run.log(values))
@@ -206,6 +236,7 @@ class WandbTracker:
                 }
             )
 
+        self.flush()  # a cell that failed mid-epoch still streams the steps it made
         self._guard("summary", summarise)
         exit_code = 0 if record["status"] == "ok" else 1
         self._guard("finish", lambda: self.run.finish(exit_code=exit_code))

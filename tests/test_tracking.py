@@ -140,3 +140,50 @@ def test_streaming_every_nth_step(tiny_suite_args, tmp_path):
     run = read_run(find_runs(tmp_path)[0])
     steps = [h["trainer/step"] for h in run.history if "train/loss" in h]
     assert steps == list(range(2, records[0]["training"]["steps"] + 1, 2)), logs
+
+
+class SentRows:
+    """Stands in for a wandb Run's `log`: keeps what was sent, in order."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def log(self, row: dict) -> None:
+        self.rows.append(row)
+
+
+def test_step_rows_are_sent_in_order_at_the_epoch_end():
+    tracker = tracking.WandbTracker("offline", flush_seconds=3600)
+    tracker.run = SentRows()
+    for step in (1, 2, 3):
+        tracker.log_step({"train/loss": float(step), "trainer/step": step})
+    assert tracker.run.rows == []  # nothing crosses to wandb between training steps
+    tracker.log_epoch({"epoch": 1.0, "val/loss": 0.5, "train/loss": 2.0})
+    assert [row.get("trainer/step") for row in tracker.run.rows] == [1, 2, 3, None]
+    assert tracker.run.rows[-1] == {"val/loss": 0.5, "trainer/epoch": 1.0}
+
+
+def test_a_long_epoch_still_streams_once_rows_are_flush_seconds_old():
+    tracker = tracking.WandbTracker("offline", flush_seconds=0.0)
+    tracker.run = SentRows()
+    tracker.log_step({"train/loss": 1.0, "trainer/step": 1})
+    assert tracker.run.rows == [{"train/loss": 1.0, "trainer/step": 1}]
+
+
+def test_a_cell_that_fails_mid_epoch_still_sends_its_steps(tiny_suite_args, tmp_path):
+    class FailsAtStepTwo(tracking.WandbTracker):
+        def log_step(self, values):
+            super().log_step(values)
+            if values["trainer/step"] == 2:
+                raise RuntimeError("boom")
+
+    records = runner.run_suite(
+        resolve_suite(**dict(tiny_suite_args, models=["betavae"])),
+        tmp_path,
+        log=lambda m: None,
+        tracker_factory=lambda: FailsAtStepTwo("offline", "p", None, str(tmp_path)),
+    )
+    assert records[0]["status"] == "failed" and "boom" in records[0]["error"]
+    run = read_run(find_runs(tmp_path)[0])
+    assert [h["trainer/step"] for h in run.history if "train/loss" in h] == [1, 2]
+    assert run.summary["status"] == "failed"
