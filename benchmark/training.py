@@ -8,6 +8,7 @@ the same hook stops a diverging run at the first non-finite loss.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import tempfile
@@ -32,6 +33,32 @@ from benchmark.models import Family
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
+
+
+@contextlib.contextmanager
+def autocast_forward(model: torch.nn.Module, device: str, precision: str):
+    """Run each forward pass of `model` under bf16 autocast, for the duration of the block.
+
+    The region is one forward, not the whole training loop: autocast caches its bf16 copies of
+    the weights until its region exits, so one region around `trainer.train()` would keep
+    feeding every step the initial weights (the loss stays flat). The backward runs outside
+    autocast, as torch advises; evaluation afterwards runs in fp32.
+    """
+    if precision == "fp32":
+        yield
+        return
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def forward_in_bf16(*args, **kwargs):
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
+
+    model.forward = forward_in_bf16
+    try:
+        yield
+    finally:
+        del model.forward  # the class's forward again
 
 
 class UInt8Images(torch.utils.data.Dataset):
@@ -261,7 +288,8 @@ def train(
             torch.cuda.reset_peak_memory_stats()
         recorder._opened = time.perf_counter()
         try:
-            trainer.train()
+            with autocast_forward(model, device, config.train.precision):
+                trainer.train()
         finally:
             handle.remove()
     recorder.history.seconds = time.perf_counter() - started

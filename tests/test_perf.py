@@ -90,3 +90,26 @@ def test_channels_last_changes_speed_not_results(model, parquet_repo):
     for a, b in zip(default, nhwc, strict=True):
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
+
+
+@pytest.mark.parametrize("model", ["betavae", "vqvae", "vaegan"])
+def test_bf16_autocast_trains_like_fp32(model, parquet_repo):
+    """bf16 rounds differently, so the losses are close rather than equal; and the weights the
+    forward sees must move (one autocast region around the whole loop freezes them: flat loss)."""
+
+    def losses(precision: str) -> list[float]:
+        suite = resolve_suite(
+            "quick",
+            [*TINY_SETTINGS, "train.epochs=3", f"train.precision={precision}"],
+            models=[model],
+            datasets=[str(parquet_repo)],
+        )
+        cell = expand_cells(suite)[0]
+        family = FAMILIES.get(model)
+        params = family.params_model(**cell.params)
+        steps = _ours(family, cell, params, load_image_splits(cell.dataset, cell.data))
+        return [step["train/loss"] for step in steps]
+
+    fp32, bf16 = losses("fp32"), losses("bf16")
+    assert bf16 == pytest.approx(fp32, rel=0.01)
+    assert max(bf16) - min(bf16) > 0.02 * abs(bf16[0])  # the forward sees updated weights

@@ -11,7 +11,7 @@ from benchmark.config import DataConfig
 from benchmark.data import load_image_splits
 from benchmark.models import FAMILIES
 from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import StepRecorder, TrainingDiverged, train
+from benchmark.training import StepRecorder, TrainingDiverged, autocast_forward, train
 from conftest import TINY_SETTINGS
 
 
@@ -102,3 +102,14 @@ def test_a_non_finite_loss_stops_training():
 def test_real_divergence_is_caught(tiny_data):
     with pytest.raises(TrainingDiverged):
         fit("betavae", tiny_data, "train.optimizer=SGD", "train.learning_rate=1e6")
+
+
+def test_bf16_autocast_covers_the_forward_only_while_training():
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    with autocast_forward(layer, "cpu", "bf16"):
+        assert layer(x).dtype == torch.bfloat16
+        assert layer.weight.dtype == torch.float32  # the optimiser keeps fp32 weights
+    assert "forward" not in layer.__dict__ and layer(x).dtype == torch.float32  # evaluation
+    with autocast_forward(layer, "cpu", "fp32"):
+        assert layer(x).dtype == torch.float32
