@@ -2,7 +2,8 @@
 
 In one process, interleaved, after a warm-up, median of `repeats`:
 1. training images/s per family: pythae's stock `TrainingPipeline` vs our runner, on the same
-   networks, data, batch size and hyper-parameters (and whether their first losses agree);
+   networks, data, batch size and hyper-parameters (and whether their first losses agree),
+   and our runner with each speed option (channels-last, bf16 autocast, both);
 2. evaluation images/s per metric group (pixel metrics, SSIM+GMSD, LPIPS with a random VGG16 —
    the same cost as the pretrained one —, the family's own losses);
 3. the share of a quick-suite cell's wall time spent outside training (evaluation, tracking,
@@ -78,29 +79,67 @@ def _ours(family: Family, cell, params, data: ImageSplits) -> list[dict]:
     return train(family, model, data, cell, params).steps
 
 
+# Speed options of the runner (train config changes), each timed against stock pythae in the
+# same interleaved loop; bf16 and NHWC round differently, so their losses are close, not equal.
+SPEED_OPTIONS: dict[str, dict[str, Any]] = {
+    "channels_last": {"channels_last": True},
+    "bf16": {"precision": "bf16"},
+    "bf16 + channels_last": {"precision": "bf16", "channels_last": True},
+}
+
+
+def _with_train(cell, changes: dict[str, Any]):
+    return cell.model_copy(update={"train": cell.train.model_copy(update=changes)})
+
+
+def _max_loss_deviation(reference: list[dict], other: list[dict]) -> float:
+    """Largest relative difference of the total loss, step by step. (Components near zero, such
+    as an early KL term, differ by more in relative terms without mattering.)"""
+    return max(
+        abs(b["train/loss"] - a["train/loss"]) / abs(a["train/loss"])
+        for a, b in zip(reference, other, strict=True)
+    )
+
+
 def training_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> dict[str, dict]:
     results = {}
     for cell in cells:
         family = FAMILIES.get(cell.model)
         params = family.params_model(**cell.params)
         images = len(data.train) * cell.train.epochs
+        variants = {"ours": cell} | {
+            name: _with_train(cell, changes) for name, changes in SPEED_OPTIONS.items()
+        }
         stock_steps = _stock_pipeline(family, cell, params, data)  # warm-up (and losses)
-        our_steps = _ours(family, cell, params, data)
-        stock_times, our_times = [], []
+        steps = {name: _ours(family, c, params, data) for name, c in variants.items()}
+        times: dict[str, list[float]] = {"stock": [], **{name: [] for name in variants}}
         for _ in range(repeats):  # interleaved
-            stock_times.append(_seconds(_stock_pipeline, family, cell, params, data))
-            our_times.append(_seconds(_ours, family, cell, params, data))
-        stock, ours = images / statistics.median(stock_times), images / statistics.median(our_times)
-        first = min(5, len(our_steps))
+            times["stock"].append(_seconds(_stock_pipeline, family, cell, params, data))
+            for name, variant in variants.items():
+                times[name].append(_seconds(_ours, family, variant, params, data))
+        rate = {name: images / statistics.median(t) for name, t in times.items()}
+        stock, ours = rate["stock"], rate["ours"]
+        first = min(5, len(steps["ours"]))
         results[cell.model] = {
             "stock_images_per_s": stock,
             "ours_images_per_s": ours,
             "ratio": ours / stock,
-            "same_losses_first_steps": stock_steps[:first] == our_steps[:first],
+            "same_losses_first_steps": stock_steps[:first] == steps["ours"][:first],
+            "options": {
+                name: {
+                    "images_per_s": rate[name],
+                    "ratio_to_stock": rate[name] / stock,
+                    "max_loss_deviation_first_steps": _max_loss_deviation(
+                        steps["ours"][:first], steps[name][:first]
+                    ),
+                }
+                for name in SPEED_OPTIONS
+            },
         }
+        options = ", ".join(f"{name} x{rate[name] / stock:.2f}" for name in SPEED_OPTIONS)
         log(
             f"perf: train {cell.model}: stock {stock:.0f} img/s, ours {ours:.0f} img/s "
-            f"(x{ours / stock:.2f})"
+            f"(x{ours / stock:.2f}); {options}"
         )
     return results
 
@@ -313,6 +352,17 @@ def table(results: dict[str, Any]) -> str:
             f"{t['ratio']:.2f} | {t['same_losses_first_steps']} | {f['flops_per_image']:.3g} | "
             f"{f['achieved_flops_per_s'] / 1e9:.2f} | {f['fraction_of_matmul_rate']:.1%} |"
         )
+    lines += [
+        "",
+        "| family | speed option | img/s | x stock | max loss deviation, first 5 steps |",
+        "|---|---|---|---|---|",
+    ]
+    for model, t in results["training"].items():
+        for name, option in t["options"].items():
+            lines.append(
+                f"| {model} | {name} | {option['images_per_s']:.0f} | "
+                f"{option['ratio_to_stock']:.2f} | {option['max_loss_deviation_first_steps']:.1e} |"
+            )
     lines += [
         "",
         f"fp32 matmul rate on {results['config']['device']}: "

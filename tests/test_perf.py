@@ -62,6 +62,10 @@ def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys):
         assert entry["ratio"] == pytest.approx(
             entry["ours_images_per_s"] / entry["stock_images_per_s"]
         )
+        assert set(entry["options"]) == {"channels_last", "bf16", "bf16 + channels_last"}
+        for option in entry["options"].values():
+            assert option["images_per_s"] > 0
+            assert 0 <= option["max_loss_deviation_first_steps"] < 0.05
     assert results["matmul_flops_per_s"] > 0
     for entry in results["flops"].values():
         assert entry["flops_per_image"] > 0 and entry["fraction_of_matmul_rate"] > 0
