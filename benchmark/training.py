@@ -82,6 +82,16 @@ class UInt8Images(torch.utils.data.Dataset):
         return DatasetOutput(data=batch)
 
 
+def place_images(images: torch.Tensor, device: str) -> torch.Tensor:
+    """On a GPU, hold the uint8 training images in device memory when they take under a quarter
+    of what is free: a batch is then a gather on the device, with no host-to-device copy per
+    step. (Full MNIST is 47 MB, CIFAR-10 150 MB, CelebA at 64x64 2.4 GB.)"""
+    if torch.device(device).type != "cuda":
+        return images
+    free_bytes, _ = torch.cuda.mem_get_info()
+    return images.to(device) if images.numel() * images.element_size() < free_bytes / 4 else images
+
+
 def batch_loader(dataset: UInt8Images, batch_size: int, shuffle: bool) -> DataLoader:
     """A loader that fetches a whole batch per index operation.
 
@@ -127,12 +137,13 @@ class StepRecorder:
         self._opened = time.perf_counter()
 
     def __call__(self, module, args, output) -> None:
-        values = {}
-        for name in self.components:
-            value = output.get(name)
-            if value is None:
-                continue
-            values[name] = float(value.detach()) if torch.is_tensor(value) else float(value)
+        present = [(n, output.get(n)) for n in self.components if output.get(n) is not None]
+        tensors = [(n, v) for n, v in present if torch.is_tensor(v)]
+        values = {n: float(v) for n, v in present if not torch.is_tensor(v)}
+        if tensors:  # one device-to-host copy for all components (one sync on a GPU)
+            stacked = torch.stack([v.detach().float().reshape(()) for _, v in tensors]).tolist()
+            values.update(zip((n for n, _ in tensors), stacked, strict=True))
+        values = {n: values[n] for n, _ in present}  # the family's component order
         loss = values.get("loss", math.nan)
         if not math.isfinite(loss):
             stage = "training" if module.training else "validation"
@@ -264,8 +275,8 @@ def train(
         nhwc = config.train.channels_last
         trainer = family.make_trainer(
             model,
-            UInt8Images(data.train, nhwc),
-            UInt8Images(data.val, nhwc) if len(data.val) else None,
+            UInt8Images(place_images(data.train, device), nhwc),
+            UInt8Images(place_images(data.val, device), nhwc) if len(data.val) else None,
             params,
             config.train,
             config.seed,
