@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from pythae.models.base.base_utils import ModelOutput
@@ -11,7 +13,14 @@ from benchmark.config import DataConfig
 from benchmark.data import load_image_splits
 from benchmark.models import FAMILIES
 from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import StepRecorder, TrainingDiverged, autocast_forward, train
+from benchmark.training import (
+    StepRecorder,
+    TrainingDiverged,
+    UInt8Images,
+    autocast_forward,
+    quiet_pythae,
+    train,
+)
 from conftest import TINY_SETTINGS
 
 
@@ -113,3 +122,40 @@ def test_bf16_autocast_covers_the_forward_only_while_training():
     assert "forward" not in layer.__dict__ and layer(x).dtype == torch.float32  # evaluation
     with autocast_forward(layer, "cpu", "fp32"):
         assert layer(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["betavae", "vaegan"])  # BaseTrainer and the coupled trainer
+def test_pythae_copies_and_saves_the_best_model_but_not_for_us(
+    name, tiny_data, monkeypatch, tmp_path
+):
+    """Quirk: pythae's train() deep-copies the model each epoch the validation loss improves and
+    saves the copy at the end; the benchmark evaluates the final weights, so it skips both."""
+    from pythae.trainers import BaseTrainer
+
+    family = FAMILIES.get(name)
+    trainer_module = sys.modules[family.trainer_cls.train.__module__]
+    real_deepcopy = trainer_module.deepcopy
+    copied, saved = [], []
+
+    def spy_deepcopy(obj, *args):
+        copied.append(obj)
+        return real_deepcopy(obj, *args)
+
+    monkeypatch.setattr(trainer_module, "deepcopy", spy_deepcopy)
+    monkeypatch.setattr(BaseTrainer, "save_model", lambda self, model, dir_path: saved.append(1))
+
+    config = cell(name)
+    params = family.params_model(**config.params)
+    model = family.build(params, tiny_data.shape, config.arch)
+    data = (UInt8Images(tiny_data.train), UInt8Images(tiny_data.val))
+    trainer = family.make_trainer(
+        model, *data, params, config.train, config.seed, str(tmp_path), "cpu"
+    )
+    with quiet_pythae():
+        trainer.train()
+    assert any(obj is model for obj in copied) and saved  # what pythae does on its own
+
+    copied.clear(), saved.clear()
+    ours, _ = fit(name, tiny_data)
+    assert not any(obj is ours for obj in copied) and not saved
+    assert trainer_module.deepcopy is spy_deepcopy  # put back as it was
