@@ -75,21 +75,21 @@ def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys):
     assert "| betavae |" in capsys.readouterr().out
 
 
+def our_steps(model: str, parquet_repo, *overrides: str) -> list[dict]:
+    """Per-step losses of our runner on the tiny dataset."""
+    suite = resolve_suite(
+        "quick", [*TINY_SETTINGS, *overrides], models=[model], datasets=[str(parquet_repo)]
+    )
+    cell = expand_cells(suite)[0]
+    family = FAMILIES.get(model)
+    params = family.params_model(**cell.params)
+    return _ours(family, cell, params, load_image_splits(cell.dataset, cell.data))
+
+
 @pytest.mark.parametrize("model", ["betavae", "vqvae", "vaegan"])
 def test_channels_last_changes_speed_not_results(model, parquet_repo):
-    def losses(channels_last: bool) -> list[dict]:
-        suite = resolve_suite(
-            "quick",
-            [*TINY_SETTINGS, "train.epochs=2", f"train.channels_last={channels_last}"],
-            models=[model],
-            datasets=[str(parquet_repo)],
-        )
-        cell = expand_cells(suite)[0]
-        family = FAMILIES.get(model)
-        params = family.params_model(**cell.params)
-        return _ours(family, cell, params, load_image_splits(cell.dataset, cell.data))
-
-    default, nhwc = losses(False), losses(True)
+    default = our_steps(model, parquet_repo, "train.epochs=2", "train.channels_last=false")
+    nhwc = our_steps(model, parquet_repo, "train.epochs=2", "train.channels_last=true")
     assert len(default) == len(nhwc)
     for a, b in zip(default, nhwc, strict=True):
         for key in a:
@@ -102,16 +102,7 @@ def test_bf16_autocast_trains_like_fp32(model, parquet_repo):
     forward sees must move (one autocast region around the whole loop freezes them: flat loss)."""
 
     def losses(precision: str) -> list[float]:
-        suite = resolve_suite(
-            "quick",
-            [*TINY_SETTINGS, "train.epochs=3", f"train.precision={precision}"],
-            models=[model],
-            datasets=[str(parquet_repo)],
-        )
-        cell = expand_cells(suite)[0]
-        family = FAMILIES.get(model)
-        params = family.params_model(**cell.params)
-        steps = _ours(family, cell, params, load_image_splits(cell.dataset, cell.data))
+        steps = our_steps(model, parquet_repo, "train.epochs=3", f"train.precision={precision}")
         return [step["train/loss"] for step in steps]
 
     fp32, bf16 = losses("fp32"), losses("bf16")
