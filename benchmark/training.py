@@ -159,13 +159,12 @@ class StepRecorder:
         self._opened = time.perf_counter()
 
     def __call__(self, module, args, output) -> None:
-        present = [(n, output.get(n)) for n in self.components if output.get(n) is not None]
-        tensors = [(n, v) for n, v in present if torch.is_tensor(v)]
-        values = {n: float(v) for n, v in present if not torch.is_tensor(v)}
+        present = {n: v for n in self.components if (v := output.get(n)) is not None}
+        tensors = [n for n, v in present.items() if torch.is_tensor(v)]
         if tensors:  # one device-to-host copy for all components (one sync on a GPU)
-            stacked = torch.stack([v.detach().float().reshape(()) for _, v in tensors]).tolist()
-            values.update(zip((n for n, _ in tensors), stacked, strict=True))
-        values = {n: values[n] for n, _ in present}  # the family's component order
+            host = torch.stack([present[n].detach().float().reshape(()) for n in tensors])
+            present.update(zip(tensors, host.tolist(), strict=True))
+        values = {n: float(v) for n, v in present.items()}
         loss = values.get("loss", math.nan)
         if not math.isfinite(loss):
             stage = "training" if module.training else "validation"
