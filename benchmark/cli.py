@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder holding hub datasets as owner/name/ (or $VAEBENCH_DATA_MIRROR)",
     )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N cells at once, each in its own process: GPUs round-robin (N above "
+        "the GPU count puts several cells on a card), CPU cores shared [1]",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells and exit")
     run.add_argument(
         "--executor",
@@ -138,15 +146,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     perf = sub.add_parser(
         "perf",
-        help="throughput: ours vs stock pythae, evaluation, overhead, FLOPs",
-        description="Measure, interleaved and as medians: training images/s per family with "
-        "pythae's stock TrainingPipeline and with our runner, evaluation images/s per metric "
-        "group, the share of a quick-suite cell outside training, and FLOP/s against the "
-        "machine's matrix-multiply rate. Prints a table and writes JSON.",
+        help="throughput: ours vs stock pythae, speed options, evaluation, --jobs, FLOPs",
+        description="Measure on any suite's networks, interleaved and as medians: training "
+        "images/s per family with pythae's stock TrainingPipeline, with our runner and with "
+        "each speed option (against fp32 too), evaluation images/s per metric group, suite "
+        "throughput with --jobs N against sequential, the share of a quick-suite cell outside "
+        "training, and FLOP/s against the machine's matrix-multiply rate. Prints a table and "
+        "writes JSON.",
     )
     perf.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement [3]")
-    _add_overrides(perf, ["train.epochs=2"], "quick-suite overrides [train.epochs=2]")
+    perf.add_argument(
+        "--suite",
+        default="quick",
+        help="whose networks and first dataset to time: a built-in suite or a YAML file [quick]",
+    )
+    _add_overrides(perf, ["train.epochs=2"], "suite overrides [train.epochs=2]")
     perf.add_argument("--models", type=_csv(str), help="comma-separated families [all]")
+    perf.add_argument("--datasets", type=_csv(str), help="dataset to time on [the suite's first]")
+    perf.add_argument(
+        "--data-mirror", metavar="DIR", help="folder holding hub datasets as owner/name/"
+    )
+    perf.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        metavar="N",
+        help="also time the suite's cells with --jobs N against sequential (1: skip) [2]",
+    )
     perf.add_argument(
         "--no-cell",
         action="store_true",
@@ -199,6 +225,10 @@ def _run(args, extra: list[str]) -> int:
     log = lambda message: print(message, flush=True)  # noqa: E731
     if args.wandb_log_every < 1:
         raise UserInputError("--wandb-log-every must be at least 1")
+    if args.jobs < 1:
+        raise UserInputError("--jobs must be at least 1")
+    if args.jobs > 1 and args.executor != "local":
+        raise UserInputError("--jobs is for the local executor; SLURM runs one job per cell")
     trackers = tracking.make_tracker_factory(
         args.wandb, args.wandb_project, args.wandb_entity, str(out), log, args.wandb_log_every
     )
@@ -208,7 +238,13 @@ def _run(args, extra: list[str]) -> int:
 
         executor = slurm_executor(suite.slurm, out / "slurm", f"vaebench-{suite.name}")
     records = run_suite(
-        suite, out, mirror=args.data_mirror, log=log, tracker_factory=trackers, executor=executor
+        suite,
+        out,
+        mirror=args.data_mirror,
+        log=log,
+        tracker_factory=trackers,
+        executor=executor,
+        jobs=args.jobs,
     )
     report = write_report(from_directory(out / "results"), out)
     _print_summary(records)
@@ -321,12 +357,18 @@ def _perf(args, extra: list[str]) -> int:
 
     if args.repeats < 1:
         raise UserInputError("--repeats must be at least 1")
+    if args.jobs < 1:
+        raise UserInputError("--jobs must be at least 1")
     results = run_perf(
         args.overrides,
         args.repeats,
         args.models,
         not args.no_cell,
         log=lambda m: print(m, flush=True),
+        suite_name=args.suite,
+        datasets=args.datasets,
+        mirror=args.data_mirror,
+        jobs=args.jobs,
     )
     write_json(results, args.out)
     print()

@@ -57,15 +57,12 @@ def run_cell_job(
     mirror: str | None,
     tracker_factory: Callable,
     lpips_loader: Callable,
-) -> dict:
-    """The body of one SLURM job: run a cell, write its record, return it."""
-    from benchmark.results import record_path, write_record
-    from benchmark.runner import SharedResources, run_cell
+):
+    """The body of one SLURM job: claim the cell, run it, write its record, return it (or
+    `HeldElsewhere` when another runner is training it)."""
+    from benchmark.runner import SharedResources, execute_cell
 
     config = RunConfig.model_validate_json(config_json)
     shared = SharedResources(mirror, lpips_loader)
-    record = run_cell(
-        config, shared, lambda m: print(m, flush=True), Path(out_dir), tracker_factory()
-    )
-    write_record(record_path(out_dir, config), record)
-    return record
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    return execute_cell(config, Path(out_dir), shared, log, tracker_factory, config.cell_id)

@@ -1,15 +1,18 @@
 """`vaebench perf`: how fast the runner is, against stock pythae and against the machine.
 
-In one process, interleaved, after a warm-up, median of `repeats`:
+For any suite's networks (`--suite paper`: pythae's benchmark networks) on its first dataset,
+on the device at hand. In one process, interleaved, after a warm-up, median of `repeats`:
 1. training images/s per family: pythae's stock `TrainingPipeline` vs our runner, on the same
    networks, data, batch size and hyper-parameters (and whether their first losses agree),
-   and our runner with each speed option (channels-last, bf16 autocast, both);
+   and our runner with each speed option (channels-last, bf16 autocast, both), each also
+   against fp32 (an option slower than fp32 here says so; one that fails gets its own row);
 2. evaluation images/s per metric group (pixel metrics, SSIM+GMSD, LPIPS with a random VGG16 —
    the same cost as the pretrained one —, the family's own losses);
 3. the share of a quick-suite cell's wall time spent outside training (evaluation, tracking,
    I/O, start-up);
 4. FLOPs per image (forward + backward) and the achieved FLOP/s against a measured fp32
-   matrix-multiply rate.
+   matrix-multiply rate;
+5. suite throughput with `--jobs N` worker processes against the sequential runner.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from pythae.data.datasets import DatasetOutput
 from benchmark.data import ImageSplits, load_image_splits
 from benchmark.metrics import LPIPS, PIXEL_METRICS
 from benchmark.models import FAMILIES, Family
+from benchmark.pythae_compat import quiet_pythae
 from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import StepRecorder, quiet_pythae, resolve_device, train
+from benchmark.training import StepRecorder, resolve_device, train
 
 Log = Callable[[str], None]
 
@@ -101,7 +105,22 @@ def _max_loss_deviation(reference: list[dict], other: list[dict]) -> float:
     )
 
 
+def _option_result(ours_rate: float, stock_rate: float, rate: float, deviation: float) -> dict:
+    return {
+        "images_per_s": rate,
+        "ratio_to_stock": rate / stock_rate,
+        "ratio_to_fp32": rate / ours_rate,
+        # said in the table: the defaults stay fp32, so an option never slows a default run
+        "slower_than_fp32": rate < ours_rate,
+        "max_loss_deviation_first_steps": deviation,
+        "error": None,
+    }
+
+
 def training_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> dict[str, dict]:
+    """Stock pythae vs ours vs ours with each speed option, per family. An option that fails on
+    this device (for example bf16 where the device has no bf16) gets its own row, with the
+    error, and is left out of the timing; the defaults are never allowed to fail quietly."""
     results = {}
     for cell in cells:
         family = FAMILIES.get(cell.model)
@@ -111,35 +130,48 @@ def training_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> dic
             name: _with_train(cell, changes) for name, changes in SPEED_OPTIONS.items()
         }
         stock_steps = _stock_pipeline(family, cell, params, data)  # warm-up (and losses)
-        steps = {name: _ours(family, c, params, data) for name, c in variants.items()}
-        times: dict[str, list[float]] = {"stock": [], **{name: [] for name in variants}}
+        steps, errors = {}, {}
+        for name, variant in variants.items():  # warm-up (and losses)
+            try:
+                steps[name] = _ours(family, variant, params, data)
+            except Exception as error:  # noqa: BLE001 - reported in the option's row
+                if name == "ours":
+                    raise
+                errors[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+                log(f"perf: train {cell.model} {name}: FAILED: {errors[name]}")
+        timed = {name: variants[name] for name in steps}
+        times: dict[str, list[float]] = {"stock": [], **{name: [] for name in timed}}
         for _ in range(repeats):  # interleaved
             times["stock"].append(_seconds(_stock_pipeline, family, cell, params, data))
-            for name, variant in variants.items():
+            for name, variant in timed.items():
                 times[name].append(_seconds(_ours, family, variant, params, data))
         rate = {name: images / statistics.median(t) for name, t in times.items()}
         stock, ours = rate["stock"], rate["ours"]
         first = min(5, len(steps["ours"]))
+        options = {}
+        for name in SPEED_OPTIONS:
+            if name in errors:
+                options[name] = {"error": errors[name]}
+                continue
+            deviation = _max_loss_deviation(steps["ours"][:first], steps[name][:first])
+            options[name] = _option_result(ours, stock, rate[name], deviation)
         results[cell.model] = {
             "stock_images_per_s": stock,
             "ours_images_per_s": ours,
             "ratio": ours / stock,
             "same_losses_first_steps": stock_steps[:first] == steps["ours"][:first],
-            "options": {
-                name: {
-                    "images_per_s": rate[name],
-                    "ratio_to_stock": rate[name] / stock,
-                    "max_loss_deviation_first_steps": _max_loss_deviation(
-                        steps["ours"][:first], steps[name][:first]
-                    ),
-                }
-                for name in SPEED_OPTIONS
-            },
+            "options": options,
         }
-        options = ", ".join(f"{name} x{rate[name] / stock:.2f}" for name in SPEED_OPTIONS)
+        shown = ", ".join(
+            f"{name} FAILED"
+            if option.get("error")
+            else f"{name} x{option['ratio_to_stock']:.2f}"
+            + (" (slower than fp32)" if option["slower_than_fp32"] else "")
+            for name, option in options.items()
+        )
         log(
             f"perf: train {cell.model}: stock {stock:.0f} img/s, ours {ours:.0f} img/s "
-            f"(x{ours / stock:.2f}); {options}"
+            f"(x{ours / stock:.2f}); {shown}"
         )
     return results
 
@@ -288,6 +320,40 @@ def matmul_flops_per_s(device: str, size: int = 1024, repeats: int = 5) -> float
     return 2 * size**3 / _median_time(multiply, repeats)
 
 
+# ---- 5. cells in parallel ------------------------------------------------------------------
+
+
+def jobs_throughput(suite, jobs: int, mirror: str | None, log: Log) -> dict[str, Any]:
+    """Suite throughput with `--jobs N` against the sequential runner: the perf cells, with
+    enough seeds to give every worker a cell, run both ways (W&B off, LPIPS as configured);
+    wall time from the call to the last record, worker start-up included. One run each."""
+    from benchmark import runner
+
+    seeds = max(1, -(-jobs // len(suite.models)))
+    suite = suite.model_copy(update={"seeds": list(range(seeds))})
+    walls, failed = {}, {}
+    for label, count in (("sequential", 1), ("parallel", jobs)):
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            records = runner.run_suite(suite, out, mirror=mirror, log=lambda m: None, jobs=count)
+            walls[label] = time.perf_counter() - started
+        failed[label] = [r["error"] for r in records if r["status"] != "ok"]
+    cells = len(expand_cells(suite))
+    result = {
+        "cells": cells,
+        "jobs": jobs,
+        "sequential_s": walls["sequential"],
+        "parallel_s": walls["parallel"],
+        "speedup": walls["sequential"] / walls["parallel"],
+        "failed": failed,
+    }
+    log(
+        f"perf: {cells} cells: sequential {walls['sequential']:.1f}s, --jobs {jobs} "
+        f"{walls['parallel']:.1f}s (x{result['speedup']:.2f})"
+    )
+    return result
+
+
 # ---- the command ----------------------------------------------------------------------------
 
 
@@ -297,17 +363,27 @@ def run_perf(
     models: list[str] | None = None,
     include_cell: bool = True,
     log: Log = print,
+    suite_name: str = "quick",
+    datasets: list[str] | None = None,
+    mirror: str | None = None,
+    jobs: int = 2,
 ) -> dict[str, Any]:
+    """Everything above for one suite's networks and first dataset (`--suite paper` times
+    pythae's benchmark networks); the quick-suite cell overhead only for the quick suite."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
-    suite = resolve_suite("quick", overrides, models=models)
+    suite = resolve_suite(suite_name, overrides, models=models, datasets=datasets)
+    suite = suite.model_copy(update={"seeds": suite.seeds[:1]})
     cells = expand_cells(suite)
-    data = load_image_splits(cells[0].dataset, cells[0].data)
+    cells = [c for c in cells if c.dataset == cells[0].dataset]
+    data = load_image_splits(cells[0].dataset, cells[0].data, mirror)
     log(
-        f"perf: {len(data.train)} training images, batch {cells[0].train.batch_size}, "
+        f"perf: suite {suite.name} ({cells[0].arch} networks) on {cells[0].dataset}: "
+        f"{len(data.train)} training images, batch {cells[0].train.batch_size}, "
         f"{cells[0].train.epochs} epochs, {repeats} repeats, {torch.get_num_threads()} threads"
     )
-    peak = matmul_flops_per_s(resolve_device(cells[0].train.device))
+    device = resolve_device(cells[0].train.device)
+    peak = matmul_flops_per_s(device)
     training = training_throughput(cells, data, repeats, log)
     flops = {}
     for cell in cells:
@@ -321,11 +397,16 @@ def run_perf(
         }
     results = {
         "config": {
+            "suite": suite.name,
+            "arch": cells[0].arch,
+            "dataset": cells[0].dataset,
             "overrides": overrides,
             "repeats": repeats,
             "train_images": len(data.train),
+            "batch_size": cells[0].train.batch_size,
             "threads": torch.get_num_threads(),
-            "device": resolve_device(cells[0].train.device),
+            "device": device,
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform(),
             "torch": torch.__version__,
         },
         "matmul_flops_per_s": peak,
@@ -333,10 +414,19 @@ def run_perf(
         "evaluation_images_per_s": evaluation_throughput(cells, data, repeats, log),
         "flops": flops,
     }
-    if include_cell:
+    if jobs > 1:
+        single_dataset = suite.model_copy(update={"datasets": [cells[0].dataset]})
+        results["jobs"] = jobs_throughput(single_dataset, jobs, mirror, log)
+    if include_cell and suite.name == "quick":
         quick = expand_cells(resolve_suite("quick", [], models=[cells[0].model]))[0]
         results["cell"] = cell_overhead(quick, repeats, log)
     return results
+
+
+def platform() -> str:
+    import platform as _platform
+
+    return _platform.processor() or _platform.machine()
 
 
 def table(results: dict[str, Any]) -> str:
@@ -354,24 +444,37 @@ def table(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| family | speed option | img/s | x stock | max loss deviation, first 5 steps |",
-        "|---|---|---|---|---|",
+        "| family | speed option | img/s | x stock | x fp32 | max loss deviation, first 5 steps |",
+        "|---|---|---|---|---|---|",
     ]
     for model, t in results["training"].items():
         for name, option in t["options"].items():
+            if option.get("error"):
+                lines.append(f"| {model} | {name} | failed: {option['error']} | | | |")
+                continue
+            slower = " (slower than fp32 here)" if option["slower_than_fp32"] else ""
             lines.append(
                 f"| {model} | {name} | {option['images_per_s']:.0f} | "
-                f"{option['ratio_to_stock']:.2f} | {option['max_loss_deviation_first_steps']:.1e} |"
+                f"{option['ratio_to_stock']:.2f} | {option['ratio_to_fp32']:.2f}{slower} | "
+                f"{option['max_loss_deviation_first_steps']:.1e} |"
             )
     lines += [
         "",
-        f"fp32 matmul rate on {results['config']['device']}: "
+        f"fp32 matmul rate on {results['config']['device']} "
+        f"({results['config'].get('device_name', '')}): "
         f"{results['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
         "",
         "| evaluation group | img/s |",
         "|---|---|",
     ]
     lines += [f"| {k} | {v:.0f} |" for k, v in results["evaluation_images_per_s"].items()]
+    if "jobs" in results:
+        j = results["jobs"]
+        lines += [
+            "",
+            f"suite throughput, {j['cells']} cells: sequential {j['sequential_s']:.1f}s, "
+            f"--jobs {j['jobs']} {j['parallel_s']:.1f}s: x{j['speedup']:.2f}",
+        ]
     if "cell" in results:
         c = results["cell"]
         lines += [

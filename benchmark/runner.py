@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 import torch
 
 from benchmark import environment
+from benchmark.claims import describe_owner, try_claim
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits, load_image_splits
 from benchmark.errors import DatasetUnavailable
@@ -166,6 +168,42 @@ def _report_cell(prefix: str, record: dict, log: Log) -> None:
         log(f"{prefix}: FAILED: {record['error']}")
 
 
+@dataclass(frozen=True)
+class HeldElsewhere:
+    """The cell is being trained by another runner on the same results folder."""
+
+    owner: str
+
+
+def execute_cell(
+    config: RunConfig,
+    out_dir: Path,
+    shared: SharedResources,
+    log: Log,
+    tracker_factory: Callable,
+    prefix: str,
+) -> dict | HeldElsewhere:
+    """Claim the cell, train and evaluate it, write its record, release the claim.
+
+    The one unit every executor runs (here, in a `--jobs` worker, in a SLURM job), so that
+    runners sharing a results folder train each cell once and never lose a record.
+    """
+    path = record_path(out_dir, config)
+    claim = try_claim(path)
+    if claim is None:
+        return HeldElsewhere(describe_owner(path))
+    with claim:
+        if is_finished(path, config):  # finished by another runner since we looked
+            return read_record(path)
+        log(
+            f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
+            f"{config.train.epochs} epochs)"
+        )
+        record = run_cell(config, shared, log, out_dir, tracker_factory())
+        write_record(path, record)
+        return record
+
+
 def run_suite(
     suite,
     out_dir: str | Path,
@@ -174,11 +212,13 @@ def run_suite(
     lpips_loader: Callable = LPIPS.load,
     tracker_factory: Callable = NullTracker,
     executor=None,
+    jobs: int = 1,
 ) -> list[dict]:
     """Run every cell not already finished; return all the suite's records (old and new).
 
-    `executor`: None runs the cells here, one after the other; a submitit executor (SLURM, or
-    its local executor) runs one job per cell and waits for them.
+    `executor`: None runs the cells here: one after the other (`jobs=1`), or in `jobs` worker
+    processes; a submitit executor (SLURM, or its local executor) runs one job per cell and
+    waits for them. Cells another runner is training are left to it (and not returned).
     """
     out_dir = Path(out_dir)
     cells = expand_cells(suite)
@@ -194,25 +234,33 @@ def run_suite(
             records[index] = read_record(path)
         else:
             pending.append((index, config))
-    if executor is None:
+    if executor is not None:
+        outcomes = _run_as_jobs(
+            pending, len(cells), executor, out_dir, mirror, log, lpips_loader, tracker_factory
+        )
+    elif jobs > 1 and len(pending) > 1:
+        from benchmark.parallel import run_in_workers
+
+        outcomes = run_in_workers(
+            pending, len(cells), jobs, out_dir, mirror, log, lpips_loader, tracker_factory
+        )
+    else:
         shared = SharedResources(mirror, lpips_loader)
+        outcomes = {}
         for index, config in pending:
             prefix = f"[{index}/{len(cells)}] {config.cell_id}"
-            log(
-                f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
-                f"{config.train.epochs} epochs)"
-            )
-            record = run_cell(config, shared, log, out_dir, tracker_factory())
-            write_record(record_path(out_dir, config), record)
-            records[index] = record
-            _report_cell(prefix, record, log)
-    else:
-        records.update(
-            _run_as_jobs(
-                pending, len(cells), executor, out_dir, mirror, log, lpips_loader, tracker_factory
-            )
-        )
+            outcome = execute_cell(config, out_dir, shared, log, tracker_factory, prefix)
+            report_outcome(prefix, outcome, log)
+            outcomes[index] = outcome
+    records.update({i: o for i, o in outcomes.items() if not isinstance(o, HeldElsewhere)})
     return [records[index] for index in sorted(records)]
+
+
+def report_outcome(prefix: str, outcome: dict | HeldElsewhere, log: Log) -> None:
+    if isinstance(outcome, HeldElsewhere):
+        log(f"{prefix}: being trained by {outcome.owner} (same results folder), left to it")
+    else:
+        _report_cell(prefix, outcome, log)
 
 
 def _run_as_jobs(
@@ -247,5 +295,5 @@ def _run_as_jobs(
             )
             write_record(record_path(out_dir, config), record)
         records[index] = record
-        _report_cell(prefix, record, log)
+        report_outcome(prefix, record, log)
     return records

@@ -7,11 +7,7 @@ the same hook stops a diverging run at the first non-finite loss.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
 import math
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -20,46 +16,22 @@ from dataclasses import dataclass, field
 
 import torch
 from pythae.data.datasets import DatasetOutput
-from pythae.trainers.training_callbacks import (
-    MetricConsolePrinterCallback,
-    ProgressBarCallback,
-    TrainingCallback,
-)
+from pythae.trainers.training_callbacks import TrainingCallback
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits
 from benchmark.models import Family
+from benchmark.pythae_compat import (
+    autocast_forward,
+    drop_pythae_console_callbacks,
+    quiet_pythae,
+    without_best_model_copies,
+)
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
-
-
-@contextlib.contextmanager
-def autocast_forward(model: torch.nn.Module, device: str, precision: str):
-    """Run each forward pass of `model` under bf16 autocast, for the duration of the block.
-
-    The region is one forward, not the whole training loop: autocast caches its bf16 copies of
-    the weights until its region exits, so one region around `trainer.train()` would keep
-    feeding every step the initial weights (the loss stays flat). The backward runs outside
-    autocast, as torch advises; evaluation afterwards runs in fp32.
-    """
-    if precision == "fp32":
-        yield
-        return
-    forward = model.forward
-
-    @functools.wraps(forward)
-    def forward_in_bf16(*args, **kwargs):
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
-            return forward(*args, **kwargs)
-
-    model.forward = forward_in_bf16
-    try:
-        yield
-    finally:
-        del model.forward  # the class's forward again
 
 
 class UInt8Images(torch.utils.data.Dataset):
@@ -81,27 +53,6 @@ class UInt8Images(torch.utils.data.Dataset):
         if self.channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return DatasetOutput(data=batch)
-
-
-@contextlib.contextmanager
-def without_best_model_copies(trainer):
-    """pythae's trainers deep-copy the model each epoch its validation loss improves (to keep
-    the best one) and save that copy at the end. The benchmark evaluates the final weights, so
-    both are wasted (pythae's MNIST networks: ~0.1 s a copy, 0.2-0.7 s the save on this CPU).
-    For the block: a deep copy of the model is the model, and the final save is skipped."""
-    module = sys.modules[type(trainer).train.__module__]  # where train() looks up `deepcopy`
-    real_deepcopy = module.deepcopy
-
-    def deepcopy_but_the_model(obj, *args, **kwargs):
-        return obj if obj is trainer.model else real_deepcopy(obj, *args, **kwargs)
-
-    module.deepcopy = deepcopy_but_the_model
-    trainer.save_model = lambda model, dir_path: None
-    try:
-        yield
-    finally:
-        module.deepcopy = real_deepcopy
-        del trainer.save_model
 
 
 def place_images(images: torch.Tensor, device: str) -> torch.Tensor:
@@ -208,12 +159,7 @@ class _EpochCallback(TrainingCallback):
         self.trainer = None
 
     def on_train_begin(self, training_config, **kwargs) -> None:
-        handler = self.trainer.callback_handler
-        handler.callbacks = [
-            cb
-            for cb in handler.callbacks
-            if not isinstance(cb, (ProgressBarCallback, MetricConsolePrinterCallback))
-        ]
+        drop_pythae_console_callbacks(self.trainer)
 
     def on_log(self, training_config, logs, **kwargs) -> None:
         summary = self.recorder.close_epoch(int(kwargs.get("global_step", 0)))
@@ -227,24 +173,6 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but no CUDA device is available")
     return requested
-
-
-@contextlib.contextmanager
-def quiet_pythae():
-    """pythae logs at INFO; the benchmark prints its own progress."""
-    loggers = [
-        logging.getLogger(n)
-        for n in list(logging.root.manager.loggerDict)
-        if n.startswith("pythae")
-    ]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def _learning_rates(trainer) -> dict[str, float]:

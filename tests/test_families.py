@@ -32,6 +32,7 @@ VARIANTS = [
     ("betavae", {"reconstruction_loss": "bce", "width": 8}),
     ("vqvae", {"num_embeddings": 16, "width": 8}),
     ("vqvae", {"num_embeddings": 16, "width": 8, "use_ema": True}),
+    ("vqvae", {"num_embeddings": 16, "width": 8, "use_ema": True, "vq_loss_reduction": "sum"}),
     ("vaegan", {"adversarial_loss_scale": 0.3, "width": 8}),
 ]
 
@@ -133,3 +134,44 @@ def test_vqvae_vq_loss_is_a_mean_not_a_per_image_sum():
     sum_form = factor * (q - z).pow(2).flatten(1).sum(1).mean()
     assert output.vq_loss.item() == pytest.approx(mean_form.item(), rel=1e-5)
     assert output.vq_loss.item() < sum_form.item() / 10
+
+
+@pytest.mark.parametrize("arch", ["compact", "pythae"])
+def test_vq_loss_reduction_sum_makes_the_vq_loss_a_per_image_sum(arch):
+    """The correction of the quirk above: both factors times h*w*D of the encoder's output, so
+    pythae's own VQ loss becomes the paper's per-image sum; the model is otherwise the one
+    pythae builds (the probe draws no random numbers)."""
+    _, mean_model, _ = build("vqvae", arch, num_embeddings=16, width=8)
+    family, model, parsed = build(
+        "vqvae", arch, num_embeddings=16, width=8, vq_loss_reduction="sum"
+    )
+    theirs = mean_model.state_dict()
+    assert all(torch.equal(value, theirs[key]) for key, value in model.state_dict().items())
+    model.eval()
+    x = images()
+    with torch.no_grad():
+        output = model(DatasetOutput(data=x))
+        z = model.encoder(x).embedding.permute(0, 2, 3, 1)
+        q = model.quantizer.embeddings.weight[output.quantized_indices.flatten(1)].reshape(z.shape)
+    elements = z[0].numel()  # 7*7*16 (compact), 4*4*16 (pythae's MNIST networks)
+    assert model.quantizer.commitment_loss_factor == 0.25 * elements
+    per_image_sum = (0.25 + 1.0) * (q - z).pow(2).flatten(1).sum(1).mean()
+    assert output.vq_loss.item() == pytest.approx(per_image_sum.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["betavae", "vqvae", "vaegan"])
+def test_adam_is_fused_on_cuda_and_left_as_torch_has_it_on_the_cpu(name, tmp_path):
+    family = FAMILIES.get(name)
+    params = family.params_model()
+    train = TrainConfig(epochs=1, batch_size=16)
+
+    def optimizer_params(device: str, train=train) -> list:
+        config = vars(family.trainer_config(params, train, 0, str(tmp_path), device))
+        keys = [k for k in config if k.endswith("optimizer_params")]
+        # the coupled trainer reads one per network, the base trainer the unprefixed one
+        return [config[k] for k in ([k for k in keys if k != "optimizer_params"] or keys)]
+
+    cuda, cpu = optimizer_params("cuda"), optimizer_params("cpu")
+    assert cuda and all(p == {"fused": True} for p in cuda)
+    assert all(p is None for p in cpu)
+    assert all(p is None for p in optimizer_params("cuda", TrainConfig(optimizer="SGD")))

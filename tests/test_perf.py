@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from benchmark import perf
 from benchmark.cli import main
 from benchmark.data import load_image_splits
 from benchmark.models import FAMILIES
@@ -38,41 +39,43 @@ def test_our_runner_gives_stock_pythaes_losses_step_by_step(model, extra, parque
     assert stock == ours
 
 
-def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys):
+def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys, monkeypatch):
+    # an option this CPU cannot run: it must become a row of its own, not a crash
+    monkeypatch.setitem(perf.SPEED_OPTIONS, "on cuda", {"device": "cuda"})
     out = tmp_path / "perf.json"
     sets = [a for s in [*TINY_SETTINGS, "data.max_train=64"] for a in ("--set", s)]
-    code = main(
-        [
-            "perf",
-            "--repeats",
-            "1",
-            "--models",
-            "betavae,vaegan",
-            "--no-cell",
-            "--out",
-            str(out),
-            *sets,
-        ]
-    )
+    args = ["perf", "--repeats", "1", "--no-cell", "--jobs", "2", "--out", str(out), *sets]
+    code = main([*args, "--datasets", str(parquet_repo)])
     assert code == 0
     results = json.loads(out.read_text())
-    assert set(results["training"]) == {"betavae", "vaegan"}
+    assert set(results["training"]) == {"betavae", "vqvae", "vaegan"}
     for entry in results["training"].values():
         assert entry["stock_images_per_s"] > 0 and entry["ours_images_per_s"] > 0
         assert entry["ratio"] == pytest.approx(
             entry["ours_images_per_s"] / entry["stock_images_per_s"]
         )
-        assert set(entry["options"]) == {"channels_last", "bf16", "bf16 + channels_last"}
-        for option in entry["options"].values():
-            assert option["images_per_s"] > 0
+        options = entry["options"]
+        assert set(options) == {"channels_last", "bf16", "bf16 + channels_last", "on cuda"}
+        assert "no CUDA device" in options.pop("on cuda")["error"]
+        for option in options.values():
+            assert option["images_per_s"] > 0 and option["error"] is None
             assert 0 <= option["max_loss_deviation_first_steps"] < 0.05
+            assert option["ratio_to_fp32"] == pytest.approx(
+                option["images_per_s"] / entry["ours_images_per_s"]
+            )
+            assert option["slower_than_fp32"] == (option["ratio_to_fp32"] < 1)
+    jobs = results["jobs"]
+    assert jobs["cells"] == 3 and jobs["jobs"] == 2 and jobs["speedup"] > 0
+    assert jobs["failed"] == {"sequential": [], "parallel": []}
     assert results["matmul_flops_per_s"] > 0
     for entry in results["flops"].values():
         assert entry["flops_per_image"] > 0 and entry["fraction_of_matmul_rate"] > 0
     assert {"pixel (mse, bce, psnr)", "ssim + gmsd", "lpips (vgg16)", "betavae losses"} <= set(
         results["evaluation_images_per_s"]
     )
-    assert "| betavae |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| betavae |" in printed and "| vqvae | on cuda | failed: RuntimeError" in printed
+    assert "--jobs 2" in printed
 
 
 def our_steps(model: str, parquet_repo, *overrides: str) -> list[dict]:

@@ -14,6 +14,7 @@ import yaml
 from wandb_log import find_runs, read_run
 
 from benchmark.models import FAMILIES
+from benchmark.models.vqvae import latent_elements
 from benchmark.suites import expand_cells, resolve_suite
 from benchmark.sweeping import expand_command, load_sweep, overrides_from_args
 from benchmark.training import UInt8Images
@@ -65,6 +66,8 @@ def _reached(cell, key: str, value, tmp_path) -> bool:
         model, data, None, params, cell.train, cell.seed, str(tmp_path), "cpu", None
     )
     section, name = key.split(".", 1)
+    if name.endswith("_loss_factor") and getattr(params, "vq_loss_reduction", "") == "sum":
+        value = value * latent_elements(model.encoder, SHAPES[cell.dataset])  # per-image sum
     places = [model.model_config, getattr(model, "quantizer", None), model, trainer.training_config]
     found = [getattr(place, name) for place in places if place is not None and hasattr(place, name)]
     return bool(found) and all(v == pytest.approx(value) for v in found)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -12,15 +13,9 @@ from pythae.trainers.training_callbacks import TrainingCallback
 from benchmark.config import DataConfig
 from benchmark.data import load_image_splits
 from benchmark.models import FAMILIES
+from benchmark.pythae_compat import autocast_forward, bce_outside_autocast, quiet_pythae
 from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import (
-    StepRecorder,
-    TrainingDiverged,
-    UInt8Images,
-    autocast_forward,
-    quiet_pythae,
-    train,
-)
+from benchmark.training import StepRecorder, TrainingDiverged, UInt8Images, train
 from conftest import TINY_SETTINGS
 
 
@@ -57,7 +52,7 @@ def test_every_step_is_recorded_with_the_familys_components(name, tiny_data):
         assert {s["train/update_decoder"] for s in history.steps} <= {0.0, 1.0}
 
 
-def test_pythae_reports_only_epoch_losses_to_callbacks(tiny_data):
+def test_pythae_reports_only_epoch_losses_to_callbacks(tiny_data, tmp_path):
     """Quirk: the trainer's callbacks never see per-step losses; the forward hook does."""
     seen_step_kwargs, seen_logs = [], []
 
@@ -72,8 +67,6 @@ def test_pythae_reports_only_epoch_losses_to_callbacks(tiny_data):
     family = FAMILIES.get("betavae")
     params = family.params_model(**config.params)
     model = family.build(params, tiny_data.shape, "compact")
-    from benchmark.training import UInt8Images
-
     trainer = family.make_trainer(
         model,
         UInt8Images(tiny_data.train),
@@ -81,11 +74,12 @@ def test_pythae_reports_only_epoch_losses_to_callbacks(tiny_data):
         params,
         config.train,
         0,
-        "/tmp/vaebench-test-spy",
+        str(tmp_path),
         "cpu",
         [Spy()],
     )
-    trainer.train()
+    with quiet_pythae():
+        trainer.train()
     assert seen_step_kwargs and all(
         "loss" not in k and "recon_loss" not in k for k in seen_step_kwargs
     )
@@ -159,3 +153,58 @@ def test_pythae_copies_and_saves_the_best_model_but_not_for_us(
     ours, _ = fit(name, tiny_data)
     assert not any(obj is ours for obj in copied) and not saved
     assert trainer_module.deepcopy is spy_deepcopy  # put back as it was
+
+
+UNSAFE = "torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast."
+
+
+@pytest.fixture
+def bce_refused_under_autocast(monkeypatch):
+    """CUDA autocast refuses binary_cross_entropy, CPU autocast accepts it: this stand-in for
+    torch's BCE refuses as CUDA does, and records the autocast state and dtypes it was given."""
+    real = torch.nn.functional.binary_cross_entropy
+    calls = []
+
+    def refusing(input, target, *args, **kwargs):
+        autocast = torch.is_autocast_enabled("cpu")
+        calls.append((autocast, input.dtype, target.dtype))
+        if autocast:
+            raise RuntimeError(UNSAFE)
+        return real(input, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy", refusing)
+    return calls
+
+
+BCE_CASES = [("vaegan", []), ("betavae", ["betavae.reconstruction_loss=bce"])]
+
+
+@pytest.mark.parametrize(("name", "overrides"), BCE_CASES)
+def test_pythae_calls_bce_inside_its_forward(
+    name, overrides, tiny_data, bce_refused_under_autocast
+):
+    """Quirk: the BCE of VAEGAN's discriminator loss (and BetaVAE's bce reconstruction loss) is
+    computed inside pythae's forward, so an autocast forward on CUDA fails on it."""
+    config = cell(name, *overrides)
+    family = FAMILIES.get(name)
+    model = family.build(family.params_model(**config.params), tiny_data.shape, "compact")
+    batch = {"data": tiny_data.train[:8].float() / 255}
+    with pytest.raises(RuntimeError, match="unsafe to autocast"), torch.autocast("cpu"):
+        model(batch)
+    with bce_outside_autocast(model), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(batch)
+    assert bce_refused_under_autocast[-1] == (False, torch.float32, torch.float32)
+    module = sys.modules[type(model).loss_function.__module__]
+    assert module.F is torch.nn.functional  # put back after the block
+
+
+@pytest.mark.parametrize(("name", "overrides"), BCE_CASES)
+def test_bf16_training_runs_bce_in_fp32_outside_autocast(
+    name, overrides, tiny_data, bce_refused_under_autocast
+):
+    _, history = fit(name, tiny_data, "train.precision=bf16", *overrides)
+    steps = len(history.steps)
+    per_step = 2 if name == "vaegan" else 1
+    assert len(bce_refused_under_autocast) >= steps * per_step
+    assert set(bce_refused_under_autocast) == {(False, torch.float32, torch.float32)}
+    assert all(math.isfinite(s["train/loss"]) for s in history.steps)

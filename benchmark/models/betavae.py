@@ -30,6 +30,7 @@ class BetaVAEParams(Section):
     latent_dim: int = Field(16, ge=1)
     beta: float = Field(1.0, ge=0)
     reconstruction_loss: Literal["mse", "bce"] = "mse"
+    learning_rate: float | None = Field(None, gt=0)  # None: train.learning_rate
     width: int = Field(32, ge=1)  # compact networks only
 
 

@@ -26,6 +26,7 @@ from benchmark.models.family import (
     base_trainer_values,
     gaussian_posterior,
     kl_per_image,
+    optimizer_params,
     pythae_config,
     sample_gaussian_prior,
 )
@@ -87,6 +88,9 @@ def trainer_config(params: VAEGANParams, train: TrainConfig, seed, output_dir, d
         encoder_optimizer_cls=train.optimizer,
         decoder_optimizer_cls=train.optimizer,
         discriminator_optimizer_cls=train.optimizer,
+        encoder_optimizer_params=optimizer_params(train, device),
+        decoder_optimizer_params=optimizer_params(train, device),
+        discriminator_optimizer_params=optimizer_params(train, device),
     )
     return config
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 from pythae.models import VQVAE, VQVAEConfig
@@ -26,27 +28,48 @@ class VQVAEParams(Section):
     quantization_loss_factor: float = Field(1.0, ge=0)
     use_ema: bool = False
     decay: float = Field(0.99, ge=0, le=1)
+    # pythae 0.1.2 averages the VQ loss over the h*w*D latent elements of the batch, while its
+    # reconstruction loss is a per-image sum over pixels: with the paper's factors (0.25, 1) the
+    # encoder drifts away from the codebook (vq_loss grows by 10^4). "sum" multiplies both
+    # factors by h*w*D of the encoder's output, so the VQ loss is a per-image sum like the
+    # reconstruction loss, whatever the network and image size. "mean": pythae as it is.
+    vq_loss_reduction: Literal["mean", "sum"] = "mean"
+    learning_rate: float | None = Field(None, gt=0)  # None: train.learning_rate
     width: int = Field(32, ge=1)  # compact networks only
 
 
+def latent_elements(encoder: torch.nn.Module, input_shape) -> int:
+    """h*w*D of the encoder's output for one image (a zero probe in eval mode: no random
+    draws and no BatchNorm statistics touched, so the model is initialised as pythae would)."""
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        embedding = encoder(torch.zeros((1, *input_shape))).embedding
+    encoder.train(was_training)
+    return embedding[0].numel()
+
+
 def build(params: VQVAEParams, input_shape, arch: str) -> VQVAE:
-    config = pythae_config(
-        VQVAEConfig,
-        input_dim=tuple(input_shape),
-        latent_dim=params.latent_dim,
-        num_embeddings=params.num_embeddings,
-        commitment_loss_factor=params.commitment_loss_factor,
-        quantization_loss_factor=params.quantization_loss_factor,
-        use_ema=params.use_ema,
-        decay=params.decay,
-    )
+    def config(scale: float = 1.0) -> VQVAEConfig:
+        return pythae_config(
+            VQVAEConfig,
+            input_dim=tuple(input_shape),
+            latent_dim=params.latent_dim,
+            num_embeddings=params.num_embeddings,
+            commitment_loss_factor=params.commitment_loss_factor * scale,
+            quantization_loss_factor=params.quantization_loss_factor * scale,
+            use_ema=params.use_ema,
+            decay=params.decay,
+        )
+
     if arch == "pythae":
-        encoder = pythae_networks("vq_encoder", config)
-        decoder = pythae_networks("vq_decoder", config)
+        encoder = pythae_networks("vq_encoder", config())
+        decoder = pythae_networks("vq_decoder", config())
     else:
         encoder = CompactVQEncoder(input_shape, params.latent_dim, params.width)
         decoder = CompactDecoder(input_shape, params.latent_dim, params.width, spatial=True)
-    return VQVAE(config, encoder=encoder, decoder=decoder)
+    scale = latent_elements(encoder, input_shape) if params.vq_loss_reduction == "sum" else 1.0
+    return VQVAE(config(scale), encoder=encoder, decoder=decoder)
 
 
 def codebook(model: VQVAE) -> torch.Tensor:
@@ -70,16 +93,16 @@ def _decode(model: VQVAE, vectors: torch.Tensor, flat: bool) -> torch.Tensor:
     return model.decoder(vectors).reconstruction
 
 
-def vq_loss_per_image(
-    z: torch.Tensor, quantized: torch.Tensor, params: VQVAEParams
-) -> torch.Tensor:
+def vq_loss_per_image(model: VQVAE, z: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
     """pythae 0.1.2's VQ loss uses a *mean* reduction over the whole batch (not a per-image sum
     like its reconstruction loss). Per image we take the same mean over that image's elements:
-    the batch mean of these equals pythae's value."""
+    the batch mean of these equals pythae's value. The factors are the model's own (scaled by
+    the latent size under vq_loss_reduction=sum)."""
     squared = (quantized - z).pow(2).flatten(1).mean(dim=1)
-    factor = params.commitment_loss_factor
-    if not params.use_ema:  # the EMA quantiser has no codebook loss term
-        factor = factor + params.quantization_loss_factor
+    config = model.model_config
+    factor = config.commitment_loss_factor
+    if not config.use_ema:  # the EMA quantiser has no codebook loss term
+        factor = factor + config.quantization_loss_factor
     return factor * squared
 
 
@@ -90,7 +113,7 @@ def evaluate_batch(model: VQVAE, x: torch.Tensor, params: VQVAEParams) -> BatchE
     quantized = codebook(model)[codes].reshape(z.shape)
     x_hat = _decode(model, out.quantized_vector, flat)
     recon_loss = sum_squared_error(x, x_hat)
-    vq_loss = vq_loss_per_image(z, quantized, params)
+    vq_loss = vq_loss_per_image(model, z, quantized)
     return BatchEval(
         x_hat=x_hat,
         per_image={

@@ -1,0 +1,83 @@
+"""A claim per cell, so that runners sharing one results folder never train the same cell.
+
+Two `vaebench run` processes, several `--jobs` workers, W&B sweep agents or SLURM jobs may
+point at the same `--out`. Before training a cell, its runner takes an exclusive `flock` on
+`CELL.claim` beside the record, and keeps it until the record is written. The kernel drops the
+lock when its process dies (crash, SIGKILL, OOM), and on NFS the server drops it when the
+node's lease lapses, so a crashed owner never holds a cell forever. The file holds who owns it
+(host, pid, start time), for the message the other runners print.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+
+class CellClaim:
+    """An exclusive claim on one cell; `release()` (or the process's death) gives it up."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # unlink while still holding the lock, so nobody locks a file that is about to vanish
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> CellClaim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_path(record_path: Path) -> Path:
+    return record_path.with_suffix(".claim")
+
+
+def try_claim(record_path: Path) -> CellClaim | None:
+    """The cell's claim, or None when another live process holds it."""
+    path = claim_path(record_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # The previous owner may have released (and unlinked) the file between our open and
+        # our lock: then we hold a lock on a file nobody else can see. Retry on the new one.
+        try:
+            same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            break
+        os.close(fd)
+    owner = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    os.ftruncate(fd, 0)
+    os.write(fd, (json.dumps(owner) + "\n").encode())
+    return CellClaim(path, fd)
+
+
+def describe_owner(record_path: Path) -> str:
+    """`host:pid since TIME`, from the claim file (best effort: it may be gone already)."""
+    try:
+        owner = json.loads(claim_path(record_path).read_text())
+        return f"{owner['host']}:{owner['pid']} since {owner['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another runner"

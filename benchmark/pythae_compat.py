@@ -1,0 +1,138 @@
+"""Everything that adjusts pythae 0.1.2 at run time, in one place, each scoped to a block.
+
+Each patch answers one of pythae's quirks, and each has a test in tests/test_training.py that
+pins the quirk (what stock pythae does) and the fix (what it does under the patch):
+
+- `autocast_forward`: bf16 autocast around each forward pass, never around the whole loop.
+- `bce_outside_autocast`: pythae's losses call `F.binary_cross_entropy`, which CUDA autocast
+  refuses ("unsafe to autocast"); under the patch it runs in fp32, outside autocast.
+- `without_best_model_copies`: no best-model deep copy per epoch, no final save.
+- `quiet_pythae` / `drop_pythae_console_callbacks`: pythae's own logging, tqdm bars and
+  console printer, which the benchmark replaces with its own progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+from types import ModuleType
+
+import torch
+import torch.nn.functional
+from pythae.trainers.training_callbacks import MetricConsolePrinterCallback, ProgressBarCallback
+
+
+@contextlib.contextmanager
+def autocast_forward(model: torch.nn.Module, device: str, precision: str):
+    """Run each forward pass of `model` under bf16 autocast, for the duration of the block.
+
+    The region is one forward, not the whole training loop: autocast caches its bf16 copies of
+    the weights until its region exits, so one region around `trainer.train()` would keep
+    feeding every step the initial weights (the loss stays flat). The backward runs outside
+    autocast, as torch advises; evaluation afterwards runs in fp32. The losses that autocast
+    refuses on CUDA run in fp32 outside it (`bce_outside_autocast`).
+    """
+    if precision == "fp32":
+        yield
+        return
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def forward_in_bf16(*args, **kwargs):
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
+
+    model.forward = forward_in_bf16
+    try:
+        with bce_outside_autocast(model):
+            yield
+    finally:
+        del model.forward  # the class's forward again
+
+
+def binary_cross_entropy_fp32(input, target, *args, **kwargs):
+    """`F.binary_cross_entropy` in fp32 with autocast off: what torch's autocast docs advise
+    for the ops CUDA autocast refuses. Looked up at call time, so it is the real function."""
+    with torch.autocast(device_type=input.device.type, enabled=False):
+        return torch.nn.functional.binary_cross_entropy(
+            input.float(), target.float(), *args, **kwargs
+        )
+
+
+class _FunctionalWithFp32BCE(ModuleType):
+    """Stands in for `torch.nn.functional` inside one pythae model module: everything is
+    torch's, except binary_cross_entropy."""
+
+    def __getattr__(self, name: str):
+        return getattr(torch.nn.functional, name)
+
+    binary_cross_entropy = staticmethod(binary_cross_entropy_fp32)
+
+
+@contextlib.contextmanager
+def bce_outside_autocast(model: torch.nn.Module):
+    """For the block, the pythae module that defines `model`'s loss (VAEGAN's discriminator
+    BCE, BetaVAE's `reconstruction_loss: bce`) calls BCE in fp32 outside autocast. Only that
+    module's `F` name is swapped: torch itself, and every other caller, are left alone."""
+    loss_function = getattr(type(model), "loss_function", None)
+    module = sys.modules.get(getattr(loss_function, "__module__", ""), None)
+    if module is None or getattr(module, "F", None) is not torch.nn.functional:
+        yield
+        return
+    module.F = _FunctionalWithFp32BCE("torch.nn.functional (fp32 BCE)")
+    try:
+        yield
+    finally:
+        module.F = torch.nn.functional
+
+
+@contextlib.contextmanager
+def without_best_model_copies(trainer):
+    """pythae's trainers deep-copy the model each epoch its validation loss improves (to keep
+    the best one) and save that copy at the end. The benchmark evaluates the final weights, so
+    both are wasted (pythae's MNIST networks: ~0.1 s a copy, 0.2-0.7 s the save on this CPU).
+    For the block: a deep copy of the model is the model, and the final save is skipped."""
+    module = sys.modules[type(trainer).train.__module__]  # where train() looks up `deepcopy`
+    real_deepcopy = module.deepcopy
+
+    def deepcopy_but_the_model(obj, *args, **kwargs):
+        return obj if obj is trainer.model else real_deepcopy(obj, *args, **kwargs)
+
+    module.deepcopy = deepcopy_but_the_model
+    trainer.save_model = lambda model, dir_path: None
+    try:
+        yield
+    finally:
+        module.deepcopy = real_deepcopy
+        del trainer.save_model
+
+
+def drop_pythae_console_callbacks(trainer) -> None:
+    """pythae adds its own tqdm bars and console printer to every trainer; the benchmark prints
+    its own progress. Called once the trainer has set its callbacks up (on_train_begin)."""
+    handler = trainer.callback_handler
+    handler.callbacks = [
+        cb
+        for cb in handler.callbacks
+        if not isinstance(cb, (ProgressBarCallback, MetricConsolePrinterCallback))
+    ]
+
+
+@contextlib.contextmanager
+def quiet_pythae():
+    """pythae logs at INFO; the benchmark prints its own progress."""
+    loggers = [
+        logging.getLogger(n)
+        for n in list(logging.root.manager.loggerDict)
+        if n.startswith("pythae")
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

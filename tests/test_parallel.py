@@ -1,0 +1,195 @@
+"""`--jobs N` workers and per-cell claims: same records, each cell trained once, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+from wandb_log import find_runs, read_run
+
+from benchmark import runner, tracking
+from benchmark.claims import claim_path, try_claim
+from benchmark.parallel import worker_plan
+from benchmark.results import record_path
+from benchmark.suites import expand_cells, resolve_suite
+from conftest import TINY_SETTINGS
+
+QUIET = dict(log=lambda message: None)
+
+
+def cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmark", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def metrics_by_cell(records: list[dict]) -> dict[str, dict]:
+    return {f"{r['model']}-{r['seed']}": r["metrics"] for r in records}
+
+
+def test_jobs_2_gives_the_records_of_the_sequential_runner(tiny_suite_args, tmp_path):
+    suite = resolve_suite(**tiny_suite_args)
+    sequential = runner.run_suite(suite, tmp_path / "seq", **QUIET)
+    logs: list[str] = []
+    factory = tracking.make_tracker_factory(
+        "offline", "vaebench-tests", None, str(tmp_path / "par"), logs.append
+    )
+    parallel = runner.run_suite(
+        suite, tmp_path / "par", log=logs.append, tracker_factory=factory, jobs=2
+    )
+    assert [r["model"] for r in parallel] == [r["model"] for r in sequential]
+    assert all(r["status"] == "ok" for r in parallel), [r["error"] for r in parallel]
+    for ours, theirs in zip(parallel, sequential, strict=True):
+        assert ours["config_hash"] == theirs["config_hash"]
+        assert ours["training"]["steps"] == theirs["training"]["steps"]
+        assert ours["metrics"] == pytest.approx(theirs["metrics"], rel=1e-4, abs=1e-6)
+    for config in expand_cells(suite):  # the record on disk, and no claim left behind
+        assert json.loads(record_path(tmp_path / "par", config).read_text())["status"] == "ok"
+        assert not claim_path(record_path(tmp_path / "par", config)).exists()
+    # one W&B run per cell, logged from the workers
+    runs = {read_run(path).run.display_name for path in find_runs(tmp_path / "par")}
+    assert runs == {c.cell_id for c in expand_cells(suite)}
+    # progress: every cell's start, epochs and result reach the parent's log
+    assert any("running 3 cells in 2 worker processes" in line for line in logs)
+    for config in expand_cells(suite):
+        assert any(f"{config.cell_id}: training" in line for line in logs)
+        assert any(f"{config.cell_id} epoch 1/1" in line for line in logs)
+        assert any(f"{config.cell_id}: ok in" in line for line in logs)
+
+
+def test_workers_share_gpus_round_robin_and_cores_evenly():
+    plan = worker_plan(5, ["2", "3"], cores=16)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in plan] == ["2", "3", "2", "3", "2"]
+    assert {env["VAEBENCH_WORKER_THREADS"] for env in plan} == {"3"}
+    cpu = worker_plan(2, [], cores=2)
+    assert all("CUDA_VISIBLE_DEVICES" not in env for env in cpu)
+    assert [env["VAEBENCH_WORKER_THREADS"] for env in cpu] == ["1", "1"]
+    assert worker_plan(4, [], cores=2)[0]["VAEBENCH_WORKER_THREADS"] == "1"
+
+
+def test_a_cell_claimed_by_another_runner_is_left_to_it(tiny_suite_args, tmp_path):
+    suite = resolve_suite(**tiny_suite_args)
+    vqvae = expand_cells(suite)[1]
+    held = try_claim(record_path(tmp_path, vqvae))  # another runner is training it
+    logs: list[str] = []
+    records = runner.run_suite(suite, tmp_path, log=logs.append)
+    assert [r["model"] for r in records] == ["betavae", "vaegan"]
+    assert not record_path(tmp_path, vqvae).exists()
+    line = next(line for line in logs if vqvae.cell_id in line)
+    assert f"being trained by {os.uname().nodename}:{os.getpid()}" in line
+    held.release()
+    records = runner.run_suite(suite, tmp_path, log=logs.append)  # the owner gave up: ours now
+    assert [r["model"] for r in records] == ["betavae", "vqvae", "vaegan"]
+
+
+def test_a_claim_dies_with_its_owner(tmp_path):
+    record = tmp_path / "results" / "s" / "cell.json"
+    code = (
+        "import sys, time; from pathlib import Path; from benchmark.claims import try_claim; "
+        "c = try_claim(Path(sys.argv[1])); print('held' if c else 'busy', flush=True); "
+        "time.sleep(600)"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code, str(record)], stdout=subprocess.PIPE)
+    try:
+        assert owner.stdout.readline().strip() == b"held"
+        assert try_claim(record) is None
+    finally:
+        owner.kill()  # SIGKILL: no cleanup runs in the owner
+        owner.wait()
+    claim = try_claim(record)
+    assert claim is not None and json.loads(claim_path(record).read_text())["pid"] == os.getpid()
+    claim.release()
+    assert not claim_path(record).exists()
+
+
+def test_two_runners_on_one_folder_train_each_cell_once(parquet_repo, tmp_path):
+    args = ["--datasets", str(parquet_repo), "--seeds", "0,1", "--wandb", "off"]
+    args += ["--out", str(tmp_path)] + [f"--set={s}" for s in TINY_SETTINGS]
+    first, second = cli(*args), cli(*args)
+    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    suite = resolve_suite("quick", TINY_SETTINGS, datasets=[str(parquet_repo)], seeds=[0, 1])
+    for config in expand_cells(suite):
+        trained = sum(out.count(f"{config.cell_id}: training") for out in outputs)
+        assert trained == 1, (config.cell_id, outputs)
+        record = json.loads(record_path(tmp_path, config).read_text())
+        assert record["status"] == "ok" and record["config_hash"] == config.config_hash()
+    assert not list(tmp_path.rglob("*.claim")) and not list(tmp_path.rglob("*.tmp"))
+
+
+class DiesOnVQVAE:
+    """A tracker whose start kills its worker process when the cell is VQVAE's."""
+
+    def start(self, config, env):
+        if config.model == "vqvae":
+            os._exit(9)
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def test_a_worker_that_dies_fails_only_its_cell(tiny_suite_args, tmp_path):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import us
+    suite = resolve_suite(**tiny_suite_args)
+    logs: list[str] = []
+    records = runner.run_suite(
+        suite, tmp_path, log=logs.append, tracker_factory=DiesOnVQVAE, jobs=2
+    )
+    status = {r["model"]: r["status"] for r in records}
+    assert status == {"betavae": "ok", "vqvae": "failed", "vaegan": "ok"}
+    failed = next(r for r in records if r["model"] == "vqvae")
+    assert failed["error"] == "worker process died (exit code 9)"
+    assert not list(tmp_path.rglob("*.claim"))
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_finished_cells(parquet_repo, tmp_path):
+    # one quick cell, then cells long enough to be interrupted mid-training
+    args = ["--datasets", str(parquet_repo), "--models", "vqvae,vaegan", "--seeds", "0,1"]
+    args += ["--jobs", "2", "--wandb", "off", "--out", str(tmp_path)]
+    args += [f"--set={s}" for s in TINY_SETTINGS] + ["--set=train.epochs=60"]
+    process = cli(*args)
+    lines = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if "epoch 2/60" in line:  # both workers are up and training
+            break
+    children = _children(process.pid)
+    assert len(children) >= 2, lines
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, "".join(lines) + output
+    assert "interrupted" in output
+    alive = _wait_gone(children)
+    assert not alive, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in alive]
+    assert not list(tmp_path.rglob("*.claim")) and not list(tmp_path.rglob("*.tmp"))
+    for path in tmp_path.rglob("*.json"):  # whatever finished is complete
+        assert json.loads(path.read_text())["status"] == "ok"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (
+        alive := [p for p in pids if Path(f"/proc/{p}").exists()]
+    ) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
