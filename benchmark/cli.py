@@ -1,12 +1,14 @@
 """`vaebench`: a thin command line over suites, the runner and the report.
 
-Exit status: 0 all cells ok; 1 some cell failed; 2 bad input (one line, no traceback);
-130 interrupted (finished cells are kept; rerun to resume).
+Exit status: 0 all cells ok; 1 some cell failed (or, for compare, a regression); 2 bad input
+(one line, no traceback); 3 internal error (one line and the path of a log with the traceback);
+130 interrupted by Ctrl-C, 143 by SIGTERM (finished cells are kept; rerun to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -188,7 +190,7 @@ def _run(args, extra: list[str]) -> int:
     from benchmark import tracking
     from benchmark.report import from_directory, write_report
     from benchmark.runner import run_suite
-    from benchmark.suites import expand_cells, resolve_suite
+    from benchmark.suites import check_devices, expand_cells, resolve_suite
     from benchmark.sweeping import overrides_from_args
 
     # a sweep agent's ${args} (`--train.epochs=3`) are overrides like --set
@@ -222,6 +224,9 @@ def _run(args, extra: list[str]) -> int:
         for cell in cells:
             print(f"  {cell.cell_id}  config {cell.config_hash()}")
         return 0
+    if args.executor == "local":
+        check_devices(suite)
+    check_writable(out)
     log = lambda message: print(message, flush=True)  # noqa: E731
     if args.wandb_log_every < 1:
         raise UserInputError("--wandb-log-every must be at least 1")
@@ -254,6 +259,19 @@ def _run(args, extra: list[str]) -> int:
         f"{out / 'results'}; report {report}"
     )
     return 1 if failed else 0
+
+
+def check_writable(folder: Path) -> None:
+    """A results folder we cannot write to fails now, not after the first cell has trained."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vaebench-write-check-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserInputError(f"cannot write results to {folder}: {reason}") from None
 
 
 def _ints(values: list[str] | None) -> list[int] | None:
@@ -413,17 +431,57 @@ def main(argv: list[str] | None = None) -> int:
         "compare": _compare,
         "perf": _perf,
     }
+    import threading
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # SIGTERM: SLURM's warning before a kill
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return handlers[args.command](args, extra)
     except UserInputError as error:
         print(f"vaebench {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
         print(
-            "\nvaebench: interrupted; finished cells are kept; rerun the same command to resume",
+            f"\nvaebench: {'terminated' if terminated else 'interrupted'}; finished cells are "
+            "kept; rerun the same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return 143 if terminated else 130
+    except Exception as error:  # a bug, not bad input: one line, the traceback in a log
+        log = _write_crash_log(args.command)
+        line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            f"vaebench {args.command}: internal error: {type(error).__name__}: {line} "
+            f"(traceback in {log})",
+            file=sys.stderr,
+        )
+        return 3
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: records flushed, finished cells kept, exit 143."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
+def _write_crash_log(command: str) -> str:
+    import datetime as dt
+    import os
+    import tempfile
+    import traceback
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    fd, path = tempfile.mkstemp(prefix=f"vaebench-{command}-crash-{stamp}-", suffix=".log")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

@@ -65,14 +65,30 @@ def summarise(records: list[dict]) -> dict[str, Any]:
     }
 
 
+def _is_baseline_cell(cell: Any) -> bool:
+    return (
+        isinstance(cell, dict)
+        and isinstance(cell.get("config"), str)
+        and isinstance(cell.get("metrics"), dict)
+        and all(
+            isinstance(m, dict) and {"mean", "n", "std"} <= set(m) for m in cell["metrics"].values()
+        )
+    )
+
+
 def load_side(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_file():
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, OSError):
             raise UserInputError(f"{path} is not a baseline JSON") from None
-        if data.get("schema") != BASELINE_SCHEMA:
+        if not (
+            isinstance(data, dict)
+            and data.get("schema") == BASELINE_SCHEMA
+            and isinstance(data.get("cells"), dict)
+            and all(_is_baseline_cell(cell) for cell in data["cells"].values())
+        ):
             raise UserInputError(f"{path} is not a vaebench baseline ({BASELINE_SCHEMA})")
         return data
     if path.is_dir():

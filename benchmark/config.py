@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.errors import UserInputError, unknown_name
 
+# names that become file and folder names (suite, model, cell id): no separators, no dots first
+SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,13 +56,28 @@ class EvalConfig(Section):
     lpips: bool = True  # computed only when the pretrained VGG16 weights are available
 
 
+# SLURM settings are pasted into a batch script: a newline there would add lines to it
+_NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+
+
+class SlurmConfig(Section):
+    """`slurm:` section of a suite (or `--set slurm.partition=gpu`); not part of any cell."""
+
+    partition: str | None = Field(None, pattern=_NO_CONTROL_CHARACTERS)
+    gpus_per_job: int = Field(1, ge=0)
+    cpus_per_job: int = Field(8, ge=1)
+    mem_gb: int | None = Field(None, ge=1)
+    time_min: int = Field(240, ge=1)
+    account: str | None = Field(None, pattern=_NO_CONTROL_CHARACTERS)
+
+
 class RunConfig(Section):
     """One cell, fully resolved. This is what the record stores and what is hashed."""
 
-    suite: str
+    suite: str = Field(pattern=SLUG)
     dataset: str
-    model: str
-    seed: int
+    model: str = Field(pattern=SLUG)
+    seed: int = Field(ge=0, le=2**32 - 1)
     arch: Literal["compact", "pythae"]
     data: DataConfig
     train: TrainConfig

@@ -127,7 +127,7 @@ def load_image_splits(name: str, config: DataConfig, mirror: str | None = None) 
 # ---- decoding once, then from the tensor cache ------------------------------------------------
 
 CACHE_ENV = "VAEBENCH_CACHE"
-CACHE_FORMAT = 1  # bump when decoding changes
+CACHE_FORMAT = 2  # bump when decoding or the file layout changes
 
 
 def cache_dir() -> Path | None:
@@ -147,10 +147,9 @@ def _decoded_splits(name: str, mirror: str | None, column: str | None, image_siz
         json.dumps([CACHE_FORMAT, source.identity, column, image_size]).encode()
     ).hexdigest()[:24]
     path = folder / "datasets" / f"{key}.pt" if folder else None
-    if path is not None and path.exists():
-        with contextlib.suppress(Exception):  # a damaged cache file is decoded again
-            cached = torch.load(path)
-            return cached["splits"], {**source.info, "image_column": cached["column"]}
+    if path is not None and path.exists() and (cached := _read_cache(path, key)) is not None:
+        splits, column = cached
+        return splits, {**source.info, "image_column": column}
     dataset_dict = source.load()
     column = _image_column(dataset_dict["train"], column, name)
     splits = {
@@ -162,9 +161,44 @@ def _decoded_splits(name: str, mirror: str | None, column: str | None, image_siz
         with contextlib.suppress(OSError):  # a read-only home must not stop a run
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save({"splits": splits, "column": column}, tmp)
+            digest = _splits_digest(splits)
+            torch.save({"key": key, "splits": splits, "column": column, "digest": digest}, tmp)
             os.replace(tmp, path)
     return splits, {**source.info, "image_column": column}
+
+
+def _read_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], str] | None:
+    """The cached splits, or None for anything but what this key's decoding wrote: an
+    unreadable or foreign file (tensors only, `weights_only=True`: no pickled code runs), another
+    key's file, tensors that are not uint8 images of one shape, or contents whose digest differ.
+    None means: decode again, and overwrite the file."""
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - damaged, truncated, foreign: never trusted
+        return None
+    if not (
+        isinstance(cached, dict)
+        and cached.get("key") == key
+        and isinstance(cached.get("column"), str)
+        and isinstance(cached.get("splits"), dict)
+        and "train" in cached["splits"]
+    ):
+        return None
+    splits = cached["splits"]
+    if not all(
+        isinstance(name, str) and torch.is_tensor(t) and t.dtype == torch.uint8 and t.dim() == 4
+        for name, t in splits.items()
+    ):
+        return None
+    if len({tuple(t.shape[1:]) for t in splits.values()}) != 1:
+        return None
+    if cached.get("digest") != _splits_digest(splits):
+        return None
+    return splits, cached["column"]
+
+
+def _splits_digest(splits: dict[str, torch.Tensor]) -> str:
+    return _content_fingerprint(*(splits[name] for name in sorted(splits))) + str(sorted(splits))
 
 
 @dataclass

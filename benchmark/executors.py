@@ -10,19 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import RunConfig, Section
+from benchmark.config import RunConfig, SlurmConfig
 from benchmark.errors import UserInputError
-
-
-class SlurmConfig(Section):
-    """`slurm:` section of a suite (or `--set slurm.partition=gpu`); not part of any cell."""
-
-    partition: str | None = None
-    gpus_per_job: int = 1
-    cpus_per_job: int = 8
-    mem_gb: int | None = None
-    time_min: int = 240
-    account: str | None = None
 
 
 def slurm_executor(slurm: SlurmConfig, folder: Path, name: str):

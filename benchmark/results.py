@@ -1,4 +1,9 @@
-"""Result records: one flat, typed JSON per cell, written atomically at a deterministic path."""
+"""Result records: one flat, typed JSON per cell, written atomically at a deterministic path.
+
+`Record` is the one shape of a record, whoever reads it (run/resume, report, compare, the W&B
+source): it validates, migrates older schema versions, and refuses anything else with one line
+saying why. Names that become file names (suite, model) must be slugs.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,77 @@ import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from benchmark.config import RunConfig
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from benchmark.config import SLUG, RunConfig
 
 SCHEMA_VERSION = 1
+# schema_version -> the function that lifts a record of that version to the next one
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class RecordError(ValueError):
+    """A file that is not a valid record; the message is one line naming the file."""
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    suite: str = Field(pattern=SLUG)
+    model: str = Field(pattern=SLUG)
+    dataset: str = Field(min_length=1)  # a name, a path or a hub id: file names use its slug
+    seed: int = Field(ge=0, le=2**32 - 1)
+    config: dict[str, Any]
+    config_hash: str
+    metrics: dict[str, float]
+    unavailable: dict[str, str] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    dataset_info: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    created_at: str
+
+    @classmethod
+    def parse(cls, data: Any, where: str = "record") -> Record:
+        """Validate (after migrating an older schema version) or raise RecordError."""
+        if not isinstance(data, dict):
+            raise RecordError(f"{where}: not a JSON object")
+        version = data.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise RecordError(f"{where}: unknown schema_version {version!r}")
+        while version < SCHEMA_VERSION:
+            if version not in MIGRATIONS:
+                raise RecordError(f"{where}: schema_version {version} cannot be migrated")
+            data = {**MIGRATIONS[version](data), "schema_version": version + 1}
+            version += 1
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "record"
+            raise RecordError(f"{where}: {field}: {first['msg']}") from None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Record:
+        try:
+            data = json.loads(Path(path).read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            reason = type(error).__name__ if isinstance(error, OSError) else "not JSON"
+            raise RecordError(f"{path}: {reason}") from None
+        return cls.parse(data, str(path))
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_record(Path(path), self.model_dump(mode="json"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 def record_path(out_dir: str | os.PathLike, config: RunConfig) -> Path:
@@ -31,24 +100,26 @@ def build_record(
     dataset_info: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "status": status,
-        "error": error,
-        "suite": config.suite,
-        "model": config.model,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "config": config.model_dump(mode="json"),
-        "config_hash": config.config_hash(),
-        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-        "unavailable": dict(unavailable or {}),
-        "timings": {k: float(v) for k, v in (timings or {}).items()},
-        "environment": environment or {},
-        "dataset_info": dataset_info or {},
-        "training": training or {},
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return Record.parse(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "status": status,
+            "error": error,
+            "suite": config.suite,
+            "model": config.model,
+            "dataset": config.dataset,
+            "seed": config.seed,
+            "config": config.model_dump(mode="json"),
+            "config_hash": config.config_hash(),
+            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            "unavailable": dict(unavailable or {}),
+            "timings": {k: float(v) for k, v in (timings or {}).items()},
+            "environment": environment or {},
+            "dataset_info": dataset_info or {},
+            "training": training or {},
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    ).as_dict()
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
@@ -68,10 +139,10 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
+    """The record at `path` as a dict, or None when there is none or it is not valid."""
     try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, json.JSONDecodeError):
+        return Record.read(path).as_dict()
+    except RecordError:
         return None
 
 
@@ -79,20 +150,60 @@ def is_finished(path: Path, config: RunConfig) -> bool:
     """A cell is done when an `ok` record with the same config hash exists (failed ones rerun)."""
     record = read_record(path)
     return bool(
-        record
-        and record.get("status") == "ok"
-        and record.get("config_hash") == config.config_hash()
+        record and record["status"] == "ok" and record["config_hash"] == config.config_hash()
     )
 
 
-def iter_records(directory: str | os.PathLike) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(path, record) for every record under `directory` (other JSON files are skipped)."""
+def set_aside_if_invalid(path: Path) -> Path | None:
+    """Before a cell is (re)trained: a file at its record's path that is not a valid record is
+    renamed `NAME.invalid-TIMESTAMP` (kept, never overwritten unseen). Returns the new path."""
+    if not path.exists():
+        return None
+    try:
+        Record.read(path)
+        return None
+    except RecordError:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = path.with_name(f"{path.name}.invalid-{stamp}")
+        os.replace(path, aside)
+        return aside
+
+
+def iter_records(
+    directory: str | os.PathLike, warn: Callable[[str], None] | None = None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(path, record) for every valid record under `directory`. A JSON file that is a record in
+    name only (corrupt, binary, not an object, incomplete, unsafe names) is skipped with one
+    warning line naming it; other JSON files (perf.json, sweep.json, baselines) are not records
+    and are skipped silently."""
     for path in sorted(Path(directory).rglob("*.json")):
-        record = read_record(path)
-        if isinstance(record, dict) and "schema_version" in record and "metrics" in record:
-            yield path, record
+        try:
+            yield path, Record.read(path).as_dict()
+        except RecordError as error:
+            if warn is not None and _looks_like_a_record(path):
+                warn(f"vaebench: warning: skipped {error}")
 
 
-def load_records(directory: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record under `directory` (a run's --out, its results/ folder, or any subfolder)."""
-    return [record for _, record in iter_records(directory)]
+def _looks_like_a_record(path: Path) -> bool:
+    """Under a results/ folder, or a JSON object that says it is one."""
+    if "results" in path.parts:
+        return True
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "schema_version" in data and "metrics" in data
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_records(
+    directory: str | os.PathLike, warn: Callable[[str], None] | None = _stderr
+) -> list[dict[str, Any]]:
+    """Every valid record under `directory` (a run's --out, its results/ folder, or any
+    subfolder); the invalid ones are named on stderr."""
+    return [record for _, record in iter_records(directory, warn)]

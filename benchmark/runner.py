@@ -24,8 +24,14 @@ from benchmark.errors import DatasetUnavailable
 from benchmark.evaluation import evaluate
 from benchmark.metrics import LPIPS
 from benchmark.models import FAMILIES
-from benchmark.results import build_record, is_finished, read_record, record_path, write_record
-from benchmark.suites import expand_cells
+from benchmark.results import (
+    build_record,
+    is_finished,
+    read_record,
+    record_path,
+    set_aside_if_invalid,
+    write_record,
+)
 from benchmark.tracking import NullTracker
 from benchmark.training import resolve_device, train
 
@@ -195,6 +201,9 @@ def execute_cell(
     with claim:
         if is_finished(path, config):  # finished by another runner since we looked
             return read_record(path)
+        aside = set_aside_if_invalid(path)
+        if aside is not None:
+            log(f"{prefix}: {path.name} was not a valid record; kept as {aside.name}")
         log(
             f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
             f"{config.train.epochs} epochs)"
@@ -204,8 +213,13 @@ def execute_cell(
         return record
 
 
-def run_suite(
-    suite,
+def run_suite(suite, out_dir: str | Path, **options) -> list[dict]:
+    """`run_cells` over every cell of a resolved suite."""
+    return run_cells(suite.cells(), out_dir, **options)
+
+
+def run_cells(
+    cells: list[RunConfig],
     out_dir: str | Path,
     mirror: str | None = None,
     log: Log = print,
@@ -221,7 +235,6 @@ def run_suite(
     waits for them. Cells another runner is training are left to it (and not returned).
     """
     out_dir = Path(out_dir)
-    cells = expand_cells(suite)
     records: dict[int, dict] = {}
     pending = []
     for index, config in enumerate(cells, 1):

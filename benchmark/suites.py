@@ -9,29 +9,41 @@ from __future__ import annotations
 import contextlib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import create_model
+from pydantic import Field, create_model
 
-from benchmark.config import DataConfig, EvalConfig, RunConfig, Section, TrainConfig, validate
+from benchmark.config import (
+    SLUG,
+    DataConfig,
+    EvalConfig,
+    RunConfig,
+    Section,
+    SlurmConfig,
+    TrainConfig,
+    validate,
+)
 from benchmark.data import check_dataset_name
 from benchmark.errors import UserInputError, unknown_name
-from benchmark.executors import SlurmConfig
 from benchmark.models import FAMILIES
 
 
 class _SuiteBase(Section):
-    name: str
+    name: str = Field(pattern=SLUG)  # becomes a folder name: results/NAME/
     description: str = ""
     datasets: list[str]
     models: list[str]
-    seeds: list[int]
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]]  # what torch and numpy accept
     arch: Literal["compact", "pythae"] = "compact"
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     slurm: SlurmConfig = SlurmConfig()  # only for --executor slurm; not part of any cell
+
+    def cells(self) -> list[RunConfig]:
+        """Every dataset x model x seed of the suite, fully resolved."""
+        return expand_cells(self)
 
 
 # one section per registered family, named after it: `betavae: {beta: 4}`
@@ -121,6 +133,19 @@ def resolve_suite(
     if not (resolved.models and resolved.datasets and resolved.seeds):
         raise UserInputError("a suite needs at least one dataset, one model and one seed")
     return resolved
+
+
+def check_devices(suite) -> None:
+    """`train.device=cuda` on a machine without CUDA: one line now, not a failure per cell
+    after the data is loaded. (Only where the cells run here: SLURM nodes may have GPUs.)"""
+    if suite.train.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserInputError(
+                "train.device=cuda but this machine has no CUDA device (torch "
+                f"{torch.__version__}); use train.device=auto or cpu"
+            )
 
 
 def expand_cells(suite) -> list[RunConfig]:

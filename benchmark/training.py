@@ -7,6 +7,7 @@ the same hook stops a diverging run at the first non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -28,6 +29,9 @@ from benchmark.pythae_compat import (
     quiet_pythae,
     without_best_model_copies,
 )
+
+# steps whose loss components wait on the GPU before one copy to the host (see StepRecorder)
+HOST_COPY_EVERY_CUDA = 64
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,45 +99,84 @@ class TrainingHistory:
 
 
 class StepRecorder:
-    """Forward hook: one record per training step, running means for validation batches."""
+    """Forward hook: one record per training step, running means for validation batches.
+
+    A training step's loss components stay on the device, stacked in one small tensor, until
+    `host_every` steps are pending or the epoch ends; then one device-to-host copy takes them
+    all. On a GPU that keeps the hook from synchronising every step (the host goes on queueing
+    the backward while the forward runs); on the CPU (`host_every=1`) a copy costs nothing and
+    a diverging run stops at once. A non-finite loss is reported with the step it appeared at.
+    """
 
     def __init__(
         self,
         components: tuple[str, ...],
-        on_step: Callable[[dict[str, float], int], None] | None = None,
+        on_step: Callable[[dict[str, float], int, float], None] | None = None,
+        host_every: int = 1,
     ) -> None:
         self.components = components
         self.on_step = on_step
+        self.host_every = host_every
         self.history = TrainingHistory()
         self._epoch_train: dict[str, list[float]] = defaultdict(list)
         self._epoch_val: dict[str, list[float]] = defaultdict(list)
         self._opened = time.perf_counter()
+        # (stacked tensor components or None, their names, other values, batch size, time)
+        self._pending: list[tuple[torch.Tensor | None, list[str], dict, int, float]] = []
 
     def __call__(self, module, args, output) -> None:
         present = {n: v for n in self.components if (v := output.get(n)) is not None}
         tensors = [n for n, v in present.items() if torch.is_tensor(v)]
-        if tensors:  # one device-to-host copy for all components (one sync on a GPU)
-            host = torch.stack([present[n].detach().float().reshape(()) for n in tensors])
-            present.update(zip(tensors, host.tolist(), strict=True))
-        values = {n: float(v) for n, v in present.items()}
+        plain = {n: float(v) for n, v in present.items() if n not in tensors}
+        stacked = (
+            torch.stack([present[n].detach().float().reshape(()) for n in tensors])
+            if tensors
+            else None
+        )
+        inputs = args[0] if args else None
+        batch = len(inputs["data"]) if inputs is not None else 0
+        entry = (stacked, tensors, plain, batch, time.perf_counter())
+        if not module.training:  # validation: pythae's eval loop syncs each batch anyway
+            self._record(False, *self._to_host([entry])[0])
+            return
+        self._pending.append(entry)
+        if len(self._pending) >= self.host_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Copy the pending training steps to the host (one copy) and record them in order."""
+        pending, self._pending = self._pending, []
+        for values, batch, at in self._to_host(pending):
+            self._record(True, values, batch, at)
+
+    def _to_host(self, entries) -> list[tuple[dict[str, float], int, float]]:
+        stacks = [stacked for stacked, *_ in entries if stacked is not None]
+        flat = iter(torch.cat(stacks).tolist() if stacks else [])
+        host = []
+        for stacked, names, plain, batch, at in entries:
+            merged = {name: next(flat) for name in names} if stacked is not None else {}
+            merged.update(plain)
+            host.append(({n: merged[n] for n in self.components if n in merged}, batch, at))
+        return host
+
+    def _record(self, training: bool, values: dict[str, float], batch: int, at: float) -> None:
         loss = values.get("loss", math.nan)
         if not math.isfinite(loss):
-            stage = "training" if module.training else "validation"
+            stage = "training" if training else "validation"
             raise TrainingDiverged(
                 f"non-finite {stage} loss ({loss}) at step {len(self.history.steps) + 1}"
             )
-        target = self._epoch_train if module.training else self._epoch_val
+        target = self._epoch_train if training else self._epoch_val
         for name, value in values.items():
             target[name].append(value)
-        if module.training:
+        if training:
             step = {f"train/{k}": v for k, v in values.items()}
             self.history.steps.append(step)
             if self.on_step is not None:
-                inputs = args[0] if args else None
-                batch = len(inputs["data"]) if inputs is not None else 0
-                self.on_step(step, batch)
+                self.on_step(step, batch, at)
 
     def close_epoch(self, epoch: int) -> dict[str, float]:
+        self.flush()
         now = time.perf_counter()
         summary: dict[str, float] = {"epoch": float(epoch), "epoch_seconds": now - self._opened}
         self._opened = now
@@ -202,9 +245,8 @@ def train(
     device = resolve_device(config.train.device)
     clock = {"last": time.perf_counter()}
 
-    def report_step(step: dict[str, float], batch: int) -> None:
-        now = time.perf_counter()
-        elapsed, clock["last"] = now - clock["last"], now
+    def report_step(step: dict[str, float], batch: int, at: float) -> None:
+        elapsed, clock["last"] = at - clock["last"], at
         values = {
             **step,
             "trainer/step": len(recorder.history.steps),
@@ -215,7 +257,11 @@ def train(
             values.update(_learning_rates(callback.trainer))
         on_step(values)
 
-    recorder = StepRecorder(family.train_components, report_step if on_step else None)
+    recorder = StepRecorder(
+        family.train_components,
+        report_step if on_step else None,
+        host_every=HOST_COPY_EVERY_CUDA if device == "cuda" else 1,
+    )
     started = time.perf_counter()
     callback = _EpochCallback(recorder, on_epoch)
     with tempfile.TemporaryDirectory(prefix="vaebench-pythae-") as workdir, quiet_pythae():
@@ -253,6 +299,10 @@ def train(
                 autocast_forward(model, device, config.train.precision),
             ):
                 trainer.train()
+        except BaseException:
+            with contextlib.suppress(Exception):  # steps still on the device: history, W&B
+                recorder.flush()
+            raise
         finally:
             handle.remove()
     recorder.history.seconds = time.perf_counter() - started

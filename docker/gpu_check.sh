@@ -1,52 +1,86 @@
 #!/usr/bin/env bash
-# One command on a GPU machine, a few minutes: install, `vaebench perf`, then one paper-suite
-# cell per family (MNIST, pythae's networks) in fp32 and in bf16, and a table of images/s,
-# epoch time and peak GPU memory.
-#   bash docker/gpu_check.sh     (EPOCHS=3 MAX_TRAIN= MIRROR=DIR OUT=gpu-check PRECISIONS="fp32 bf16")
+# One command on a GPU machine, about 5 minutes (at most 10 on one GPU): `vaebench perf` on the
+# paper suite's networks (pythae's, MNIST), then the paper suite's MNIST cells (one seed) in
+# fp32 and in bf16, and one table per family: fp32 and bf16 epoch seconds, ours/stock, the
+# share of the measured matmul rate, peak GPU memory, and the --jobs speed-up of the suite.
+#   bash docker/gpu_check.sh
+#   (EPOCHS=3 PERF_TRAIN=10000 JOBS=8 MIRROR=DIR OUT=gpu-check PRECISIONS="fp32 bf16" INSTALL=1
+#    MODELS=betavae,vqvae,vaegan)
+# Offline GPU machine: `. gpu-env.sh && INSTALL=0 bash docker/gpu_check.sh` (see
+# ../shared/tools/gpu/README.md); the mirror then comes from $VAEBENCH_DATA_MIRROR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check}
 EPOCHS=${EPOCHS:-3}
+JOBS=${JOBS:-8}
 mkdir -p "$OUT"
 
-python -m pip install --quiet -e .
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+if [ "${INSTALL:-1}" = 1 ]; then python3 -m pip install --quiet -e .; fi
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 
+common=()  # options both commands take: the data mirror, the families
+[ -n "${MIRROR:-}" ] && common=(--data-mirror "$MIRROR")
+[ -n "${MODELS:-}" ] && common+=(--models "$MODELS")
 sets=(--set "train.epochs=$EPOCHS")
 [ -n "${MAX_TRAIN:-}" ] && sets+=(--set "data.max_train=$MAX_TRAIN")
-mirror=()
-[ -n "${MIRROR:-}" ] && mirror=(--data-mirror "$MIRROR")
 
-vaebench perf --no-cell --repeats 3 --out "$OUT/perf.json" --set train.device=auto
+# perf: one epoch of PERF_TRAIN images per measurement; a failing option is a row, not a crash
+python3 -m benchmark perf --suite paper --datasets mnist "${common[@]}" --repeats 3 --no-cell \
+    --jobs "$JOBS" --set train.epochs=1 --set "data.max_train=${PERF_TRAIN:-10000}" \
+    --set data.max_test=2000 --out "$OUT/perf.json" | tee "$OUT/perf.log"
 for precision in ${PRECISIONS:-fp32 bf16}; do
-    vaebench run --suite paper --datasets mnist --seeds 0 --wandb off --out "$OUT/paper-$precision" \
-        "${sets[@]}" --set "train.precision=$precision" "${mirror[@]}" || true
+    python3 -m benchmark run --suite paper --datasets mnist --seeds 0 --wandb off \
+        --out "$OUT/paper-$precision" "${sets[@]}" --set "train.precision=$precision" \
+        "${common[@]}" | tee "$OUT/paper-$precision.log" || true
 done
 
-python - "$OUT" <<'PY'
+python3 - "$OUT" <<'PY'
 import json, statistics, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
 perf = json.loads((out / "perf.json").read_text())
-print(f"\n{perf['config']['device']}: fp32 matmul {perf['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s")
-print("| family | perf img/s (quick nets) | ours/stock | bf16/stock | precision | paper cell img/s "
-      "| epoch s | peak GPU MB | recon/ssim |")
-print("|---|---|---|---|---|---|---|---|---|")
+config = perf["config"]
+print(f"\n{config['device']} ({config.get('device_name', '')}): fp32 matmul "
+      f"{perf['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s; perf on {config['train_images']} "
+      f"images, batch {config['batch_size']}, {config['arch']} networks")
+cells = {}
 for path in sorted(out.glob("paper-*/results/**/*.json")):
-    r = json.loads(path.read_text())
-    t = perf["training"].get(r["model"], {})
-    bf16 = t.get("options", {}).get("bf16", {}).get("ratio_to_stock", 0)
-    head = (f"| {r['model']} | {t.get('ours_images_per_s', 0):.0f} | {t.get('ratio', 0):.2f} | "
-            f"{bf16:.2f} | {r['config']['train']['precision']} | ")
-    if r["status"] != "ok":
-        print(f"{head}failed: {r['error']} | | | |")
-        continue
-    epochs = r["training"]["epochs"]
-    images = r["dataset_info"]["splits"]["train"] * len(epochs)
-    epoch_s = statistics.median(e["epoch_seconds"] for e in epochs)
-    peak = r["training"].get("peak_gpu_memory_mb")
-    print(f"{head}{images / r['timings']['train']:.0f} | {epoch_s:.1f} | "
-          f"{'-' if peak is None else f'{peak:.0f}'} | {r['metrics']['recon/ssim']:.4f} |")
+    record = json.loads(path.read_text())
+    cells[(record["model"], record["config"]["train"]["precision"])] = record
+
+
+def epoch_seconds(model, precision):
+    record = cells.get((model, precision))
+    if record is None:
+        return "-"
+    if record["status"] != "ok":
+        return "failed: " + record["error"]
+    # the first epoch pays CUDA/cuDNN warm-up: the median of the others when there are some
+    epochs = [e["epoch_seconds"] for e in record["training"]["epochs"]]
+    return f"{statistics.median(epochs[1:] or epochs):.2f}"
+
+
+def peak(model):
+    record = cells.get((model, "fp32"))
+    value = (record or {}).get("training", {}).get("peak_gpu_memory_mb")
+    return "-" if value is None else f"{value:.0f}"
+
+
+print("| family | fp32 epoch s | bf16 epoch s | ours/stock | bf16/fp32 (perf) "
+      "| share of matmul rate | peak GPU MB | recon/ssim fp32 |")
+print("|---|---|---|---|---|---|---|---|")
+for model, t in perf["training"].items():
+    bf16 = t["options"].get("bf16", {})
+    bf16_ratio = ("failed" if bf16.get("error") else f"{bf16.get('ratio_to_fp32', 0):.2f}")
+    share = perf["flops"][model]["fraction_of_matmul_rate"]
+    fp32 = cells.get((model, "fp32"))
+    ssim = (f"{fp32['metrics']['recon/ssim']:.4f}" if fp32 and fp32["status"] == "ok" else "-")
+    print(f"| {model} | {epoch_seconds(model, 'fp32')} | {epoch_seconds(model, 'bf16')} | "
+          f"{t['ratio']:.2f} | {bf16_ratio} | {share:.1%} | {peak(model)} | {ssim} |")
+if "jobs" in perf:
+    j = perf["jobs"]
+    print(f"\n--jobs {j['jobs']}: {j['cells']} cells in {j['parallel_s']:.1f}s against "
+          f"{j['sequential_s']:.1f}s sequential: x{j['speedup']:.2f} suite throughput")
 PY

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,8 +15,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub from tests
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
-# decoded datasets are cached per test session, never in the user's ~/.cache
+# decoded datasets are cached per test session, never in the user's ~/.cache, and removed after
 os.environ["VAEBENCH_CACHE"] = tempfile.mkdtemp(prefix="vaebench-test-cache-")
+atexit.register(shutil.rmtree, os.environ["VAEBENCH_CACHE"], ignore_errors=True)
 
 SHARED_MNIST_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "hf"
 TINY_SETTINGS = [

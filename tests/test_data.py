@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from benchmark import data
 from benchmark.config import DataConfig
 from benchmark.data import DATASETS, load_image_splits
 from benchmark.errors import DatasetUnavailable, UserInputError
@@ -124,3 +127,37 @@ def test_the_cache_can_be_switched_off(parquet_repo, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     load_image_splits(str(parquet_repo), DataConfig())
     assert not (tmp_path / ".cache").exists()
+
+
+class _Planted:
+    """A pickle that runs code when unpickled (what an attacker would plant in a cache)."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["VAEBENCH_PLANTED"]),))
+
+
+@pytest.mark.parametrize("tamper", ["wrong images", "float tensors", "planted pickle", "garbage"])
+def test_a_cache_that_fails_validation_is_decoded_again(
+    tamper, parquet_repo, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VAEBENCH_PLANTED", str(tmp_path / "code-ran"))
+    first = load_image_splits(str(parquet_repo), DataConfig())
+    (path,) = (tmp_path / "cache" / "datasets").glob("*.pt")
+    cached = torch.load(path, weights_only=True)
+    if tamper == "wrong images":  # well formed, same key, other contents
+        cached["splits"]["train"] = torch.zeros_like(cached["splits"]["train"])
+        torch.save(cached, path)
+    elif tamper == "float tensors":
+        cached["splits"] = {k: v.float() for k, v in cached["splits"].items()}
+        torch.save(cached, path)
+    elif tamper == "planted pickle":
+        torch.save({"key": cached["key"], "splits": _Planted(), "column": "image"}, path)
+    else:
+        path.write_bytes(b"\x00not a torch file")
+    second = load_image_splits(str(parquet_repo), DataConfig())
+    assert torch.equal(first.train, second.train) and first.info == second.info
+    assert not (tmp_path / "code-ran").exists()
+    rewritten = torch.load(path, weights_only=True)  # with what was decoded again
+    assert data._read_cache(path, rewritten["key"]) is not None
+    assert rewritten["splits"]["train"].dtype == torch.uint8 and rewritten["splits"]["train"].any()

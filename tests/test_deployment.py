@@ -13,7 +13,7 @@ import submitit
 from benchmark import runner
 from benchmark.cli import main
 from benchmark.results import record_path
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.suites import builtin_suites, expand_cells, resolve_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +97,30 @@ def test_executor_slurm_without_slurm_is_one_line(capsys):
     assert main(["run", "--executor", "slurm", "--wandb", "off"]) == 2
     err = capsys.readouterr().err
     assert "--executor slurm" in err and err.count("\n") == 1
+
+
+def test_the_decoded_dataset_cache_is_on_a_volume():
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    volumes = text.split('VOLUME ["', 1)[1].split("]", 1)[0].replace('"', "").split(", ")
+    cache = text.split("VAEBENCH_CACHE=", 1)[1].split()[0]
+    assert any(cache.startswith(volume + "/") for volume in volumes), (cache, volumes)
+
+
+def test_the_workflow_keeps_its_secrets_to_the_steps_that_need_them():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly.yml").read_text())
+    job = workflow["jobs"]["benchmark"]
+    assert "WANDB_API_KEY" not in job.get("env", {})
+    steps = job["steps"]
+    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["persist-credentials"] is False
+    holders = [s["name"] for s in steps if "WANDB_API_KEY" in s.get("env", {})]
+    assert holders == ["Run the suite"]
+    # the dispatch input is one of the built-in suites, checked before it is used
+    dispatch = workflow[True]["workflow_dispatch"]["inputs"]["suite"]  # YAML 1.1 reads on: as True
+    assert dispatch["type"] == "choice" and set(dispatch["options"]) <= set(builtin_suites())
+    check = next(s for s in steps if s.get("name") == "Check the requested suite")
+    assert steps.index(check) < min(
+        i for i, s in enumerate(steps) if "SUITE" in s.get("run", "") and s is not check
+    )

@@ -204,6 +204,10 @@ def test_wandb_runs_give_the_same_tables_as_local_records(offline_wandb_run, tmp
     for record in records:
         assert by_model[record["model"]]["metrics"] == record["metrics"]
         assert by_model[record["model"]]["unavailable"] == record["unavailable"]
+        # the same shape as a local record: nested config, the same config hash
+        assert by_model[record["model"]]["config"] == record["config"]
+        assert by_model[record["model"]]["config_hash"] == record["config_hash"]
+        assert set(by_model[record["model"]]) == set(record)
         history = inputs.histories[(record["dataset"], record["model"], 0)]
         assert len(history) == record["training"]["steps"] and "train/loss" in history
     local = write_report(from_directory(out / "results"), tmp_path / "local").read_text()

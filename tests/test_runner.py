@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -87,8 +88,10 @@ def test_the_identities_of_metrics_md_hold_on_real_records(tiny_run):
         assert m["recon_loss"] == pytest.approx(m["mse"], rel=1e-6)  # VQVAE's own loss is the SSE
 
 
-def test_rerun_skips_finished_cells_and_reruns_changed_ones(tiny_run, tiny_suite_args):
-    suite, out, records, _ = tiny_run
+def test_rerun_skips_finished_cells_and_reruns_changed_ones(tiny_run, tiny_suite_args, tmp_path):
+    suite, shared_out, records, _ = tiny_run
+    out = tmp_path / "out"  # a copy: the shared run stays as other tests expect it
+    shutil.copytree(shared_out, out)
     logs: list[str] = []
     again = runner.run_suite(suite, out, log=logs.append)
     assert again == records  # nothing retrained, the same records returned

@@ -208,3 +208,33 @@ def test_bf16_training_runs_bce_in_fp32_outside_autocast(
     assert len(bce_refused_under_autocast) >= steps * per_step
     assert set(bce_refused_under_autocast) == {(False, torch.float32, torch.float32)}
     assert all(math.isfinite(s["train/loss"]) for s in history.steps)
+
+
+def test_deferred_host_copies_record_the_same_steps(tiny_data, monkeypatch):
+    """On CUDA the step hook copies loss components to the host every 64 steps, not every step;
+    the same path on the CPU must record exactly what the per-step copy records, and stop a
+    diverging run with the step where the loss first went non-finite."""
+    import benchmark.training as training
+
+    _, every_step = fit("vaegan", tiny_data)
+    monkeypatch.setattr(training, "resolve_device", lambda requested: "cpu")
+    copies = []
+    real_init = StepRecorder.__init__
+
+    def deferred_init(self, components, on_step=None, host_every=1):
+        real_init(self, components, on_step, host_every=3)
+        copies.append(self)
+
+    monkeypatch.setattr(StepRecorder, "__init__", deferred_init)
+    _, deferred = fit("vaegan", tiny_data)
+    assert copies and deferred.steps == every_step.steps
+    assert deferred.epochs[-1]["train/loss"] == every_step.epochs[-1]["train/loss"]
+
+    monkeypatch.undo()
+    recorder = StepRecorder(("loss",), host_every=4)
+    module = torch.nn.Linear(1, 1)
+    for loss in (1.0, 2.0, float("inf")):
+        recorder(module, (), ModelOutput(loss=torch.tensor(loss)))
+    assert recorder.history.steps == []  # still on the device
+    with pytest.raises(TrainingDiverged, match=r"non-finite training loss \(inf\) at step 3"):
+        recorder.flush()

@@ -72,6 +72,9 @@ def evaluate_batch(model: BetaVAE, x: torch.Tensor, params: BetaVAEParams) -> Ba
 
 FAMILY = Family(
     name="betavae",
+    label="BetaVAE",
+    column=1,  # the summary table reads VAEGAN | BetaVAE | VQVAE
+    latent="gaussian",
     pythae_name="BetaVAE",
     params_model=BetaVAEParams,
     build=build,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pythae.models import BaseAE
@@ -42,6 +42,11 @@ class Family:
     train_components: tuple[str, ...]
     # METRICS.md applicability: the keys this family reports
     metric_keys: tuple[str, ...]
+    # display, read by the report: its name there, its column (lower first), and whether its
+    # latent is Gaussian (kl / elbo / active units rank only between Gaussian families)
+    label: str = ""
+    column: int = 100
+    latent: Literal["gaussian", "discrete"] = "gaussian"
 
     def make_trainer(
         self,

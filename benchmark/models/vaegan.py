@@ -136,6 +136,9 @@ def evaluate_batch(model: VAEGAN, x: torch.Tensor, params: VAEGANParams) -> Batc
 
 FAMILY = Family(
     name="vaegan",
+    label="VAEGAN",
+    column=0,  # the summary table reads VAEGAN | BetaVAE | VQVAE
+    latent="gaussian",
     pythae_name="VAEGAN",
     params_model=VAEGANParams,
     build=build,

@@ -138,6 +138,9 @@ def sample_prior(model: VQVAE, n: int, params: VQVAEParams) -> torch.Tensor:
 
 FAMILY = Family(
     name="vqvae",
+    label="VQVAE",
+    column=2,  # the summary table reads VAEGAN | BetaVAE | VQVAE
+    latent="discrete",
     pythae_name="VQVAE",
     params_model=VQVAEParams,
     build=build,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.config import dataset_slug
-from benchmark.report.tables import FAMILY_LABELS, MAIN, comparison, families_of
+from benchmark.report.tables import MAIN, comparison, families_of, family_label
 
 SETS = {
     "recon/": "reconstruction of held-out test images",
@@ -37,7 +37,7 @@ def latex_tables(records: list[dict]) -> str:
             table = comparison(records, dataset, prefix, MAIN)
             if not table:
                 continue
-            header = " & ".join(["Metric", *[FAMILY_LABELS.get(f, escape(f)) for f in families]])
+            header = " & ".join(["Metric", *[escape(family_label(f)) for f in families]])
             lines = [
                 r"\begin{table}[t]",
                 r"\centering",

@@ -16,10 +16,10 @@ from benchmark.report.latex import write_latex
 from benchmark.report.sources import ReportInputs, cell_key
 from benchmark.report.tables import (
     DIAGNOSTICS,
-    FAMILY_LABELS,
-    FAMILY_ORDER,
     comparison,
     families_of,
+    family_label,
+    family_rank,
     summary_csv,
     summary_table,
 )
@@ -45,12 +45,8 @@ NOTES = [
 ]
 
 
-def _family_rank(model: str) -> tuple[int, str]:
-    return (FAMILY_ORDER.index(model) if model in FAMILY_ORDER else len(FAMILY_ORDER), model)
-
-
 def _sorted(records: list[dict]) -> list[dict]:
-    return sorted(records, key=lambda r: (r["dataset"], _family_rank(r["model"]), r["seed"]))
+    return sorted(records, key=lambda r: (r["dataset"], family_rank(r["model"]), r["seed"]))
 
 
 def _unavailable_note(records: list[dict], dataset: str, prefix: str) -> list[str]:
@@ -71,7 +67,7 @@ def _diagnostics(records: list[dict], dataset: str) -> pd.DataFrame:
     families = families_of([r for r in records if r["dataset"] == dataset])
     for prefix in ("recon/", "gen/"):
         for metric, row in comparison(records, dataset, prefix, DIAGNOSTICS).items():
-            rows[f"{prefix}{metric}"] = {FAMILY_LABELS.get(f, f): row[f].text() for f in families}
+            rows[f"{prefix}{metric}"] = {family_label(f): row[f].text() for f in families}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -130,8 +126,7 @@ def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
                 else "decodes of prior samples"
             )
             grid_lines.append(
-                f"| {FAMILY_LABELS.get(model, model)} | {what} | "
-                f"![{model} {name}](images/{target.name}) |"
+                f"| {family_label(model)} | {what} | ![{model} {name}](images/{target.name}) |"
             )
     if grid_lines:
         lines += [

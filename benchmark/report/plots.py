@@ -13,18 +13,18 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from benchmark.metrics import METRICS  # noqa: E402
-from benchmark.report.tables import FAMILY_LABELS, FAMILY_ORDER, metric_frame  # noqa: E402
-
-COMPARED = ["mse", "bce", "psnr", "lpips", "ssim", "gmsd"]
-PALETTE = dict(
-    zip([FAMILY_LABELS[f] for f in FAMILY_ORDER], sns.color_palette("colorblind", 3), strict=True)
+from benchmark.report.tables import (  # noqa: E402
+    family_label,
+    metric_frame,
+    ordered_families,
 )
 
+COMPARED = ["mse", "bce", "psnr", "lpips", "ssim", "gmsd"]
 
-def _families(frame: pd.DataFrame) -> list[str]:
-    labels = [FAMILY_LABELS[f] for f in FAMILY_ORDER]
-    present = set(frame["model"])
-    return [f for f in labels if f in present] + sorted(present - set(labels))
+
+def palette(labels: list[str]) -> dict[str, tuple]:
+    """One colour per family present, however many (seaborn cycles past its 10 colours)."""
+    return dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
 
 
 def metric_bars(records: list[dict], dataset: str, prefix: str, path: Path) -> str | None:
@@ -34,9 +34,9 @@ def metric_bars(records: list[dict], dataset: str, prefix: str, path: Path) -> s
     if frame.empty:
         return None
     frame["metric"] = frame["key"].str.slice(len(prefix))
-    frame["model"] = frame["model"].map(lambda m: FAMILY_LABELS.get(m, m))
+    order = [family_label(f) for f in ordered_families(frame["model"])]
+    frame["model"] = frame["model"].map(family_label)
     metrics = [m for m in COMPARED if m in set(frame["metric"])]
-    order = _families(frame)
     grid = sns.catplot(
         data=frame,
         x="model",
@@ -46,7 +46,7 @@ def metric_bars(records: list[dict], dataset: str, prefix: str, path: Path) -> s
         order=order,
         hue="model",
         hue_order=order,
-        palette=PALETTE,
+        palette=palette(order),
         kind="bar",
         errorbar=None,
         sharey=False,
@@ -87,9 +87,7 @@ def training_curves(histories: dict[str, pd.DataFrame], dataset: str, path: Path
     histories = {k: v for k, v in histories.items() if v is not None and len(v)}
     if not histories:
         return None
-    families = [f for f in FAMILY_ORDER if f in histories] + sorted(
-        set(histories) - set(FAMILY_ORDER)
-    )
+    families = ordered_families(histories)
     figure, axes = plt.subplots(1, len(families), figsize=(4.8 * len(families), 3.4), squeeze=False)
     for axis, family in zip(axes[0], families, strict=True):
         steps = histories[family]
@@ -106,7 +104,7 @@ def training_curves(histories: dict[str, pd.DataFrame], dataset: str, path: Path
             .reset_index(level=0, drop=True)
         )
         sns.lineplot(data=long, x="step", y="loss", hue="component", ax=axis, linewidth=1.2)
-        axis.set_title(FAMILY_LABELS.get(family, family))
+        axis.set_title(family_label(family))
         axis.set_yscale("symlog", linthresh=1.0)  # losses span decades; VAEGAN's can be < 0
         axis.set_ylim(bottom=min(0.0, float(long["loss"].min()) * 1.1))
         axis.legend(fontsize=7)

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
+from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
-from benchmark.results import SCHEMA_VERSION, iter_records
+from benchmark.results import SCHEMA_VERSION, Record, RecordError, iter_records
 
 CellKey = tuple[str, str, int]  # dataset, model, seed
 
@@ -32,9 +35,13 @@ def cell_key(record: dict) -> CellKey:
     return record["dataset"], record["model"], int(record["seed"])
 
 
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def from_directory(directory: str | Path) -> ReportInputs:
     inputs = ReportInputs(records=[])
-    for path, record in iter_records(directory):
+    for path, record in iter_records(directory, warn=_warn):
         inputs.records.append(record)
         key = cell_key(record)
         steps = path.with_suffix(".steps.csv")
@@ -64,6 +71,7 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
     }
     status = summary.get("status") or ("ok" if state == "finished" else "failed")
     environment = {k[len("env.") :]: v for k, v in config.items() if k.startswith("env.")}
+    nested, config_hash = config_from_flat(config)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": status,
@@ -72,8 +80,8 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
         "model": config.get("model"),
         "dataset": config.get("dataset"),
         "seed": int(config.get("seed", 0)),
-        "config": {k: v for k, v in config.items() if not k.startswith(("_", "env."))},
-        "config_hash": config.get("config_hash", ""),
+        "config": nested,
+        "config_hash": config_hash,
         "metrics": metrics,
         "unavailable": {
             k[len("unavailable/") :]: v for k, v in summary.items() if k.startswith("unavailable/")
@@ -87,12 +95,32 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
             "git_sha": environment.pop("git_sha", None),
             "device": environment.pop("device", None),
             "packages": environment,
+            "wandb_run": name,
         },
         "dataset_info": {"source": config.get("dataset")},
         "training": {},
-        "created_at": summary.get("_timestamp", ""),
-        "wandb_run": name,
+        "created_at": str(summary.get("_timestamp", "")),
     }
+
+
+def config_from_flat(flat: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The tracker's flat W&B config (`train.epochs`, `betavae.beta`, `env.*`) -> the nested
+    config of a local record, and its config hash recomputed the way the runner computes it
+    (so `compare` sees one configuration across seeds, as with local records)."""
+    model = flat.get("model")
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith(("_", "env.")) or key == "config_hash":
+            continue
+        section, dot, name = key.partition(".")
+        if not dot:
+            nested[key] = value
+        else:
+            nested.setdefault("params" if section == model else section, {})[name] = value
+    try:
+        return nested, RunConfig.model_validate(nested).config_hash()
+    except ValidationError:  # another version's fields: keep what was logged
+        return nested, str(flat.get("config_hash", ""))
 
 
 def history_from_wandb(history: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -112,7 +140,14 @@ def from_wandb_runs(runs: Iterable[Any]) -> ReportInputs:
         config = dict(run.config)
         if not {"model", "dataset"} <= set(config):
             continue  # not a vaebench run
-        record = record_from_wandb(run.name, config, dict(run.summary), run.state)
+        try:  # the same validation as a local record
+            record = Record.parse(
+                record_from_wandb(run.name, config, dict(run.summary), run.state),
+                f"W&B run {run.name}",
+            ).as_dict()
+        except RecordError as error:
+            _warn(f"vaebench: warning: skipped {error}")
+            continue
         inputs.records.append(record)
         history = history_from_wandb(run.history(samples=100_000, pandas=True))
         if history is not None:
@@ -158,5 +193,6 @@ def dump_records(inputs: ReportInputs, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for record in inputs.records:
         dataset, model, seed = cell_key(record)
-        name = f"{record.get('wandb_run') or f'{dataset}-{model}-seed{seed}'}.json"
+        run = record["environment"].get("wandb_run")
+        name = f"{run or f'{dataset}-{model}-seed{seed}'}.json"
         (folder / name.replace("/", "_")).write_text(json.dumps(record, indent=2))

@@ -12,10 +12,28 @@ from dataclasses import dataclass
 import pandas as pd
 
 from benchmark.metrics import METRICS
+from benchmark.models import FAMILIES
 
-FAMILY_ORDER = ["vaegan", "betavae", "vqvae"]  # the columns of the summary table
-FAMILY_LABELS = {"vaegan": "VAEGAN", "betavae": "BetaVAE", "vqvae": "VQVAE"}
-GAUSSIAN_FAMILIES = {"betavae", "vaegan"}
+
+# What the report shows of a family comes from the family itself (benchmark/models/*.py). A
+# model no family knows (a W&B run of another model, a family added later) still gets a column,
+# after the known ones, under its own name.
+def family_label(model: str) -> str:
+    return FAMILIES.get(model).label if model in FAMILIES else model
+
+
+def is_gaussian(model: str) -> bool:
+    return model in FAMILIES and FAMILIES.get(model).latent == "gaussian"
+
+
+def family_rank(model: str) -> tuple[int, str]:
+    return (FAMILIES.get(model).column if model in FAMILIES else 1000, model)
+
+
+def ordered_families(models) -> list[str]:
+    return sorted(set(models), key=family_rank)
+
+
 DIAGNOSTICS = [
     "active_units",
     "codebook_perplexity",
@@ -71,8 +89,7 @@ def aggregate(records: list[dict]) -> pd.DataFrame:
 
 
 def families_of(records: list[dict]) -> list[str]:
-    present = {r["model"] for r in records if r.get("status") == "ok"}
-    return [f for f in FAMILY_ORDER if f in present] + sorted(present - set(FAMILY_ORDER))
+    return ordered_families(r["model"] for r in records if r.get("status") == "ok")
 
 
 def comparison(
@@ -107,7 +124,7 @@ def _mark_best(metric: str, row: dict[str, Cell]) -> dict[str, Cell]:
     eligible = {
         f: c
         for f, c in row.items()
-        if c.state == "value" and (info.ranked == "all" or f in GAUSSIAN_FAMILIES)
+        if c.state == "value" and (info.ranked == "all" or is_gaussian(f))
     }
     if len(eligible) < 2:
         return row
@@ -126,7 +143,7 @@ def summary_table(
     table = comparison(records, dataset, prefix, metrics)
     families = families_of([r for r in records if r["dataset"] == dataset])
     return pd.DataFrame(
-        {FAMILY_LABELS.get(f, f): [table[m][f].text() for m in table] for f in families},
+        {family_label(f): [table[m][f].text() for m in table] for f in families},
         index=list(table),
     )
 
