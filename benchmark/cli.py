@@ -351,15 +351,19 @@ def _compare(args, extra: list[str]) -> int:
 
     from benchmark.compare import compare, delta_table, load_side
 
-    baseline = load_side(args.baseline)
     if args.write_baseline:
+        baseline = load_side(args.baseline)
         args.write_baseline.parent.mkdir(parents=True, exist_ok=True)
         args.write_baseline.write_text(json.dumps(baseline, indent=2) + "\n")
         print(f"vaebench: baseline of {len(baseline['cells'])} cells: {args.write_baseline}")
         return 0
     if args.current is None:
         raise UserInputError("compare needs BASELINE and CURRENT (or --write-baseline FILE)")
-    deltas = compare(baseline, load_side(args.current), k=args.k, rel_tol=args.rel_tol)
+    baseline = load_side(args.baseline) if args.baseline.is_file() else None  # checked first
+    current = load_side(args.current)
+    if baseline is None:  # a records folder: its records of the current side's configuration
+        baseline = load_side(args.baseline, match=current)
+    deltas = compare(baseline, current, k=args.k, rel_tol=args.rel_tol)
     table = delta_table(deltas)
     print(table)
     if args.markdown:

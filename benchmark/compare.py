@@ -19,7 +19,7 @@ import pandas as pd
 
 from benchmark.errors import UserInputError
 from benchmark.metrics import METRICS
-from benchmark.results import load_records
+from benchmark.results import HISTORY, iter_records
 
 BASELINE_SCHEMA = "vaebench-baseline/1"
 # adversarial quantities move either way in a healthy run: shown, never called a regression
@@ -76,7 +76,10 @@ def _is_baseline_cell(cell: Any) -> bool:
     )
 
 
-def load_side(path: str | Path) -> dict[str, Any]:
+def load_side(path: str | Path, match: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A baseline JSON, or the summary of a records folder. For a folder, each cell's current
+    records (outside `history/`); with `match` (the other side's summary), the configuration of
+    each cell that matches the other side's, when the folder kept one (current or history)."""
     path = Path(path)
     if path.is_file():
         try:
@@ -92,11 +95,35 @@ def load_side(path: str | Path) -> dict[str, Any]:
             raise UserInputError(f"{path} is not a vaebench baseline ({BASELINE_SCHEMA})")
         return data
     if path.is_dir():
-        records = load_records(path)
+        records = _records_matching(path, match)
         if not records:
             raise UserInputError(f"no result records under {path}")
         return summarise(records)
     raise UserInputError(f"no such baseline or results folder: {path}")
+
+
+def _records_matching(folder: Path, match: dict[str, Any] | None) -> list[dict]:
+    groups: dict[str, dict[str, list[dict]]] = {}  # cell -> config identity -> records
+    current: dict[str, set[str]] = {}  # cell -> configs outside history/
+    for path, record in iter_records(folder, warn=_warn, include_history=match is not None):
+        key = f"{record['dataset']}|{record['model']}"
+        identity = config_identity(record)
+        groups.setdefault(key, {}).setdefault(identity, []).append(record)
+        if HISTORY not in path.relative_to(folder).parts[:-1]:
+            current.setdefault(key, set()).add(identity)
+    chosen = []
+    for key, configs in groups.items():
+        wanted = ((match or {}).get("cells", {}).get(key) or {}).get("config")
+        picks = [wanted] if wanted in configs else sorted(current.get(key, configs))
+        for identity in picks:
+            chosen += configs[identity]
+    return chosen
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class DataConfig(Section):
     max_train: int | None = Field(None, ge=1)  # deterministic subset (for quick runs)
     max_test: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=4)  # square resize (CelebA: 64); None keeps the size
+    # one channel mode for the whole dataset: 1 (grayscale) or 3 (RGB); None: the mode of most
+    # images. Recorded in the record's dataset_info (channels, channel_rule)
+    channels: Literal[1, 3] | None = None
     split_seed: int = 0  # fixed, independent of the run seed: every cell sees the same split
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import socket
@@ -96,7 +97,7 @@ def load_image_splits(name: str, config: DataConfig, mirror: str | None = None) 
     spec = DATASETS.get(name)
     column = config.image_column or (spec.image_column if spec else None)
     image_size = config.image_size or (spec.image_size if spec else None)
-    decoded, info = _decoded_splits(name, mirror, column, image_size)
+    decoded, info = _decoded_splits(name, mirror, column, image_size, config.channels)
 
     train_all = decoded["train"]
     test_split = next((s for s in ("test", "validation", "valid") if s in decoded), None)
@@ -127,7 +128,7 @@ def load_image_splits(name: str, config: DataConfig, mirror: str | None = None) 
 # ---- decoding once, then from the tensor cache ------------------------------------------------
 
 CACHE_ENV = "VAEBENCH_CACHE"
-CACHE_FORMAT = 2  # bump when decoding or the file layout changes
+CACHE_FORMAT = 3  # bump when decoding or the file layout changes
 
 
 def cache_dir() -> Path | None:
@@ -138,36 +139,77 @@ def cache_dir() -> Path | None:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "vaebench"
 
 
-def _decoded_splits(name: str, mirror: str | None, column: str | None, image_size: int | None):
+def _decoded_splits(
+    name: str, mirror: str | None, column: str | None, image_size: int | None, channels
+):
     """{split: uint8 tensor}, info. Decoding images is the slow part of loading (seconds for
     MNIST, minutes for CelebA): its result is kept as tensors, keyed by the source's identity."""
     source = _load_source(name, mirror)
     folder = cache_dir()
     key = hashlib.sha256(
-        json.dumps([CACHE_FORMAT, source.identity, column, image_size]).encode()
+        json.dumps([CACHE_FORMAT, source.identity, column, image_size, channels]).encode()
     ).hexdigest()[:24]
     path = folder / "datasets" / f"{key}.pt" if folder else None
     if path is not None and path.exists() and (cached := _read_cache(path, key)) is not None:
-        splits, column = cached
-        return splits, {**source.info, "image_column": column}
-    dataset_dict = source.load()
-    column = _image_column(dataset_dict["train"], column, name)
-    splits = {
-        split: _to_uint8(dataset_dict[split], column, image_size, name)
-        for split in dataset_dict
+        splits, meta = cached
+        return splits, {**source.info, **meta}
+    dataset_dict = {
+        split: dataset
+        for split, dataset in source.load().items()
         if split in ("train", "test", "validation", "valid")
     }
+    column = _image_column(dataset_dict["train"], column, name)
+    mode, rule = _channel_mode(dataset_dict, column, channels)
+    splits = {
+        split: _to_uint8(dataset, column, image_size, name, mode)
+        for split, dataset in dataset_dict.items()
+    }
+    meta = {"image_column": column, "channels": 1 if mode == "L" else 3, "channel_rule": rule}
     if path is not None:
         with contextlib.suppress(OSError):  # a read-only home must not stop a run
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             digest = _splits_digest(splits)
-            torch.save({"key": key, "splits": splits, "column": column, "digest": digest}, tmp)
+            torch.save({"key": key, "splits": splits, "meta": meta, "digest": digest}, tmp)
             os.replace(tmp, path)
-    return splits, {**source.info, "image_column": column}
+    return splits, {**source.info, **meta}
 
 
-def _read_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], str] | None:
+def _is_grayscale(mode: str) -> bool:
+    return mode in ("L", "1", "I", "I;16", "F", "LA")
+
+
+def _channel_mode(dataset_dict: dict, column: str, declared: int | None) -> tuple[str, str]:
+    """One PIL mode for every image of every split: the declared `data.channels`, else the mode
+    of most images (a dataset mixing grayscale and colour images is not decided by whichever
+    comes first in a split). Counted from the image headers, without decoding the pixels."""
+    if declared is not None:
+        return ("L" if declared == 1 else "RGB"), f"declared (data.channels={declared})"
+    import datasets
+    from PIL import Image
+
+    grayscale = colour = 0
+    for dataset in dataset_dict.values():
+        dataset = dataset.select_columns([column])
+        raw = isinstance(dataset.features[column], datasets.Image)
+        if raw:  # file bytes or paths: PIL reads the mode from the header
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        for row in dataset:
+            value = row[column]
+            if raw:
+                source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+                with Image.open(source) as image:
+                    gray = _is_grayscale(image.mode)
+            else:  # arrays: (H, W) or (H, W, 1) are grayscale
+                shape = np.asarray(value).shape
+                gray = len(shape) == 2 or shape[-1] == 1
+            grayscale += gray
+            colour += not gray
+    mode = "L" if grayscale > colour else "RGB"
+    return mode, f"mode of most images ({grayscale} grayscale, {colour} colour)"
+
+
+def _read_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
     """The cached splits, or None for anything but what this key's decoding wrote: an
     unreadable or foreign file (tensors only, `weights_only=True`: no pickled code runs), another
     key's file, tensors that are not uint8 images of one shape, or contents whose digest differ.
@@ -179,7 +221,9 @@ def _read_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], str] | N
     if not (
         isinstance(cached, dict)
         and cached.get("key") == key
-        and isinstance(cached.get("column"), str)
+        and isinstance(cached.get("meta"), dict)
+        and isinstance(cached["meta"].get("image_column"), str)
+        and cached["meta"].get("channels") in (1, 3)
         and isinstance(cached.get("splits"), dict)
         and "train" in cached["splits"]
     ):
@@ -194,7 +238,9 @@ def _read_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], str] | N
         return None
     if cached.get("digest") != _splits_digest(splits):
         return None
-    return splits, cached["column"]
+    if any(t.shape[1] != cached["meta"]["channels"] for t in splits.values()):
+        return None
+    return splits, cached["meta"]
 
 
 def _splits_digest(splits: dict[str, torch.Tensor]) -> str:
@@ -379,18 +425,18 @@ def _image_column(dataset, column: str | None, name: str) -> str:
     )
 
 
-def _to_uint8(dataset, column: str | None, image_size: int | None, name: str) -> torch.Tensor:
+def _to_uint8(
+    dataset, column: str | None, image_size: int | None, name: str, mode: str
+) -> torch.Tensor:
     from PIL import Image, ImageOps
 
     column = _image_column(dataset, column, name)
     dataset = dataset.select_columns([column])
     arrays = []
-    mode = None
     for row in dataset:
         image = row[column]
         if not isinstance(image, Image.Image):
-            image = Image.fromarray(np.asarray(image))
-        mode = mode or ("L" if image.mode in ("L", "1", "I", "I;16", "F") else "RGB")
+            image = Image.fromarray(np.asarray(image).squeeze())
         image = image.convert(mode)
         if image_size:
             image = ImageOps.fit(image, (image_size, image_size), Image.Resampling.BICUBIC)

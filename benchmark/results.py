@@ -122,20 +122,33 @@ def build_record(
     ).as_dict()
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written record."""
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers see the old file or
+    the new one, never half of one, even if the process is killed mid-write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2, sort_keys=False, allow_nan=True)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """The temporary files a killed writer of `path` left (`.NAME.*.tmp`). Only for a writer
+    that owns `path` now (the cell's claim holder, the report's writer)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Atomically: never a half-written record."""
+    text = json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n"
+    write_text_atomically(path, text)
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -169,14 +182,39 @@ def set_aside_if_invalid(path: Path) -> Path | None:
         return aside
 
 
+HISTORY = "history"  # results/SUITE/history/: records of a cell's earlier configurations
+
+
+def keep_earlier_config(path: Path, config: RunConfig) -> Path | None:
+    """Before a cell is trained with `config`: a record of another configuration at its path
+    moves, with its steps and images, to `history/CELL.CONFIGHASH.*` beside it, so that the
+    results of every configuration survive. Returns the history folder when something moved."""
+    record = read_record(path)
+    if record is None or record["config_hash"] == config.config_hash():
+        return None
+    history = path.parent / HISTORY
+    history.mkdir(exist_ok=True)
+    stem = path.name[: -len(".json")]
+    for companion in path.parent.glob(f"{stem}.*"):
+        rest = companion.name[len(stem) :]
+        if rest in (".json", ".steps.csv") or rest.endswith(".png"):
+            os.replace(companion, history / f"{stem}.{record['config_hash']}{rest}")
+    return history
+
+
 def iter_records(
-    directory: str | os.PathLike, warn: Callable[[str], None] | None = None
+    directory: str | os.PathLike,
+    warn: Callable[[str], None] | None = None,
+    include_history: bool = False,
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
     """(path, record) for every valid record under `directory`. A JSON file that is a record in
     name only (corrupt, binary, not an object, incomplete, unsafe names) is skipped with one
     warning line naming it; other JSON files (perf.json, sweep.json, baselines) are not records
-    and are skipped silently."""
-    for path in sorted(Path(directory).rglob("*.json")):
+    and are skipped silently. Earlier configurations (`history/`) only on request."""
+    root = Path(directory)
+    for path in sorted(root.rglob("*.json")):
+        if not include_history and HISTORY in path.relative_to(root).parts[:-1]:
+            continue
         try:
             yield path, Record.read(path).as_dict()
         except RecordError as error:

@@ -27,8 +27,10 @@ from benchmark.models import FAMILIES
 from benchmark.results import (
     build_record,
     is_finished,
+    keep_earlier_config,
     read_record,
     record_path,
+    remove_stale_temporaries,
     set_aside_if_invalid,
     write_record,
 )
@@ -95,8 +97,10 @@ def run_cell(
             log(f"    epoch {int(summary['epoch'])}/{config.train.epochs}  {shown}")
             tracker.log_epoch(summary)
 
+        tracked = tracker.seconds
         history = train(family, model, data, config, params, on_epoch, tracker.log_step)
-        timings["train"] = history.seconds
+        # W&B calls made during training (step bursts, epoch rows) are tracking, not training
+        timings["train"] = history.seconds - (tracker.seconds - tracked)
         _write_steps(out_dir, config, history.steps)
 
         eval_started = time.perf_counter()
@@ -122,6 +126,7 @@ def run_cell(
         metrics, unavailable, training = {}, {}, {}
         status, error = "failed", _one_line(exc)
     timings["total"] = time.perf_counter() - started
+    timings["tracking"] = tracker.seconds  # W&B calls so far (start, steps, epochs)
     record = build_record(
         config,
         status=status,
@@ -201,9 +206,13 @@ def execute_cell(
     with claim:
         if is_finished(path, config):  # finished by another runner since we looked
             return read_record(path)
+        remove_stale_temporaries(path)  # a killed writer's; the cell is ours now
         aside = set_aside_if_invalid(path)
         if aside is not None:
             log(f"{prefix}: {path.name} was not a valid record; kept as {aside.name}")
+        history = keep_earlier_config(path, config)
+        if history is not None:
+            log(f"{prefix}: the record of another configuration is kept in {history}")
         log(
             f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
             f"{config.train.epochs} epochs)"

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +48,35 @@ def logged_in() -> bool:
         return False
 
 
+SERVER_CHECK_S = 10.0  # once per suite: an unreachable server costs this, not a minute per cell
+
+
+def server_reachable(timeout: float | None = None) -> tuple[bool, str]:
+    """(reachable, why not): one TCP connection to the W&B server, DNS included, abandoned
+    after `timeout` seconds (wandb.init itself would wait about a minute per run)."""
+    from urllib.parse import urlparse
+
+    timeout = SERVER_CHECK_S if timeout is None else timeout
+    base_url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    parsed = urlparse(base_url)
+    host, port = parsed.hostname or "", parsed.port or (80 if parsed.scheme == "http" else 443)
+    outcome: dict[str, str] = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["ok"] = ""
+        except OSError as error:
+            outcome["error"] = f"{host}: {error.strerror or type(error).__name__}"
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "ok" in outcome:
+        return True, ""
+    return False, outcome.get("error", f"{host}: no answer within {timeout:g} s")
+
+
 def resolve_mode(requested: str) -> tuple[str, str | None]:
     """(mode, a one-line notice or None). Never prompts."""
     env_mode = os.environ.get("WANDB_MODE", "").lower()
@@ -55,8 +86,16 @@ def resolve_mode(requested: str) -> tuple[str, str | None]:
         return requested, None
     if env_mode in ("online", "offline"):
         return env_mode, None
-    if logged_in() or in_sweep():
+    if in_sweep():
         return "online", None
+    if logged_in():
+        reachable, reason = server_reachable()
+        if reachable:
+            return "online", None
+        return "offline", (
+            f"W&B: logged in, but the server cannot be reached ({reason}); runs are logged "
+            "offline (upload them later with `wandb sync`)"
+        )
     return "offline", (
         "W&B: not logged in; runs are logged offline (upload them later with `wandb sync`)"
     )
@@ -78,6 +117,8 @@ def flat_config(config: RunConfig) -> dict[str, Any]:
 
 
 class NullTracker:
+    seconds = 0.0  # time spent in tracking calls (kept out of the cell's train/eval timings)
+
     def start(self, config: RunConfig, environment: dict) -> None:
         pass
 
@@ -115,11 +156,13 @@ class WandbTracker:
         self.flush_seconds = flush_seconds
         self._unsent: list[dict[str, float]] = []
         self._oldest_unsent = 0.0
+        self.seconds = 0.0  # time spent in W&B calls, kept out of the cell's train/eval timings
 
     # -- every W&B call goes through here: a failure disables tracking for the cell --------
     def _guard(self, what: str, action: Callable[[], None]) -> None:
         if self.run is None and what != "init":
             return
+        started = time.perf_counter()
         try:
             action()
         except Exception as error:  # noqa: BLE001 - W&B must never fail a cell
@@ -131,6 +174,8 @@ class WandbTracker:
             if run is not None:  # close it, so that no later cell logs into it
                 with contextlib.suppress(Exception):
                     run.finish(exit_code=1)
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def start(self, config: RunConfig, environment: dict) -> None:
         def init() -> None:

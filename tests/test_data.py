@@ -161,3 +161,38 @@ def test_a_cache_that_fails_validation_is_decoded_again(
     rewritten = torch.load(path, weights_only=True)  # with what was decoded again
     assert data._read_cache(path, rewritten["key"]) is not None
     assert rewritten["splits"]["train"].dtype == torch.uint8 and rewritten["splits"]["train"].any()
+
+
+def _mixed_repo(folder: Path, train_modes: list[str], test_modes: list[str]) -> Path:
+    """A hub-style parquet folder whose images mix grayscale ("L") and colour ("RGB")."""
+    import datasets
+    from PIL import Image
+
+    (folder / "data").mkdir(parents=True)
+    features = datasets.Features({"image": datasets.Image()})
+    for split, modes in (("train", train_modes), ("test", test_modes)):
+        images = blob_images(len(modes), channels=3, seed=len(split))
+        rows = [Image.fromarray(a).convert(m) for a, m in zip(images, modes, strict=True)]
+        datasets.Dataset.from_dict({"image": rows}, features=features).to_parquet(
+            folder / "data" / f"{split}-00000-of-00001.parquet"
+        )
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("train_modes", "test_modes", "declared", "channels"),
+    [
+        # a split that starts grayscale, in a dataset of mostly colour images
+        (["L"] + ["RGB"] * 9, ["RGB", "L", "RGB"], None, 3),
+        # a test split that starts with colour, in a mostly grayscale dataset
+        (["L"] * 8 + ["RGB"] * 2, ["RGB", "L", "L"], None, 1),
+        (["L"] * 8 + ["RGB"] * 2, ["RGB", "L", "L"], 3, 3),  # declared wins
+    ],
+)
+def test_one_channel_mode_for_every_split(train_modes, test_modes, declared, channels, tmp_path):
+    repo = _mixed_repo(tmp_path / "o" / "mixed", train_modes, test_modes)
+    splits = load_image_splits(str(repo), DataConfig(channels=declared, val_fraction=0.2))
+    assert {t.shape[1] for t in (splits.train, splits.val, splits.test)} == {channels}
+    assert splits.info["channels"] == channels
+    rule = splits.info["channel_rule"]
+    assert rule.startswith("declared") if declared else rule.startswith("mode of most images")

@@ -226,3 +226,37 @@ def test_a_suite_file_named_outside_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     err = one_line_exit(["run", "--suite", str(suite), "--out", str(out), "--wandb", "off"], capsys)
     assert "invalid config value for 'name'" in err and not out.exists()
+
+
+def test_records_of_another_config_survive_and_compare_picks_the_matching_one(
+    parquet_repo, tmp_path, capsys
+):
+    """Two runners with different configs on one --out: the second keeps the first's record in
+    history/, the report says so, and compare against that folder uses the matching config."""
+    suite_a = resolve_suite(
+        "quick", TINY_SETTINGS, models=["betavae"], datasets=[str(parquet_repo)]
+    )
+    suite_b = resolve_suite(
+        "quick",
+        [*TINY_SETTINGS, "betavae.beta=4"],
+        models=["betavae"],
+        datasets=[str(parquet_repo)],
+    )
+    (first,) = runner.run_suite(suite_a, tmp_path / "out", log=lambda m: None)
+    logs: list[str] = []
+    (second,) = runner.run_suite(suite_b, tmp_path / "out", log=logs.append)
+    assert first["config_hash"] != second["config_hash"]
+    cell = expand_cells(suite_a)[0]
+    kept = record_path(tmp_path / "out", cell).parent / "history"
+    kept_record = kept / f"{cell.cell_id}.{first['config_hash']}.json"
+    assert json.loads(kept_record.read_text()) == first
+    assert (kept / f"{cell.cell_id}.{first['config_hash']}.steps.csv").exists()
+    assert any("kept in" in line for line in logs)
+    assert main(["report", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "1 records of earlier configurations" in report and second["config_hash"] in report
+    # the first config again, in another folder: compare it with the shared one
+    runner.run_suite(suite_a, tmp_path / "again", log=lambda m: None)
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "out"), str(tmp_path / "again")]) == 0
+    assert "different configurations" not in capsys.readouterr().err

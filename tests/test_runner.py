@@ -52,7 +52,7 @@ def test_all_three_families_end_to_end(tiny_run):
         assert record["config_hash"] == config.config_hash()
         assert record["config"]["train"]["epochs"] == 1
         assert all(type(v) is float and math.isfinite(v) for v in record["metrics"].values())
-        assert set(record["timings"]) == {"data", "train", "eval", "total"}
+        assert set(record["timings"]) == {"data", "train", "eval", "total", "tracking"}
         assert record["environment"]["packages"]["pythae"] == "0.1.2"
         assert record["dataset_info"]["splits"]["test"] == 48
         assert record["created_at"].endswith("+00:00")

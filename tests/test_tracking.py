@@ -187,3 +187,51 @@ def test_a_cell_that_fails_mid_epoch_still_sends_its_steps(tiny_suite_args, tmp_
     run = read_run(find_runs(tmp_path)[0])
     assert [h["trainer/step"] for h in run.history if "train/loss" in h] == [1, 2]
     assert run.summary["status"] == "failed"
+
+
+def test_a_key_without_a_reachable_server_goes_offline_after_one_short_check(monkeypatch):
+    """wandb.init would wait about a minute per cell for an unreachable server."""
+    import time
+
+    calls = []
+
+    def hanging_connection(address, timeout=None):
+        calls.append(address)
+        time.sleep(30)
+
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(tracking, "SERVER_CHECK_S", 0.5)
+    monkeypatch.setattr(tracking.socket, "create_connection", hanging_connection)
+    notices: list[str] = []
+    started = time.perf_counter()
+    factory = tracking.make_tracker_factory("auto", "p", None, None, notices.append)
+    assert time.perf_counter() - started < 2.0
+    assert calls == [("wandb.example.org", 443)]  # one check for the whole suite
+    assert factory().mode == "offline"
+    assert notices == [
+        "W&B: logged in, but the server cannot be reached (wandb.example.org: no answer within "
+        "0.5 s); runs are logged offline (upload them later with `wandb sync`)"
+    ]
+
+
+def test_tracking_time_is_kept_out_of_training_and_evaluation(tiny_suite_args, tmp_path):
+    import time
+
+    class SlowTracker(tracking.NullTracker):
+        def __init__(self):
+            self.seconds = 0.0
+
+        def log_epoch(self, summary):
+            time.sleep(0.5)  # as a slow W&B call inside the training loop would
+            self.seconds += 0.5
+
+    suite = resolve_suite(**dict(tiny_suite_args, models=["betavae"]))
+    fast = runner.run_suite(suite, tmp_path / "fast", log=lambda m: None)[0]["timings"]
+    slow = runner.run_suite(
+        suite, tmp_path / "slow", log=lambda m: None, tracker_factory=SlowTracker
+    )[0]["timings"]
+    assert slow["tracking"] == 0.5 and fast["tracking"] == 0.0
+    assert slow["train"] < fast["train"] + 0.4  # the 0.5 s is not training
+    assert slow["total"] >= fast["total"] + 0.4 - 0.3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark import results
 from benchmark.config import dataset_slug
 from benchmark.report.tables import MAIN, comparison, families_of, family_label
 
@@ -62,5 +63,5 @@ def latex_tables(records: list[dict]) -> str:
 
 
 def write_latex(records: list[dict], path: Path) -> Path:
-    path.write_text(latex_tables(records))
+    results.write_text_atomically(path, latex_tables(records))
     return path

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark import results
 from benchmark.config import dataset_slug
 from benchmark.report import plots
 from benchmark.report.latex import write_latex
@@ -192,6 +193,13 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
         *[f"- {note}" for note in NOTES],
         "",
     ]
+    if inputs.earlier_configs:
+        lines += [
+            f"{inputs.earlier_configs} records of earlier configurations of these cells are kept "
+            "in `results/*/history/` and are not in these tables; each row's configuration is "
+            "the config hash in the provenance table.",
+            "",
+        ]
     for dataset in sorted({r["dataset"] for r in records}):
         lines += _section(inputs, dataset, out_dir)
     failed = [r for r in records if r["status"] != "ok"]
@@ -202,8 +210,10 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
         ]
         lines += [""]
     lines += _provenance(records)
-    summary_csv(records).to_csv(out_dir / "summary.csv", index=False)
+    for name in ("summary.csv", "summary.tex", "REPORT.md"):  # what a killed report left
+        results.remove_stale_temporaries(out_dir / name)
+    results.write_text_atomically(out_dir / "summary.csv", summary_csv(records).to_csv(index=False))
     write_latex(records, out_dir / "summary.tex")
     path = out_dir / "REPORT.md"
-    path.write_text("\n".join(lines) + "\n")
+    results.write_text_atomically(path, "\n".join(lines) + "\n")
     return path

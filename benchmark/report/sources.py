@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
-from benchmark.results import SCHEMA_VERSION, Record, RecordError, iter_records
+from benchmark.results import HISTORY, SCHEMA_VERSION, Record, RecordError, iter_records
 
 CellKey = tuple[str, str, int]  # dataset, model, seed
 
@@ -29,6 +29,7 @@ class ReportInputs:
     records: list[dict]
     histories: dict[CellKey, pd.DataFrame] = field(default_factory=dict)
     grids: dict[CellKey, dict[str, Path]] = field(default_factory=dict)
+    earlier_configs: int = 0  # records of earlier configurations kept in history/ folders
 
 
 def cell_key(record: dict) -> CellKey:
@@ -41,6 +42,10 @@ def _warn(message: str) -> None:
 
 def from_directory(directory: str | Path) -> ReportInputs:
     inputs = ReportInputs(records=[])
+    inputs.earlier_configs = sum(
+        HISTORY in path.relative_to(directory).parts[:-1]
+        for path, _ in iter_records(directory, include_history=True)
+    )
     for path, record in iter_records(directory, warn=_warn):
         inputs.records.append(record)
         key = cell_key(record)
