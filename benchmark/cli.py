@@ -214,6 +214,10 @@ def _run(args, extra: list[str]) -> int:
             f"under a W&B sweep agent a run is one cell, got {len(cells)}: sweep over models, "
             "datasets and seeds, or fix them in the sweep's command"
         )
+    if not args.dry_run:  # before any work: one line, exit 2
+        if args.executor == "local":
+            check_devices(suite)
+        check_writable(out)
     print(
         f"vaebench: suite '{suite.name}': {len(cells)} cells "
         f"({len(suite.datasets)} datasets x {len(suite.models)} models x "
@@ -224,9 +228,6 @@ def _run(args, extra: list[str]) -> int:
         for cell in cells:
             print(f"  {cell.cell_id}  config {cell.config_hash()}")
         return 0
-    if args.executor == "local":
-        check_devices(suite)
-    check_writable(out)
     log = lambda message: print(message, flush=True)  # noqa: E731
     if args.wandb_log_every < 1:
         raise UserInputError("--wandb-log-every must be at least 1")
@@ -265,6 +266,8 @@ def check_writable(folder: Path) -> None:
     """A results folder we cannot write to fails now, not after the first cell has trained."""
     import tempfile
 
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"cannot write results to {folder}: it is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".vaebench-write-check-"):

@@ -63,6 +63,14 @@ class EvalConfig(Section):
 _NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 
+PATTERN_RULES = {
+    SLUG: "must be a slug: letters, digits, '.', '_' and '-', starting with a letter or digit "
+    "(it becomes a file or folder name)",
+    _NO_CONTROL_CHARACTERS: "must not contain control characters such as newlines (it is "
+    "written into a batch script)",
+}
+
+
 class SlurmConfig(Section):
     """`slurm:` section of a suite (or `--set slurm.partition=gpu`); not part of any cell."""
 
@@ -114,6 +122,9 @@ def validation_error_line(error: ValidationError, model: type[BaseModel], prefix
     if first["type"] == "extra_forbidden":
         valid = _fields_at(model, loc[:-1])
         return str(unknown_name("config key", key, [_join(prefix, loc[:-1], f) for f in valid]))
+    if first["type"] == "string_pattern_mismatch":
+        rule = PATTERN_RULES.get(first.get("ctx", {}).get("pattern"), first["msg"])
+        return f"invalid config value for '{key}': {first['input']!r} {rule}"
     return f"invalid config value for '{key}': {first['msg']}"
 
 

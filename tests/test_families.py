@@ -119,16 +119,22 @@ def test_vaegan_uses_the_coupled_optimizer_trainer(tmp_path):
         assert type(trainer) is BaseTrainer
 
 
-def test_vqvae_vq_loss_is_a_mean_not_a_per_image_sum():
-    """Quirk: pythae 0.1.2's VQ loss is (beta + gamma) * mean((q - z)^2) over the whole batch,
-    while its reconstruction loss is a per-image sum."""
-    family, model, parsed = build("vqvae", num_embeddings=16, width=8)
+def vq_forward(model):
+    """pythae's forward in eval mode, the encoder's vectors z and their codebook vectors q."""
     model.eval()
     x = images()
     with torch.no_grad():
         output = model(DatasetOutput(data=x))
         z = model.encoder(x).embedding.permute(0, 2, 3, 1)
         q = model.quantizer.embeddings.weight[output.quantized_indices.flatten(1)].reshape(z.shape)
+    return output, z, q
+
+
+def test_vqvae_vq_loss_is_a_mean_not_a_per_image_sum():
+    """Quirk: pythae 0.1.2's VQ loss is (beta + gamma) * mean((q - z)^2) over the whole batch,
+    while its reconstruction loss is a per-image sum."""
+    family, model, parsed = build("vqvae", num_embeddings=16, width=8)
+    output, z, q = vq_forward(model)
     factor = parsed.commitment_loss_factor + parsed.quantization_loss_factor
     mean_form = factor * (q - z).pow(2).mean()
     sum_form = factor * (q - z).pow(2).flatten(1).sum(1).mean()
@@ -147,12 +153,7 @@ def test_vq_loss_reduction_sum_makes_the_vq_loss_a_per_image_sum(arch):
     )
     theirs = mean_model.state_dict()
     assert all(torch.equal(value, theirs[key]) for key, value in model.state_dict().items())
-    model.eval()
-    x = images()
-    with torch.no_grad():
-        output = model(DatasetOutput(data=x))
-        z = model.encoder(x).embedding.permute(0, 2, 3, 1)
-        q = model.quantizer.embeddings.weight[output.quantized_indices.flatten(1)].reshape(z.shape)
+    output, z, q = vq_forward(model)
     elements = z[0].numel()  # 7*7*16 (compact), 4*4*16 (pythae's MNIST networks)
     assert model.quantizer.commitment_loss_factor == 0.25 * elements
     per_image_sum = (0.25 + 1.0) * (q - z).pow(2).flatten(1).sum(1).mean()

@@ -131,6 +131,8 @@ def test_two_runners_on_one_folder_train_each_cell_once(parquet_repo, tmp_path):
 class DiesOnVQVAE:
     """A tracker whose start kills its worker process when the cell is VQVAE's."""
 
+    seconds = 0.0
+
     def start(self, config, env):
         if config.model == "vqvae":
             os._exit(9)

@@ -80,6 +80,7 @@ def test_not_logged_in_means_offline_with_one_notice(monkeypatch, tmp_path):
     mode, notice = tracking.resolve_mode("auto")
     assert mode == "offline" and "wandb sync" in notice
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr(tracking, "server_reachable", lambda timeout=None: (True, ""))
     assert tracking.resolve_mode("auto") == ("online", None)
     assert tracking.resolve_mode("off") == ("off", None)
 
