@@ -192,13 +192,15 @@ def test_a_cell_that_fails_mid_epoch_still_sends_its_steps(tiny_suite_args, tmp_
 
 def test_a_key_without_a_reachable_server_goes_offline_after_one_short_check(monkeypatch):
     """wandb.init would wait about a minute per cell for an unreachable server."""
+    import threading
     import time
 
-    calls = []
+    calls, release = [], threading.Event()
 
     def hanging_connection(address, timeout=None):
         calls.append(address)
-        time.sleep(30)
+        release.wait(30)  # a server that never answers, until the test is over
+        raise TimeoutError("timed out")
 
     monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
@@ -210,6 +212,7 @@ def test_a_key_without_a_reachable_server_goes_offline_after_one_short_check(mon
     factory = tracking.make_tracker_factory("auto", "p", None, None, notices.append)
     assert time.perf_counter() - started < 2.0
     assert calls == [("wandb.example.org", 443)]  # one check for the whole suite
+    release.set()
     assert factory().mode == "offline"
     assert notices == [
         "W&B: logged in, but the server cannot be reached (wandb.example.org: no answer within "
