@@ -214,6 +214,12 @@ def _run(args, extra: list[str]) -> int:
             f"under a W&B sweep agent a run is one cell, got {len(cells)}: sweep over models, "
             "datasets and seeds, or fix them in the sweep's command"
         )
+    if args.wandb_log_every < 1:
+        raise UserInputError("--wandb-log-every must be at least 1")
+    if args.jobs < 1:
+        raise UserInputError("--jobs must be at least 1")
+    if args.jobs > 1 and args.executor != "local":
+        raise UserInputError("--jobs is for the local executor; SLURM runs one job per cell")
     if not args.dry_run:  # before any work: one line, exit 2
         if args.executor == "local":
             check_devices(suite)
@@ -229,12 +235,6 @@ def _run(args, extra: list[str]) -> int:
             print(f"  {cell.cell_id}  config {cell.config_hash()}")
         return 0
     log = lambda message: print(message, flush=True)  # noqa: E731
-    if args.wandb_log_every < 1:
-        raise UserInputError("--wandb-log-every must be at least 1")
-    if args.jobs < 1:
-        raise UserInputError("--jobs must be at least 1")
-    if args.jobs > 1 and args.executor != "local":
-        raise UserInputError("--jobs is for the local executor; SLURM runs one job per cell")
     trackers = tracking.make_tracker_factory(
         args.wandb, args.wandb_project, args.wandb_entity, str(out), log, args.wandb_log_every
     )
