@@ -1,3 +1,3 @@
-"""vaebench: VAEGAN vs BetaVAE vs VQVAE, trained with pythae, under the metrics of METRICS.md."""
+"""vaebench: VAEGAN vs BetaVAE vs VQVAE, trained with pythae, measured as docs/metrics.md says."""
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Evaluate a trained model on the two evaluation sets of METRICS.md.
+"""Evaluate a trained model on the two evaluation sets of docs/metrics.md.
 
 ``recon/``: held-out test images x vs the model's reconstructions of them.
 ``gen/``:   x_gen decoded from prior samples vs the model's reconstructions of x_gen.

@@ -1,7 +1,7 @@
-"""The metrics of METRICS.md: a functional per-image core plus what the report needs to know.
+"""The metrics of docs/metrics.md: a functional per-image core plus what the report needs.
 
 Every function takes images in [0, 1] of shape (N, C, H, W) and returns a tensor of shape (N,).
-Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE (METRICS.md).
+Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ BCE_EPS = 1e-7
 class MetricInfo:
     key: str
     higher_is_better: bool
-    # rankable across families (METRICS.md "Ranking in the report"); "gaussian": only between
+    # rankable across families (docs/metrics.md "Ranking"); "gaussian": only between
     # the two Gaussian-latent families
     ranked: str  # "all" | "gaussian" | "never"
     description: str

@@ -12,7 +12,7 @@ from benchmark.models import FAMILIES
 
 SHAPE = (1, 28, 28)
 COMMON = {"mse", "bce", "psnr", "ssim", "gmsd", "recon_loss", "total_loss"}
-# METRICS.md applicability matrix (+ the extras)
+# docs/metrics.md applicability matrix (+ the extras)
 APPLICABLE = {
     "betavae": COMMON | {"kl", "elbo", "active_units"},
     "vqvae": COMMON | {"vq_loss", "codebook_perplexity", "codebook_usage"},

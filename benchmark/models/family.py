@@ -40,7 +40,7 @@ class Family:
     sample_prior: Callable[[BaseAE, int, Any], torch.Tensor]
     # loss components pythae's forward returns for this family, as named in its ModelOutput
     train_components: tuple[str, ...]
-    # METRICS.md applicability: the keys this family reports
+    # docs/metrics.md applicability: the keys this family reports
     metric_keys: tuple[str, ...]
     # display, read by the report: its name there, its column (lower first), and whether its
     # latent is Gaussian (kl / elbo / active units rank only between Gaussian families)
@@ -124,7 +124,7 @@ def gaussian_posterior(model: BaseAE, x: torch.Tensor):
     return mu, log_var, z
 
 
-# METRICS.md applicability, shared parts
+# docs/metrics.md applicability, shared parts
 COMMON_METRICS = ("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss")
 GAUSSIAN_METRICS = ("kl", "elbo", "active_units")
 

@@ -1,7 +1,7 @@
 """Records -> aggregated statistics -> the family-comparison tables (markdown, LaTeX, CSV).
 
 Aggregation over seeds: mean, sample standard deviation (ddof = 1) and n. The best family is
-marked only where METRICS.md allows ranking, in the direction the metric registry declares.
+marked only where docs/metrics.md allows ranking, in the direction the metric registry says.
 """
 
 from __future__ import annotations
