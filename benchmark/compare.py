@@ -22,8 +22,6 @@ from benchmark.metrics import METRICS
 from benchmark.results import HISTORY, iter_records
 
 BASELINE_SCHEMA = "vaebench-baseline/1"
-# adversarial quantities move either way in a healthy run: shown, never called a regression
-NOT_JUDGED = {"discriminator_loss", "decoder_loss", "disc_accuracy_real", "disc_accuracy_fake"}
 
 
 def config_identity(record: dict) -> str:
@@ -169,7 +167,7 @@ def compare(baseline: dict, current: dict, k: float = 3.0, rel_tol: float = 0.05
             threshold = max(k * pooled_std(base, now), rel_tol * abs(base["mean"]))
             change = now["mean"] - base["mean"]
             worse = -change if (info and info.higher_is_better) else change
-            if info is None or name in NOT_JUDGED:
+            if info is None or not info.judged:
                 verdict = "not judged"
             elif worse > threshold:
                 verdict = "regression"

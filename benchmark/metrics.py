@@ -17,36 +17,83 @@ BCE_EPS = 1e-7
 
 @dataclass(frozen=True)
 class MetricInfo:
+    """Everything the report, compare and tracking know about a metric, in one place."""
+
     key: str
     higher_is_better: bool
-    # rankable across families (docs/metrics.md "Ranking"); "gaussian": only between
-    # the two Gaussian-latent families
+    # rankable across families (docs/metrics.md "Ranking"); "gaussian": only between the two
+    # Gaussian-latent families
     ranked: str  # "all" | "gaussian" | "never"
     description: str
+    group: str = "main"  # "main": the comparison tables; "diagnostic": the diagnostics table
+    plotted: bool = False  # one panel of the report's metric bars
+    # does `compare` call a move in its bad direction a regression? (adversarial quantities
+    # move either way in a healthy run: shown, never judged)
+    judged: bool = True
 
 
 METRICS: dict[str, MetricInfo] = {
     m.key: m
     for m in [
-        MetricInfo("mse", False, "all", "pixel squared error, per-image sum"),
-        MetricInfo("bce", False, "all", "pixel binary cross-entropy, per-image sum"),
-        MetricInfo("psnr", True, "all", "10 log10(1 / per-image MSE)"),
-        MetricInfo("lpips", False, "all", "LPIPS, VGG backbone, v0.1"),
-        MetricInfo("ssim", True, "all", "SSIM, 11x11 Gaussian window, sigma 1.5"),
-        MetricInfo("gmsd", False, "all", "gradient magnitude similarity deviation"),
+        MetricInfo("mse", False, "all", "pixel squared error, per-image sum", plotted=True),
+        MetricInfo("bce", False, "all", "pixel binary cross-entropy, per-image sum", plotted=True),
+        MetricInfo("psnr", True, "all", "10 log10(1 / per-image MSE)", plotted=True),
+        MetricInfo("lpips", False, "all", "LPIPS, VGG backbone, v0.1", plotted=True),
+        MetricInfo("ssim", True, "all", "SSIM, 11x11 Gaussian window, sigma 1.5", plotted=True),
+        MetricInfo("gmsd", False, "all", "gradient magnitude similarity deviation", plotted=True),
         MetricInfo("kl", False, "gaussian", "KL(q(z|x) || N(0, I))"),
         MetricInfo("elbo", False, "gaussian", "mse + kl, reported as a loss"),
         MetricInfo("recon_loss", False, "never", "the family's own reconstruction loss"),
         MetricInfo("total_loss", False, "never", "the family's own training objective"),
         MetricInfo("vq_loss", False, "never", "VQ commitment + codebook loss (pythae)"),
         MetricInfo("encoder_loss", False, "never", "VAEGAN: kl + recon_loss"),
-        MetricInfo("decoder_loss", False, "never", "VAEGAN: (1-a) recon_loss - a disc. loss"),
-        MetricInfo("discriminator_loss", False, "never", "VAEGAN: -log D(x) - log(1 - D(G(z)))"),
-        MetricInfo("active_units", True, "never", "latent dims with Cov_x(E_q[z_i]) > 0.01"),
-        MetricInfo("codebook_perplexity", True, "never", "exp(entropy) of code frequencies"),
-        MetricInfo("codebook_usage", True, "never", "fraction of codes used at least once"),
-        MetricInfo("disc_accuracy_real", True, "never", "fraction of D(x) > 0.5 on real"),
-        MetricInfo("disc_accuracy_fake", True, "never", "fraction of D(x) < 0.5 on generated"),
+        MetricInfo(
+            "decoder_loss", False, "never", "VAEGAN: (1-a) recon_loss - a disc. loss", judged=False
+        ),
+        MetricInfo(
+            "discriminator_loss",
+            False,
+            "never",
+            "VAEGAN: -log D(x) - log(1 - D(G(z)))",
+            judged=False,
+        ),
+        MetricInfo(
+            "active_units",
+            True,
+            "never",
+            "latent dims with Cov_x(E_q[z_i]) > 0.01",
+            group="diagnostic",
+        ),
+        MetricInfo(
+            "codebook_perplexity",
+            True,
+            "never",
+            "exp(entropy) of code frequencies",
+            group="diagnostic",
+        ),
+        MetricInfo(
+            "codebook_usage",
+            True,
+            "never",
+            "fraction of codes used at least once",
+            group="diagnostic",
+        ),
+        MetricInfo(
+            "disc_accuracy_real",
+            True,
+            "never",
+            "fraction of D(x) > 0.5 on real",
+            group="diagnostic",
+            judged=False,
+        ),
+        MetricInfo(
+            "disc_accuracy_fake",
+            True,
+            "never",
+            "fraction of D(x) < 0.5 on generated",
+            group="diagnostic",
+            judged=False,
+        ),
     ]
 }
 

@@ -116,6 +116,15 @@ def flat_config(config: RunConfig) -> dict[str, Any]:
     return flat
 
 
+def summary_directions() -> dict[str, str]:
+    """W&B summary goal ("max" / "min") of every recon/ and gen/ key, from the registry."""
+    return {
+        prefix + key: "max" if info.higher_is_better else "min"
+        for key, info in METRICS.items()
+        for prefix in ("recon/", "gen/")
+    }
+
+
 class NullTracker:
     seconds = 0.0  # time spent in tracking calls (kept out of the cell's train/eval timings)
 
@@ -219,10 +228,8 @@ class WandbTracker:
             for pattern in ("train/*", "lr/*", "perf/*"):
                 run.define_metric(pattern, step_metric="trainer/step")
             run.define_metric("val/*", step_metric="trainer/epoch")
-            for key, info in METRICS.items():
-                goal = "max" if info.higher_is_better else "min"
-                for prefix in ("recon/", "gen/"):
-                    run.define_metric(prefix + key, summary=goal)
+            for key, goal in summary_directions().items():
+                run.define_metric(key, summary=goal)
 
         self._guard("init", init)
 

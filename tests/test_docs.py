@@ -36,3 +36,38 @@ def test_the_applicability_table_is_what_each_family_reports():
                 reported[FAMILY_COLUMNS[column]].update(k.strip() for k in cells[0].split(","))
     for name in FAMILIES:
         assert reported[name] == set(FAMILIES.get(name).metric_keys), name
+
+
+def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
+    """Adding a metric (FID, say) touches its registry entry only: the report tables and plots,
+    compare and W&B's summary directions all read the entry."""
+    from benchmark import tracking
+    from benchmark.compare import compare, summarise
+    from benchmark.metrics import MetricInfo
+    from benchmark.report import from_directory, write_report
+    from benchmark.report.plots import metric_bars
+    from benchmark.results import build_record, record_path, write_record
+    from benchmark.suites import expand_cells, resolve_suite
+
+    entry = MetricInfo("sharpness", True, "all", "a stand-in new metric", plotted=True)
+    monkeypatch.setitem(METRICS, "sharpness", entry)
+
+    def write(folder, shift):
+        suite = resolve_suite("quick", models=["betavae", "vqvae"], seeds=[0, 1])
+        for cell in expand_cells(suite):
+            value = (0.9 if cell.model == "vqvae" else 0.5) + 0.01 * cell.seed + shift
+            metrics = {"recon/sharpness": value, "recon/ssim": 0.5}
+            write_record(
+                record_path(folder, cell), build_record(cell, status="ok", metrics=metrics)
+            )
+        return from_directory(folder)
+
+    base = write(tmp_path / "base", 0.0)
+    report = write_report(base, tmp_path / "report").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| sharpness"))
+    assert "**0.905" in row and "0.505" in row  # a row, and ranked: higher is better
+    assert metric_bars(base.records, "mnist-5k", "recon/", tmp_path / "bars.png")
+    worse = write(tmp_path / "worse", -0.2)
+    deltas = compare(summarise(base.records), summarise(worse.records))
+    assert {d.verdict for d in deltas if d.metric == "recon/sharpness"} == {"regression"}
+    assert tracking.summary_directions()["recon/sharpness"] == "max"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from benchmark import results
 from benchmark.config import dataset_slug
-from benchmark.report.tables import MAIN, comparison, families_of, family_label
+from benchmark.report.tables import comparison, families_of, family_label, metrics_in
 
 SETS = {
     "recon/": "reconstruction of held-out test images",
@@ -35,7 +35,7 @@ def latex_tables(records: list[dict]) -> str:
     for dataset in sorted({r["dataset"] for r in records}):
         families = families_of([r for r in records if r["dataset"] == dataset])
         for prefix, description in SETS.items():
-            table = comparison(records, dataset, prefix, MAIN)
+            table = comparison(records, dataset, prefix, metrics_in("main"))
             if not table:
                 continue
             header = " & ".join(["Metric", *[escape(family_label(f)) for f in families]])

@@ -16,11 +16,11 @@ from benchmark.report import plots
 from benchmark.report.latex import write_latex
 from benchmark.report.sources import ReportInputs, cell_key
 from benchmark.report.tables import (
-    DIAGNOSTICS,
     comparison,
     families_of,
     family_label,
     family_rank,
+    metrics_in,
     summary_csv,
     summary_table,
 )
@@ -67,7 +67,7 @@ def _diagnostics(records: list[dict], dataset: str) -> pd.DataFrame:
     rows = {}
     families = families_of([r for r in records if r["dataset"] == dataset])
     for prefix in ("recon/", "gen/"):
-        for metric, row in comparison(records, dataset, prefix, DIAGNOSTICS).items():
+        for metric, row in comparison(records, dataset, prefix, metrics_in("diagnostic")).items():
             rows[f"{prefix}{metric}"] = {family_label(f): row[f].text() for f in families}
     return pd.DataFrame.from_dict(rows, orient="index")
 

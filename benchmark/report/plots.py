@@ -19,8 +19,6 @@ from benchmark.report.tables import (  # noqa: E402
     ordered_families,
 )
 
-COMPARED = ["mse", "bce", "psnr", "lpips", "ssim", "gmsd"]
-
 
 def palette(labels: list[str]) -> dict[str, tuple]:
     """One colour per family present, however many (seaborn cycles past its 10 colours)."""
@@ -30,13 +28,14 @@ def palette(labels: list[str]) -> dict[str, tuple]:
 def metric_bars(records: list[dict], dataset: str, prefix: str, path: Path) -> str | None:
     """Bars: mean over seeds per family; points: every seed. Comparable metrics only."""
     frame = metric_frame([r for r in records if r["dataset"] == dataset])
-    frame = frame[frame["key"].isin([prefix + m for m in COMPARED])].copy()
+    plotted = [key for key, info in METRICS.items() if info.plotted]
+    frame = frame[frame["key"].isin([prefix + m for m in plotted])].copy()
     if frame.empty:
         return None
     frame["metric"] = frame["key"].str.slice(len(prefix))
     order = [family_label(f) for f in ordered_families(frame["model"])]
     frame["model"] = frame["model"].map(family_label)
-    metrics = [m for m in COMPARED if m in set(frame["metric"])]
+    metrics = [m for m in plotted if m in set(frame["metric"])]
     grid = sns.catplot(
         data=frame,
         x="model",

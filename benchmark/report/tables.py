@@ -34,14 +34,11 @@ def ordered_families(models) -> list[str]:
     return sorted(set(models), key=family_rank)
 
 
-DIAGNOSTICS = [
-    "active_units",
-    "codebook_perplexity",
-    "codebook_usage",
-    "disc_accuracy_real",
-    "disc_accuracy_fake",
-]
-MAIN = [key for key in METRICS if key not in DIAGNOSTICS]
+def metrics_in(group: str) -> list[str]:
+    """The registry's metrics of one group ("main" or "diagnostic"), in registry order."""
+    return [key for key, info in METRICS.items() if info.group == group]
+
+
 NOT_APPLICABLE = "—"
 UNAVAILABLE = "n/a"
 
@@ -93,7 +90,7 @@ def families_of(records: list[dict]) -> list[str]:
 
 
 def comparison(
-    records: list[dict], dataset: str, prefix: str, metrics: list[str] = MAIN
+    records: list[dict], dataset: str, prefix: str, metrics: list[str] | None = None
 ) -> dict[str, dict[str, Cell]]:
     """{metric: {family: Cell}} for one dataset and evaluation set, rows without values left out."""
     ok = [r for r in records if r["dataset"] == dataset and r.get("status") == "ok"]
@@ -101,7 +98,7 @@ def comparison(
     families = families_of(ok)
     unavailable = {(r["model"], key) for r in ok for key in r.get("unavailable", {})}
     table: dict[str, dict[str, Cell]] = {}
-    for metric in metrics:
+    for metric in metrics_in("main") if metrics is None else metrics:
         key = prefix + metric
         row = {}
         for family in families:
@@ -137,7 +134,7 @@ def _mark_best(metric: str, row: dict[str, Cell]) -> dict[str, Cell]:
 
 
 def summary_table(
-    records: list[dict], dataset: str, prefix: str, metrics: list[str] = MAIN
+    records: list[dict], dataset: str, prefix: str, metrics: list[str] | None = None
 ) -> pd.DataFrame:
     """The comparison as text cells (markdown bold for the best): rows metrics, cols families."""
     table = comparison(records, dataset, prefix, metrics)
@@ -153,7 +150,9 @@ def summary_csv(records: list[dict]) -> pd.DataFrame:
     rows = []
     for dataset in sorted({r["dataset"] for r in records}):
         for prefix in ("recon/", "gen/"):
-            table = comparison(records, dataset, prefix, MAIN + DIAGNOSTICS)
+            table = comparison(
+                records, dataset, prefix, metrics_in("main") + metrics_in("diagnostic")
+            )
             for metric, row in table.items():
                 for family, cell in row.items():
                     rows.append(
