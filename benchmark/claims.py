@@ -10,6 +10,7 @@ node's lease lapses, so a crashed owner never holds a cell forever. The file hol
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -81,3 +82,17 @@ def describe_owner(record_path: Path) -> str:
         return f"{owner['host']}:{owner['pid']} since {owner['since']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "another runner"
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path):
+    """Wait for, then hold, an exclusive `flock` on `lock_path` for the block (for writers that
+    several runners may reach at once, such as the report of a shared folder). The lock file
+    stays; the lock dies with its process."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import results
+from benchmark.claims import exclusive
 from benchmark.config import dataset_slug
 from benchmark.report import plots
 from benchmark.report.latex import write_latex
@@ -179,8 +180,17 @@ def _provenance(records: list[dict]) -> list[str]:
 
 
 def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
+    """REPORT.md, its plots and images, summary.csv and summary.tex in `out_dir`. Runners that
+    share a folder may finish together: one writes at a time (a lock that dies with its
+    process), so no file is written by two at once, and the temporaries a killed writer left
+    can be removed without touching a live writer's."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(out_dir / ".REPORT.md.lock"):
+        return _write_report(inputs, out_dir)
+
+
+def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     records = _sorted(inputs.records)
     suites = sorted({r["suite"] for r in records})
     ok = sum(r["status"] == "ok" for r in records)
@@ -210,10 +220,10 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
         ]
         lines += [""]
     lines += _provenance(records)
-    for name in ("summary.csv", "summary.tex", "REPORT.md"):  # what a killed report left
+    path = out_dir / "REPORT.md"
+    for name in ("summary.csv", "summary.tex", "REPORT.md"):  # what a killed writer left
         results.remove_stale_temporaries(out_dir / name)
     results.write_text_atomically(out_dir / "summary.csv", summary_csv(records).to_csv(index=False))
     write_latex(records, out_dir / "summary.tex")
-    path = out_dir / "REPORT.md"
     results.write_text_atomically(path, "\n".join(lines) + "\n")
     return path
