@@ -8,6 +8,7 @@ partial or temporary file left, and the report must match the records.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -69,11 +70,15 @@ sys.exit(cli.main(args))
 def run(point: str, out, parquet_repo) -> subprocess.CompletedProcess:
     args = ["run", "--datasets", str(parquet_repo), "--wandb", "off", "--out", str(out)]
     args += [f"--set={s}" for s in TINY_SETTINGS] + ["--set=train.epochs=2"]
+    # a killed process cannot remove its temporary folders: keep them in the test's own
+    scratch = out.parent / f"{out.name}-tmp"
+    scratch.mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-c", LAUNCHER, point, *args],
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
 
 
