@@ -19,7 +19,7 @@ import pandas as pd
 
 from benchmark.errors import UserInputError
 from benchmark.metrics import METRICS
-from benchmark.results import HISTORY, iter_records
+from benchmark.results import in_history, iter_records, warn_on_stderr
 
 BASELINE_SCHEMA = "vaebench-baseline/1"
 
@@ -103,11 +103,13 @@ def load_side(path: str | Path, match: dict[str, Any] | None = None) -> dict[str
 def _records_matching(folder: Path, match: dict[str, Any] | None) -> list[dict]:
     groups: dict[str, dict[str, list[dict]]] = {}  # cell -> config identity -> records
     current: dict[str, set[str]] = {}  # cell -> configs outside history/
-    for path, record in iter_records(folder, warn=_warn, include_history=match is not None):
+    for path, record in iter_records(
+        folder, warn=warn_on_stderr, include_history=match is not None
+    ):
         key = f"{record['dataset']}|{record['model']}"
         identity = config_identity(record)
         groups.setdefault(key, {}).setdefault(identity, []).append(record)
-        if HISTORY not in path.relative_to(folder).parts[:-1]:
+        if not in_history(path, folder):
             current.setdefault(key, set()).add(identity)
     chosen = []
     for key, configs in groups.items():
@@ -116,12 +118,6 @@ def _records_matching(folder: Path, match: dict[str, Any] | None) -> list[dict]:
         for identity in picks:
             chosen += configs[identity]
     return chosen
-
-
-def _warn(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

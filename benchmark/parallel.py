@@ -34,7 +34,7 @@ except ImportError:  # stripped GPU images: plain pickle carries the default fac
 
 from benchmark.claims import try_claim
 from benchmark.config import RunConfig
-from benchmark.results import build_record, is_finished, read_record, record_path, write_record
+from benchmark.results import build_record, finished_record, record_path, write_record
 
 Log = Callable[[str], None]
 STOP_GRACE_S = 20.0  # how long stopped workers get to flush W&B before they are killed
@@ -221,8 +221,8 @@ class _WorkerPool:
             index = self.running.pop(slot)
             config = self.configs[index]
             path = record_path(self.out_dir, config)
-            if is_finished(path, config):  # it died after writing the record
-                self.outcomes[index] = read_record(path)
+            if (done := finished_record(path, config)) is not None:  # died after writing it
+                self.outcomes[index] = done
             else:
                 self._fail(index, f"worker process died (exit code {process.exitcode})")
             stale = try_claim(path)  # its lock died with it; its file is left: tidy it up

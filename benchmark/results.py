@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,9 +77,6 @@ class Record(BaseModel):
             reason = type(error).__name__ if isinstance(error, OSError) else "not JSON"
             raise RecordError(f"{path}: {reason}") from None
         return cls.parse(data, str(path))
-
-    def write(self, path: str | os.PathLike) -> None:
-        write_record(Path(path), self.model_dump(mode="json"))
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -159,38 +157,38 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_finished(path: Path, config: RunConfig) -> bool:
-    """A cell is done when an `ok` record with the same config hash exists (failed ones rerun)."""
+def finished_record(path: Path, config: RunConfig) -> dict[str, Any] | None:
+    """The cell's record when it is done: `ok`, with this config hash (failed ones rerun)."""
     record = read_record(path)
-    return bool(
-        record and record["status"] == "ok" and record["config_hash"] == config.config_hash()
-    )
-
-
-def set_aside_if_invalid(path: Path) -> Path | None:
-    """Before a cell is (re)trained: a file at its record's path that is not a valid record is
-    renamed `NAME.invalid-TIMESTAMP` (kept, never overwritten unseen). Returns the new path."""
-    if not path.exists():
-        return None
-    try:
-        Record.read(path)
-        return None
-    except RecordError:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        aside = path.with_name(f"{path.name}.invalid-{stamp}")
-        os.replace(path, aside)
-        return aside
+    if record and record["status"] == "ok" and record["config_hash"] == config.config_hash():
+        return record
+    return None
 
 
 HISTORY = "history"  # results/SUITE/history/: records of a cell's earlier configurations
 
 
-def keep_earlier_config(path: Path, config: RunConfig) -> Path | None:
-    """Before a cell is trained with `config`: a record of another configuration at its path
-    moves, with its steps and images, to `history/CELL.CONFIGHASH.*` beside it, so that the
-    results of every configuration survive. Returns the history folder when something moved."""
-    record = read_record(path)
-    if record is None or record["config_hash"] == config.config_hash():
+def in_history(path: Path, root: str | os.PathLike) -> bool:
+    return HISTORY in path.relative_to(root).parts[:-1]
+
+
+def make_way_for(path: Path, config: RunConfig) -> str | None:
+    """Before a cell is trained with `config`, what is at its record's path is kept, never
+    overwritten unseen: a file that is not a valid record is renamed `NAME.invalid-TIMESTAMP`;
+    a record of another configuration moves, with its steps and images, to
+    `history/CELL.CONFIGHASH.*`. A killed writer's temporaries go. Returns a line saying what
+    was kept where, or None. (A failed record of this very config is simply retried.)"""
+    remove_stale_temporaries(path)
+    if not path.exists():
+        return None
+    try:
+        record = Record.read(path)
+    except RecordError:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = path.with_name(f"{path.name}.invalid-{stamp}")
+        os.replace(path, aside)
+        return f"{path.name} was not a valid record; kept as {aside.name}"
+    if record.config_hash == config.config_hash():
         return None
     history = path.parent / HISTORY
     history.mkdir(exist_ok=True)
@@ -198,8 +196,8 @@ def keep_earlier_config(path: Path, config: RunConfig) -> Path | None:
     for companion in path.parent.glob(f"{stem}.*"):
         rest = companion.name[len(stem) :]
         if rest in (".json", ".steps.csv") or rest.endswith(".png"):
-            os.replace(companion, history / f"{stem}.{record['config_hash']}{rest}")
-    return history
+            os.replace(companion, history / f"{stem}.{record.config_hash}{rest}")
+    return f"the record of another configuration is kept in {history}"
 
 
 def iter_records(
@@ -213,7 +211,7 @@ def iter_records(
     and are skipped silently. Earlier configurations (`history/`) only on request."""
     root = Path(directory)
     for path in sorted(root.rglob("*.json")):
-        if not include_history and HISTORY in path.relative_to(root).parts[:-1]:
+        if not include_history and in_history(path, root):
             continue
         try:
             yield path, Record.read(path).as_dict()
@@ -233,14 +231,13 @@ def _looks_like_a_record(path: Path) -> bool:
     return isinstance(data, dict) and "schema_version" in data and "metrics" in data
 
 
-def _stderr(message: str) -> None:
-    import sys
-
+def warn_on_stderr(message: str) -> None:
+    """How readers name the files they skip: one line on stderr."""
     print(message, file=sys.stderr, flush=True)
 
 
 def load_records(
-    directory: str | os.PathLike, warn: Callable[[str], None] | None = _stderr
+    directory: str | os.PathLike, warn: Callable[[str], None] | None = warn_on_stderr
 ) -> list[dict[str, Any]]:
     """Every valid record under `directory` (a run's --out, its results/ folder, or any
     subfolder); the invalid ones are named on stderr."""

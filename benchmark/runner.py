@@ -26,12 +26,9 @@ from benchmark.metrics import LPIPS
 from benchmark.models import FAMILIES
 from benchmark.results import (
     build_record,
-    is_finished,
-    keep_earlier_config,
-    read_record,
+    finished_record,
+    make_way_for,
     record_path,
-    remove_stale_temporaries,
-    set_aside_if_invalid,
     write_record,
 )
 from benchmark.tracking import NullTracker
@@ -204,15 +201,11 @@ def execute_cell(
     if claim is None:
         return HeldElsewhere(describe_owner(path))
     with claim:
-        if is_finished(path, config):  # finished by another runner since we looked
-            return read_record(path)
-        remove_stale_temporaries(path)  # a killed writer's; the cell is ours now
-        aside = set_aside_if_invalid(path)
-        if aside is not None:
-            log(f"{prefix}: {path.name} was not a valid record; kept as {aside.name}")
-        history = keep_earlier_config(path, config)
-        if history is not None:
-            log(f"{prefix}: the record of another configuration is kept in {history}")
+        if (done := finished_record(path, config)) is not None:  # by another runner, meanwhile
+            return done
+        kept = make_way_for(path, config)  # the cell is ours now: keep what is there
+        if kept is not None:
+            log(f"{prefix}: {kept}")
         log(
             f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
             f"{config.train.epochs} epochs)"
@@ -248,12 +241,12 @@ def run_cells(
     pending = []
     for index, config in enumerate(cells, 1):
         path = record_path(out_dir, config)
-        if is_finished(path, config):
+        if (done := finished_record(path, config)) is not None:
             log(
                 f"[{index}/{len(cells)}] {config.cell_id}: finished earlier with the same config "
                 f"({config.config_hash()}), skipped"
             )
-            records[index] = read_record(path)
+            records[index] = done
         else:
             pending.append((index, config))
     if executor is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,14 @@ from pydantic import ValidationError
 
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
-from benchmark.results import HISTORY, SCHEMA_VERSION, Record, RecordError, iter_records
+from benchmark.results import (
+    SCHEMA_VERSION,
+    Record,
+    RecordError,
+    in_history,
+    iter_records,
+    warn_on_stderr,
+)
 
 CellKey = tuple[str, str, int]  # dataset, model, seed
 
@@ -36,17 +42,12 @@ def cell_key(record: dict) -> CellKey:
     return record["dataset"], record["model"], int(record["seed"])
 
 
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def from_directory(directory: str | Path) -> ReportInputs:
     inputs = ReportInputs(records=[])
     inputs.earlier_configs = sum(
-        HISTORY in path.relative_to(directory).parts[:-1]
-        for path, _ in iter_records(directory, include_history=True)
+        in_history(path, directory) for path, _ in iter_records(directory, include_history=True)
     )
-    for path, record in iter_records(directory, warn=_warn):
+    for path, record in iter_records(directory, warn=warn_on_stderr):
         inputs.records.append(record)
         key = cell_key(record)
         steps = path.with_suffix(".steps.csv")
@@ -151,7 +152,7 @@ def from_wandb_runs(runs: Iterable[Any]) -> ReportInputs:
                 f"W&B run {run.name}",
             ).as_dict()
         except RecordError as error:
-            _warn(f"vaebench: warning: skipped {error}")
+            warn_on_stderr(f"vaebench: warning: skipped {error}")
             continue
         inputs.records.append(record)
         history = history_from_wandb(run.history(samples=100_000, pandas=True))
