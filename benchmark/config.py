@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from benchmark.errors import UserInputError, unknown_name
 
@@ -52,11 +52,35 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"
 
 
+class CodePriorConfig(Section):
+    """VQVAE's `prior` sampler: a PixelCNN over the code maps, fitted after training."""
+
+    layers: int = Field(6, ge=1)
+    channels: int = Field(64, ge=1)
+    kernel_size: int = Field(5, ge=3)  # odd: the mask splits the window at its centre
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd")
+        return value
+
+
 class EvalConfig(Section):
     seed: int = 1234  # fixed evaluation seed: same checkpoint -> same numbers
     n_gen: int | None = Field(None, ge=1)  # generated images; None = size of the test set
     batch_size: int = Field(500, ge=1)
     lpips: bool = True  # computed only when the pretrained VGG16 weights are available
+    fid: bool = True  # gen/fid, gen/kid, recon/fid: only when the Inception weights are available
+    # where gen/ samples come from: None = each family's default; a name for every family of
+    # the suite; or {model: name}. A cell's config holds the name it resolved to.
+    sampler: str | dict[str, str] | None = None
+    gmm_components: int = Field(10, ge=1)  # the `gmm` sampler, as in pythae's benchmark
+    prior: CodePriorConfig = CodePriorConfig()
 
 
 # SLURM settings are pasted into a batch script: a newline there would add lines to it

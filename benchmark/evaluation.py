@@ -17,8 +17,10 @@ import torch
 from pythae.models import BaseAE
 
 from benchmark.config import EvalConfig
+from benchmark.distribution import DistributionReference
 from benchmark.metrics import PIXEL_METRICS, active_units, codebook_stats
 from benchmark.models import Family
+from benchmark.samplers import Sampler
 
 GRID_PAIRS = 32
 GRID_SAMPLES = 64
@@ -44,19 +46,26 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Ite
         yield batch.float().div(255) if batch.dtype == torch.uint8 else batch
 
 
-def evaluate_set(family: Family, model: BaseAE, params, images, batch_size: int, lpips=None):
+def evaluate_set(
+    family: Family, model: BaseAE, params, images, batch_size: int, lpips=None, features=None
+):
     """Per-image metrics of one evaluation set, averaged; set-level diagnostics added.
 
-    ``images``: uint8 (N, C, H, W) or float in [0, 1].
+    ``images``: uint8 (N, C, H, W) or float in [0, 1]. With ``features`` (a SetFeatures), the
+    reconstructions' features are gathered too, batch by batch (for recon/fid).
+    Returns (metrics, grid pairs, reconstruction features or None).
     """
     device = next(model.parameters()).device
     per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
     stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+    recon_features: list[torch.Tensor] = []
     pairs = None
     for x in _batches(images, batch_size, device):
         out = family.evaluate_batch(model, x, params)
         if pairs is None:  # a few inputs and their reconstructions, for image grids
             pairs = (x[:GRID_PAIRS].cpu(), out.x_hat[:GRID_PAIRS].clamp(0, 1).cpu())
+        if features is not None:
+            recon_features.append(features(out.x_hat.clamp(0, 1)))
         for key, metric in PIXEL_METRICS.items():
             per_image[key].append(metric(x, out.x_hat))
         if lpips is not None:
@@ -73,14 +82,14 @@ def evaluate_set(family: Family, model: BaseAE, params, images, batch_size: int,
         metrics["active_units"] = active_units(torch.cat(stats["mu"]))
     if "codes" in stats:
         metrics.update(codebook_stats(torch.cat(stats["codes"]), params.num_embeddings))
-    return metrics, pairs
+    return metrics, pairs, (torch.cat(recon_features) if recon_features else None)
 
 
-def generate(family: Family, model: BaseAE, params, n: int, batch_size: int) -> torch.Tensor:
-    """x_gen: n images decoded from the prior, clamped to [0, 1] to be valid reference images."""
+def generate(sampler: Sampler, n: int, batch_size: int) -> torch.Tensor:
+    """x_gen: n images from the sampler, clamped to [0, 1] to be valid reference images."""
     chunks = []
     for start in range(0, n, batch_size):
-        chunks.append(family.sample_prior(model, min(batch_size, n - start), params).clamp(0, 1))
+        chunks.append(sampler.draw(min(batch_size, n - start)).clamp(0, 1))
     return torch.cat(chunks)
 
 
@@ -91,20 +100,32 @@ def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
 
 
 def evaluate(
-    family: Family, model: BaseAE, params, test_images: torch.Tensor, config: EvalConfig, lpips=None
+    family: Family,
+    model: BaseAE,
+    params,
+    test_images: torch.Tensor,
+    config: EvalConfig,
+    sampler: Sampler,
+    lpips=None,
+    reference: DistributionReference | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Return ({"recon/mse": ..., "gen/ssim": ...}, image grids).
+    """Return ({"recon/mse": ..., "gen/ssim": ..., "gen/fid": ...}, image grids).
 
-    Grids: `reconstructions` (rows of 8 inputs, each above its 8 reconstructions) and `samples`
-    (prior decodes), as (C, H, W) tensors in [0, 1].
+    `gen/` images come from the fitted `sampler`; FID/KID are computed where a `reference`
+    (the test set's features) is given. Grids: `reconstructions` (rows of 8 inputs, each above
+    its 8 reconstructions) and `samples`, as (C, H, W) tensors in [0, 1].
     """
     n_gen = config.n_gen or len(test_images)
+    features = reference.features if reference is not None else None
     with evaluation_mode(model, config.seed):
-        recon, (x, x_hat) = evaluate_set(
-            family, model, params, test_images, config.batch_size, lpips
+        recon, (x, x_hat), recon_features = evaluate_set(
+            family, model, params, test_images, config.batch_size, lpips, features
         )
-        x_gen = generate(family, model, params, n_gen, config.batch_size)
-        gen, _ = evaluate_set(family, model, params, x_gen, config.batch_size, lpips)
+        x_gen = generate(sampler, n_gen, config.batch_size)
+        gen, _, _ = evaluate_set(family, model, params, x_gen, config.batch_size, lpips)
+        if reference is not None:
+            recon["fid"] = reference.fid_of(recon_features)
+            gen["fid"], gen["kid"] = reference.fid_and_kid_of(features(x_gen))
     metrics = {f"recon/{k}": v for k, v in sorted(recon.items())}
     metrics.update({f"gen/{k}": v for k, v in sorted(gen.items())})
     rows = [torch.cat([x[i : i + 8], x_hat[i : i + 8]]) for i in range(0, len(x), 8)]

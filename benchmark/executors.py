@@ -45,13 +45,13 @@ def run_cell_job(
     out_dir: str,
     mirror: str | None,
     tracker_factory: Callable,
-    lpips_loader: Callable,
+    networks,
 ):
     """The body of one SLURM job: claim the cell, run it, write its record, return it (or
     `HeldElsewhere` when another runner is training it)."""
     from benchmark.runner import SharedResources, execute_cell
 
     config = RunConfig.model_validate_json(config_json)
-    shared = SharedResources(mirror, lpips_loader)
+    shared = SharedResources(mirror, networks)
     log = lambda message: print(message, flush=True)  # noqa: E731
     return execute_cell(config, Path(out_dir), shared, log, tracker_factory, config.cell_id)

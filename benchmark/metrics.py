@@ -6,11 +6,12 @@ Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE (docs/met
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import piq
 import torch
+
+from benchmark import weights
 
 BCE_EPS = 1e-7
 
@@ -35,6 +36,9 @@ class MetricInfo:
 METRICS: dict[str, MetricInfo] = {
     m.key: m
     for m in [
+        # set-level (benchmark/distribution.py): the realism verdict on gen/
+        MetricInfo("fid", False, "all", "Frechet Inception distance to the test set", plotted=True),
+        MetricInfo("kid", False, "all", "kernel Inception distance to the test set (gen/ only)"),
         MetricInfo("mse", False, "all", "pixel squared error, per-image sum", plotted=True),
         MetricInfo("bce", False, "all", "pixel binary cross-entropy, per-image sum", plotted=True),
         MetricInfo("psnr", True, "all", "10 log10(1 / per-image MSE)", plotted=True),
@@ -151,38 +155,32 @@ def codebook_stats(codes: torch.Tensor, num_embeddings: int) -> dict[str, float]
 
 # ---- LPIPS ----------------------------------------------------------------------------------
 
-VGG16_WEIGHTS = "vgg16-397923af.pth"
-
-
-def vgg16_weights_path() -> str:
-    return os.path.join(torch.hub.get_dir(), "checkpoints", VGG16_WEIGHTS)
-
 
 class LPIPS:
     """LPIPS with the VGG backbone and lpips' shipped v0.1 linear layers.
 
-    In a user-facing run the backbone must be the pretrained torchvision VGG16; where its
-    weights are not cached, `LPIPS.load()` returns (None, reason) and the metric is recorded
-    as unavailable. `random_backbone=True` exists for tests and timing only.
+    lpips would fetch the backbone itself through torchvision, which unpickles whatever file sits
+    at the cache path. Here lpips builds the VGG16 without weights, and the backbone is filled
+    from the hash-checked file read with weights_only=True (`benchmark.weights`).
+    `LPIPS.load()` returns (None, reason) where those weights are not available.
+    `backbone=None` leaves the backbone random: for tests and timing only.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", random_backbone: bool = False) -> None:
+    def __init__(self, device: torch.device | str = "cpu", backbone: dict | None = None) -> None:
         import lpips
 
-        self.net = lpips.LPIPS(net="vgg", version="0.1", pnet_rand=random_backbone, verbose=False)
+        self.net = lpips.LPIPS(net="vgg", version="0.1", pnet_rand=True, verbose=False)
+        if backbone is not None:
+            load_vgg16_features(self.net.net, backbone)
         self.net.eval().to(device)
 
     @classmethod
     def load(cls, device: torch.device | str = "cpu") -> tuple[LPIPS | None, str | None]:
-        path = vgg16_weights_path()
-        if not os.path.exists(path):
-            return None, (
-                f"weights not available: torchvision VGG16 weights not found at {path} "
-                "(download them once with network access, or copy them there)"
-            )
         try:
-            return cls(device), None
-        except Exception as error:  # a corrupt file must not kill the cell
+            return cls(device, weights.load_state_dict(weights.VGG16)), None
+        except weights.WeightsUnavailable as error:
+            return None, f"weights not available: {error}"
+        except Exception as error:  # a file with the right hash that torch cannot read
             return None, f"weights not available: could not load VGG16 ({error})"
 
     def __call__(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -191,3 +189,11 @@ class LPIPS:
             return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
 
         return self.net(prepare(x), prepare(x_hat)).flatten()
+
+
+def load_vgg16_features(backbone: torch.nn.Module, state: dict) -> None:
+    """Copy torchvision VGG16 `features.i.*` tensors into lpips' slices, which hold the same
+    layers under their original index (`slice2.5.weight` is `features.5.weight`)."""
+    own = backbone.state_dict()
+    mapped = {name: state["features." + name.split(".", 1)[1]] for name in own}
+    backbone.load_state_dict(mapped)

@@ -99,8 +99,8 @@ def _worker_main(slot, tasks, events, out_dir: str, mirror, payload: bytes, tota
     from benchmark.runner import SharedResources, execute_cell
 
     torch.set_num_threads(int(os.environ.get("VAEBENCH_WORKER_THREADS", "1")))
-    tracker_factory, lpips_loader = pickler.loads(payload)
-    shared = SharedResources(mirror, lpips_loader)
+    tracker_factory, networks = pickler.loads(payload)
+    shared = SharedResources(mirror, networks)
     try:
         while (task := tasks.get()) is not None:
             index, config_json = task
@@ -126,12 +126,12 @@ def run_in_workers(
     out_dir: Path,
     mirror: str | None,
     log: Log,
-    lpips_loader: Callable,
+    networks,
     tracker_factory: Callable,
 ) -> dict[int, Any]:
     """Run `pending` cells ((index, config) pairs) in up to `jobs` workers; outcomes by index."""
     pool = _WorkerPool(pending, total, min(jobs, len(pending)), out_dir, mirror, log)
-    return pool.run(pickler.dumps((tracker_factory, lpips_loader)))
+    return pool.run(pickler.dumps((tracker_factory, networks)))
 
 
 class _WorkerPool:

@@ -47,6 +47,12 @@ class Record(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     dataset_info: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    # which sampler made gen/: name, settings, fit time and what its fit measured (absent in
+    # records written before samplers existed: those gen/ numbers came from each family's
+    # fixed prior, N(0, I) or uniform codes)
+    sampler: dict[str, Any] | None = None
+    # how gen/fid, gen/kid and recon/fid were made (features, set sizes, KID subset size)
+    distribution: dict[str, Any] | None = None
     created_at: str
 
     @classmethod
@@ -97,6 +103,8 @@ def build_record(
     environment: dict[str, Any] | None = None,
     dataset_info: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
+    sampler: dict[str, Any] | None = None,
+    distribution: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return Record.parse(
         {
@@ -115,6 +123,8 @@ def build_record(
             "environment": environment or {},
             "dataset_info": dataset_info or {},
             "training": training or {},
+            "sampler": sampler,
+            "distribution": distribution,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
     ).as_dict()

@@ -20,6 +20,7 @@ from benchmark import environment
 from benchmark.claims import describe_owner, try_claim
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits, load_image_splits
+from benchmark.distribution import DistributionReference, InceptionFeatures
 from benchmark.errors import DatasetUnavailable
 from benchmark.evaluation import evaluate
 from benchmark.metrics import LPIPS
@@ -31,20 +32,34 @@ from benchmark.results import (
     record_path,
     write_record,
 )
+from benchmark.samplers import fit_sampler
 from benchmark.tracking import NullTracker
 from benchmark.training import resolve_device, train
 
 Log = Callable[[str], None]
+DISABLED = "disabled by eval.%s=false"
+DISTRIBUTION_KEYS = ("recon/fid", "gen/fid", "gen/kid")
+
+
+@dataclass(frozen=True)
+class MetricNetworks:
+    """How the pretrained metric networks are loaded: each loader takes a device and returns
+    (network, None) or (None, why it is unavailable). Tests substitute their own."""
+
+    lpips: Callable = LPIPS.load
+    features: Callable = InceptionFeatures.load  # FID/KID features
 
 
 class SharedResources:
-    """Loaded once per suite run: datasets (by name and data config) and the LPIPS network."""
+    """Loaded once per suite run: datasets (by name and data config), the metric networks and
+    the test sets' FID features."""
 
-    def __init__(self, mirror: str | None, lpips_loader: Callable) -> None:
+    def __init__(self, mirror: str | None, networks: MetricNetworks) -> None:
         self.mirror = mirror
         self._data: dict[tuple, ImageSplits | DatasetUnavailable] = {}
-        self._lpips: dict[str, tuple[Any, str | None]] = {}
-        self._lpips_loader = lpips_loader
+        self._networks = networks
+        self._loaded: dict[tuple[str, str], tuple[Any, str | None]] = {}
+        self._references: dict[tuple, DistributionReference] = {}
 
     def data(self, config: RunConfig) -> ImageSplits:
         key = (config.dataset, config.data)
@@ -58,10 +73,25 @@ class SharedResources:
             raise loaded
         return loaded
 
+    def _network(self, kind: str, device: str) -> tuple[Any, str | None]:
+        if (kind, device) not in self._loaded:
+            self._loaded[(kind, device)] = getattr(self._networks, kind)(device)
+        return self._loaded[(kind, device)]
+
     def lpips(self, device: str) -> tuple[Any, str | None]:
-        if device not in self._lpips:
-            self._lpips[device] = self._lpips_loader(device)
-        return self._lpips[device]
+        return self._network("lpips", device)
+
+    def reference(
+        self, config: RunConfig, data: ImageSplits, device: str
+    ) -> tuple[DistributionReference | None, str | None]:
+        """The test set's features for FID/KID, computed once per dataset and device."""
+        features, reason = self._network("features", device)
+        if features is None:
+            return None, reason
+        key = (config.dataset, config.data, device)
+        if key not in self._references:
+            self._references[key] = DistributionReference(features, features(data.test))
+        return self._references[key], None
 
 
 def run_cell(
@@ -75,6 +105,8 @@ def run_cell(
     env = environment.describe(device)
     tracker.start(config, env)
     dataset_info: dict[str, Any] = {}
+    sampler_info: dict[str, Any] | None = None
+    distribution_info: dict[str, Any] | None = None
     timings: dict[str, float] = {}
     grids: dict[str, torch.Tensor] = {}
     try:
@@ -100,16 +132,30 @@ def run_cell(
         timings["train"] = history.seconds - (tracker.seconds - tracked)
         _write_steps(out_dir, config, history.steps)
 
+        sampler = fit_sampler(
+            config.eval.sampler, model, params, data.train, data.test, config.eval
+        )
+        timings["sampler_fit"] = sampler.fit_seconds
+        sampler_info = sampler.describe()
+
         eval_started = time.perf_counter()
-        lpips, lpips_reason = (None, None)
-        if config.eval.lpips:
-            lpips, lpips_reason = shared.lpips(device)
-        else:
-            lpips_reason = "disabled by eval.lpips=false"
-        metrics, grids = evaluate(family, model, params, data.test, config.eval, lpips)
+        unavailable: dict[str, str] = {}
+        lpips, reason = shared.lpips(device) if config.eval.lpips else (None, DISABLED % "lpips")
+        if lpips is None:
+            unavailable.update({f"{p}/lpips": reason for p in ("recon", "gen")})
+        reference, reason = (
+            shared.reference(config, data, device) if config.eval.fid else (None, DISABLED % "fid")
+        )
+        if reference is None:
+            unavailable.update({key: reason for key in DISTRIBUTION_KEYS})
+        metrics, grids = evaluate(
+            family, model, params, data.test, config.eval, sampler, lpips, reference
+        )
+        if reference is not None:
+            n_gen = config.eval.n_gen or len(data.test)
+            distribution_info = reference.settings(n_recon=len(data.test), n_gen=n_gen)
         timings["eval"] = time.perf_counter() - eval_started
         _write_grids(out_dir, config, grids)
-        unavailable = {} if lpips else {f"{p}/lpips": lpips_reason for p in ("recon", "gen")}
         status, error = "ok", None
         training = {
             "epochs": history.epochs,
@@ -122,6 +168,7 @@ def run_cell(
     except Exception as exc:  # failures are results
         metrics, unavailable, training = {}, {}, {}
         status, error = "failed", _one_line(exc)
+        sampler_info = distribution_info = None
     timings["total"] = time.perf_counter() - started
     timings["tracking"] = tracker.seconds  # W&B calls so far (start, steps, epochs)
     record = build_record(
@@ -134,6 +181,8 @@ def run_cell(
         environment=env,
         dataset_info=dataset_info,
         training=training,
+        sampler=sampler_info,
+        distribution=distribution_info,
     )
     tracker.finish(record, grids)
     return record
@@ -225,7 +274,7 @@ def run_cells(
     out_dir: str | Path,
     mirror: str | None = None,
     log: Log = print,
-    lpips_loader: Callable = LPIPS.load,
+    networks: MetricNetworks = MetricNetworks(),
     tracker_factory: Callable = NullTracker,
     executor=None,
     jobs: int = 1,
@@ -251,16 +300,16 @@ def run_cells(
             pending.append((index, config))
     if executor is not None:
         outcomes = _run_as_jobs(
-            pending, len(cells), executor, out_dir, mirror, log, lpips_loader, tracker_factory
+            pending, len(cells), executor, out_dir, mirror, log, networks, tracker_factory
         )
     elif jobs > 1 and len(pending) > 1:
         from benchmark.parallel import run_in_workers
 
         outcomes = run_in_workers(
-            pending, len(cells), jobs, out_dir, mirror, log, lpips_loader, tracker_factory
+            pending, len(cells), jobs, out_dir, mirror, log, networks, tracker_factory
         )
     else:
-        shared = SharedResources(mirror, lpips_loader)
+        shared = SharedResources(mirror, networks)
         outcomes = {}
         for index, config in pending:
             prefix = f"[{index}/{len(cells)}] {config.cell_id}"
@@ -279,7 +328,7 @@ def report_outcome(prefix: str, outcome: dict | HeldElsewhere, log: Log) -> None
 
 
 def _run_as_jobs(
-    pending, total, executor, out_dir, mirror, log, lpips_loader, tracker_factory
+    pending, total, executor, out_dir, mirror, log, networks, tracker_factory
 ) -> dict[int, dict]:
     from benchmark.executors import run_cell_job
 
@@ -295,7 +344,7 @@ def _run_as_jobs(
                     str(out_dir),
                     mirror,
                     tracker_factory,
-                    lpips_loader,
+                    networks,
                 )
             )
     log(f"submitted {len(jobs)} jobs: {', '.join(str(job.job_id) for job in jobs)}")

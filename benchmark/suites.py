@@ -128,6 +128,7 @@ def resolve_suite(
     resolved = validate(SuiteConfig, values)
     for model in resolved.models:
         FAMILIES.get(model)  # unknown model -> one line with a suggestion
+        sampler_for(resolved.eval.sampler, model)
     for dataset in resolved.datasets:
         check_dataset_name(dataset)
     if not (resolved.models and resolved.datasets and resolved.seeds):
@@ -148,6 +149,24 @@ def check_devices(suite) -> None:
             )
 
 
+def sampler_for(choice: str | dict[str, str] | None, model: str) -> str:
+    """The sampler a model's cells use: `eval.sampler` as a name, per model, or the default."""
+    family = FAMILIES.get(model)
+    if isinstance(choice, dict):
+        for key in choice:
+            FAMILIES.get(key)  # eval.sampler.betavea=gmm -> one line with a suggestion
+        name, key = choice.get(model, family.samplers[0]), f"eval.sampler.{model}"
+    else:
+        name, key = (choice or family.samplers[0]), "eval.sampler"
+    if name not in family.samplers:
+        hint = "" if key != "eval.sampler" else f"; for some families only: {key}.MODEL=NAME"
+        raise UserInputError(
+            f"{key}={name}: {model} samples with {', '.join(family.samplers)} "
+            f"(default {family.samplers[0]}){hint}"
+        )
+    return name
+
+
 def expand_cells(suite) -> list[RunConfig]:
     return [
         RunConfig(
@@ -158,7 +177,7 @@ def expand_cells(suite) -> list[RunConfig]:
             arch=suite.arch,
             data=suite.data,
             train=suite.train,
-            eval=suite.eval,
+            eval=suite.eval.model_copy(update={"sampler": sampler_for(suite.eval.sampler, model)}),
             params=getattr(suite, model).model_dump(mode="json"),
         )
         for dataset in suite.datasets

@@ -15,6 +15,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub from tests
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# pretrained weights are never fetched by tests (tests of the download path enable it themselves)
+os.environ["VAEBENCH_OFFLINE"] = "1"
 # decoded datasets are cached per test session, never in the user's ~/.cache, and removed after
 os.environ["VAEBENCH_CACHE"] = tempfile.mkdtemp(prefix="vaebench-test-cache-")
 atexit.register(shutil.rmtree, os.environ["VAEBENCH_CACHE"], ignore_errors=True)

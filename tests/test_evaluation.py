@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from benchmark.config import EvalConfig
-from benchmark.evaluation import evaluate
+from benchmark.distribution import DistributionReference, SetFeatures
+from benchmark.evaluation import evaluate as evaluate_with
 from benchmark.metrics import LPIPS
 from benchmark.models import FAMILIES
+from benchmark.samplers import fit_sampler
 
 SHAPE = (1, 28, 28)
 COMMON = {"mse", "bce", "psnr", "ssim", "gmsd", "recon_loss", "total_loss"}
@@ -43,6 +45,28 @@ def sample_images():
     )
 
 
+def evaluate(family, model, params, images, config, lpips=None, reference=None):
+    """Fit the family's default sampler on `images` (tiny), then evaluate on them."""
+    config = config.model_copy(update={"prior": config.prior.model_copy(update={"epochs": 1})})
+    sampler = fit_sampler(family.samplers[0], model, params, images, images, config)
+    return evaluate_with(family, model, params, images, config, sampler, lpips, reference)
+
+
+def random_reference(images) -> DistributionReference:
+    """FID/KID with a small random feature network (tests only: never in a user-facing run)."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    features = SetFeatures(torch.nn.Sequential(Float(), network), "random")
+    return DistributionReference(features, features(images))
+
+
+class Float(torch.nn.Module):
+    def forward(self, x):
+        return x.float() / 255
+
+
 @pytest.mark.parametrize("name", FAMILIES.names())
 def test_exactly_the_applicable_metrics_are_reported(name):
     family, model, params = make(name)
@@ -50,13 +74,29 @@ def test_exactly_the_applicable_metrics_are_reported(name):
     for prefix in ("recon/", "gen/"):
         keys = {k[len(prefix) :] for k in metrics if k.startswith(prefix)}
         assert keys == APPLICABLE[name]
-    assert set(family.metric_keys) == APPLICABLE[name] | {"lpips"}
+    assert set(family.metric_keys) == APPLICABLE[name] | {"lpips", "fid", "kid"}
+
+
+def test_set_level_metrics_are_reported_when_features_are_given():
+    family, model, params = make("vqvae")
+    images = sample_images()
+    metrics, _ = evaluate(
+        family, model, params, images, EvalConfig(n_gen=16), reference=random_reference(images)
+    )
+    assert {k for k in metrics if k.endswith(("/fid", "/kid"))} == {
+        "recon/fid",
+        "gen/fid",
+        "gen/kid",
+    }
+    assert all(metrics[k] >= 0 for k in ("recon/fid", "gen/fid"))
 
 
 def test_lpips_is_reported_when_a_network_is_given():
     family, model, params = make("betavae")
-    lpips = LPIPS(random_backbone=True)  # tests only: never in a user-facing run
-    metrics, _ = evaluate(family, model, params, sample_images()[:8], EvalConfig(n_gen=8), lpips)
+    lpips = LPIPS(backbone=None)  # tests only: never in a user-facing run
+    metrics, _ = evaluate(
+        family, model, params, sample_images()[:8], EvalConfig(n_gen=8), lpips=lpips
+    )
     assert metrics["recon/lpips"] > 0 and metrics["gen/lpips"] >= 0
 
 

@@ -8,9 +8,10 @@ from pythae.data.datasets import DatasetOutput
 from pythae.models import BetaVAEConfig
 from pythae.trainers import BaseTrainer, CoupledOptimizerAdversarialTrainer
 
-from benchmark.config import TrainConfig
+from benchmark.config import EvalConfig, TrainConfig
 from benchmark.models import FAMILIES
 from benchmark.models.family import pythae_config
+from benchmark.samplers import fit_sampler
 from benchmark.training import UInt8Images
 
 SHAPE = (1, 28, 28)
@@ -68,13 +69,17 @@ def test_per_image_losses_average_to_pythaes_own_batch_losses(name, params):
 
 @pytest.mark.parametrize("name", FAMILIES.names())
 @pytest.mark.parametrize("arch", ["compact", "pythae"])
-def test_every_family_builds_and_samples_its_prior(name, arch):
+def test_every_family_builds_and_samples_with_each_of_its_samplers(name, arch):
     family, model, parsed = build(name, arch)
-    model.eval()
+    config = EvalConfig(prior={"epochs": 1, "layers": 2, "channels": 8}, gmm_components=2)
+    for sampler_name in family.samplers:
+        sampler = fit_sampler(sampler_name, model, parsed, images(12), images(6), config)
+        model.eval()
+        with torch.no_grad():
+            samples = sampler.draw(5)
+        assert samples.shape == (5, *SHAPE), sampler_name
     with torch.no_grad():
-        samples = family.sample_prior(model, 5, parsed)
         out = family.evaluate_batch(model, images(3), parsed)
-    assert samples.shape == (5, *SHAPE)
     assert out.x_hat.shape == (3, *SHAPE)
 
 

@@ -17,6 +17,7 @@ from benchmark import runner
 from benchmark.data import load_image_splits
 from benchmark.evaluation import evaluate
 from benchmark.models import FAMILIES
+from benchmark.samplers import fit_sampler
 from benchmark.suites import builtin_suites, expand_cells, read_suite_file, resolve_suite
 
 EVALUATION = ["data.max_test=200", "eval.n_gen=50", "eval.lpips=false"]
@@ -54,7 +55,8 @@ def test_every_built_in_suite_and_family_is_covered():
 
 @pytest.mark.parametrize("cell", learning_cases())
 def test_trained_models_learn_with_bounded_losses(cell, tmp_path):
-    shared = runner.SharedResources(None, lambda device: (None, "not needed"))
+    not_needed = lambda device: (None, "not needed")  # noqa: E731
+    shared = runner.SharedResources(None, runner.MetricNetworks(not_needed, not_needed))
     record = runner.run_cell(cell, shared, lambda m: None, tmp_path)
     assert record["status"] == "ok", record["error"]
     for epoch in record["training"]["epochs"]:
@@ -69,7 +71,9 @@ def test_trained_models_learn_with_bounded_losses(cell, tmp_path):
     data = load_image_splits(cell.dataset, cell.data)
     torch.manual_seed(cell.seed)
     untrained = family.build(params, data.shape, cell.arch)
-    baseline, _ = evaluate(family, untrained, params, data.test, cell.eval)
+    unfitted = next(name for name in family.samplers if name in ("normal", "uniform"))
+    sampler = fit_sampler(unfitted, untrained, params, data.train, data.test, cell.eval)
+    baseline, _ = evaluate(family, untrained, params, data.test, cell.eval, sampler)
     trained = record["metrics"]
     assert trained["recon/ssim"] > baseline["recon/ssim"] + 0.08, (trained, baseline)
     assert trained["recon/mse"] < 0.75 * baseline["recon/mse"], (trained, baseline)

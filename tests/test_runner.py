@@ -11,23 +11,30 @@ import pytest
 import torch
 
 from benchmark import runner
+from benchmark.distribution import InceptionFeatures
 from benchmark.metrics import LPIPS
 from benchmark.results import SCHEMA_VERSION, record_path, write_record
 from benchmark.suites import expand_cells, resolve_suite
 
 
-def no_weights(tmp_path_factory):
+def no_weights(tmp_path_factory) -> runner.MetricNetworks:
+    """The real loaders, on an empty hub cache: they find neither VGG16 nor Inception."""
     folder = tmp_path_factory.mktemp("torch-hub")
 
-    def load(device):
-        original = torch.hub.get_dir
-        torch.hub.set_dir(str(folder))  # an empty hub cache: the real loader finds no VGG16
-        try:
-            return LPIPS.load(device)
-        finally:
-            torch.hub.set_dir(original())
+    def in_empty_cache(loader):
+        def load(device):
+            original = torch.hub.get_dir()
+            torch.hub.set_dir(str(folder))
+            try:
+                return loader(device)
+            finally:
+                torch.hub.set_dir(original)
 
-    return load
+        return load
+
+    return runner.MetricNetworks(
+        lpips=in_empty_cache(LPIPS.load), features=in_empty_cache(InceptionFeatures.load)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,7 @@ def tiny_run(tiny_suite_args, tmp_path_factory):
     suite = resolve_suite(**tiny_suite_args)
     logs: list[str] = []
     records = runner.run_suite(
-        suite, out, log=logs.append, lpips_loader=no_weights(tmp_path_factory)
+        suite, out, log=logs.append, networks=no_weights(tmp_path_factory)
     )
     return suite, out, records, logs
 
@@ -52,7 +59,19 @@ def test_all_three_families_end_to_end(tiny_run):
         assert record["config_hash"] == config.config_hash()
         assert record["config"]["train"]["epochs"] == 1
         assert all(type(v) is float and math.isfinite(v) for v in record["metrics"].values())
-        assert set(record["timings"]) == {"data", "train", "eval", "total", "tracking"}
+        assert set(record["timings"]) == {
+            "data",
+            "train",
+            "sampler_fit",
+            "eval",
+            "total",
+            "tracking",
+        }
+        assert record["sampler"]["name"] == {"vqvae": "prior"}.get(record["model"], "normal")
+        assert record["sampler"]["fit_seconds"] == pytest.approx(
+            record["timings"]["sampler_fit"], abs=1e-3
+        )
+        assert record["config"]["eval"]["sampler"] == record["sampler"]["name"]
         assert record["environment"]["packages"]["pythae"] == "0.1.2"
         assert record["dataset_info"]["splits"]["test"] == 48
         assert record["created_at"].endswith("+00:00")
@@ -61,11 +80,21 @@ def test_all_three_families_end_to_end(tiny_run):
     assert any("epoch 1/1" in line for line in logs)
 
 
-def test_lpips_without_weights_is_recorded_unavailable(tiny_run):
+def test_pretrained_metrics_without_weights_are_recorded_unavailable(tiny_run):
     for record in tiny_run[2]:
         assert "recon/lpips" not in record["metrics"] and "gen/lpips" not in record["metrics"]
         assert record["unavailable"]["recon/lpips"].startswith("weights not available")
-        assert set(record["unavailable"]) == {"recon/lpips", "gen/lpips"}
+        assert "vgg16-397923af.pth" in record["unavailable"]["gen/lpips"]
+        assert set(record["unavailable"]) == {
+            "recon/lpips",
+            "gen/lpips",
+            "recon/fid",
+            "gen/fid",
+            "gen/kid",
+        }
+        assert "6726825d0af5f729" in record["unavailable"]["gen/kid"]
+        assert not {"recon/fid", "gen/fid", "gen/kid"} & set(record["metrics"])
+        assert record["distribution"] is None
 
 
 def test_the_identities_of_metrics_md_hold_on_real_records(tiny_run):

@@ -20,7 +20,6 @@ from benchmark.models.family import (
     gaussian_posterior,
     kl_per_image,
     pythae_config,
-    sample_gaussian_prior,
     sum_squared_error,
 )
 from benchmark.models.networks import CompactDecoder, CompactGaussianEncoder, pythae_networks
@@ -81,7 +80,7 @@ FAMILY = Family(
     trainer_config=base_trainer_config,
     trainer_cls=BaseTrainer,
     evaluate_batch=evaluate_batch,
-    sample_prior=sample_gaussian_prior,
+    samplers=("normal", "gmm"),
     train_components=("loss", "recon_loss", "reg_loss"),
     metric_keys=(*COMMON_METRICS, *GAUSSIAN_METRICS),
 )

@@ -37,7 +37,8 @@ class Family:
     trainer_config: Callable[..., Any]
     trainer_cls: type  # the pythae trainer class that trains this family
     evaluate_batch: Callable[[BaseAE, torch.Tensor, Any], BatchEval]
-    sample_prior: Callable[[BaseAE, int, Any], torch.Tensor]
+    # names of the samplers that apply (benchmark/samplers.py); the first is the default
+    samplers: tuple[str, ...]
     # loss components pythae's forward returns for this family, as named in its ModelOutput
     train_components: tuple[str, ...]
     # docs/metrics.md applicability: the keys this family reports
@@ -125,14 +126,28 @@ def gaussian_posterior(model: BaseAE, x: torch.Tensor):
 
 
 # docs/metrics.md applicability, shared parts
-COMMON_METRICS = ("mse", "bce", "lpips", "ssim", "gmsd", "psnr", "recon_loss", "total_loss")
+COMMON_METRICS = (
+    "mse",
+    "bce",
+    "lpips",
+    "ssim",
+    "gmsd",
+    "psnr",
+    "recon_loss",
+    "total_loss",
+    "fid",  # recon/ and gen/
+    "kid",  # gen/ only
+)
 GAUSSIAN_METRICS = ("kl", "elbo", "active_units")
 
 
-def sample_gaussian_prior(model: BaseAE, n: int, params) -> torch.Tensor:
-    """Decode z ~ N(0, I) (BetaVAE, VAEGAN)."""
-    device = next(model.parameters()).device
-    return model.decoder(torch.randn(n, params.latent_dim, device=device)).reconstruction
+def posterior_mean(model: BaseAE, x: torch.Tensor) -> torch.Tensor:
+    """E_q[z | x] of a Gaussian encoder (BetaVAE, VAEGAN)."""
+    return model.encoder(x).embedding
+
+
+def decode_latent(model: BaseAE, z: torch.Tensor) -> torch.Tensor:
+    return model.decoder(z).reconstruction
 
 
 def kl_per_image(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,6 @@ from benchmark.models.family import (
     kl_per_image,
     optimizer_params,
     pythae_config,
-    sample_gaussian_prior,
 )
 from benchmark.models.networks import (
     CompactDecoder,
@@ -145,7 +144,7 @@ FAMILY = Family(
     trainer_config=trainer_config,
     trainer_cls=CoupledOptimizerAdversarialTrainer,
     evaluate_batch=evaluate_batch,
-    sample_prior=sample_gaussian_prior,
+    samplers=("normal", "gmm"),
     train_components=(
         "loss",
         "recon_loss",

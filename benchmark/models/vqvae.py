@@ -125,14 +125,27 @@ def evaluate_batch(model: VQVAE, x: torch.Tensor, params: VQVAEParams) -> BatchE
     )
 
 
-def sample_prior(model: VQVAE, n: int, params: VQVAEParams) -> torch.Tensor:
-    """Codebook vectors drawn uniformly at random, independently at every latent position."""
-    book = codebook(model)
-    probe = torch.zeros((1, *model.model_config.input_dim), device=book.device)
-    z, flat = _encode(model, probe)
-    _, h, w, dim = z.shape
-    codes = torch.randint(0, book.shape[0], (n, h, w), device=book.device)
-    vectors = book[codes].permute(0, 3, 1, 2)  # (n, D, h, w)
+def code_layout(model: VQVAE) -> tuple[int, int, bool]:
+    """(h, w, flat) of the model's code maps: a zero probe through the encoder (eval mode); a
+    flat encoder (a vector per image) has a 1x1 map and a decoder that takes vectors."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        probe = torch.zeros((1, *model.model_config.input_dim), device=codebook(model).device)
+        z, flat = _encode(model, probe)
+    model.train(was_training)
+    return z.shape[1], z.shape[2], flat
+
+
+def code_maps(model: VQVAE, x: torch.Tensor) -> torch.Tensor:
+    """The code index at every latent position: (B, h, w) long (eval mode: no EMA update)."""
+    z, _ = _encode(model, x)
+    return model.quantizer(z).quantized_indices.reshape(z.shape[:3])
+
+
+def decode_codes(model: VQVAE, codes: torch.Tensor, flat: bool) -> torch.Tensor:
+    """(B, h, w) code indices -> decoded images."""
+    vectors = codebook(model)[codes].permute(0, 3, 1, 2)  # (B, D, h, w)
     return _decode(model, vectors, flat)
 
 
@@ -147,7 +160,7 @@ FAMILY = Family(
     trainer_config=base_trainer_config,
     trainer_cls=BaseTrainer,
     evaluate_batch=evaluate_batch,
-    sample_prior=sample_prior,
+    samplers=("prior", "uniform"),
     train_components=("loss", "recon_loss", "vq_loss"),
     metric_keys=(*COMMON_METRICS, "vq_loss", "codebook_perplexity", "codebook_usage"),
 )

@@ -6,11 +6,17 @@ from pathlib import Path
 
 from benchmark import results
 from benchmark.config import dataset_slug
-from benchmark.report.tables import comparison, families_of, family_label, metrics_in
+from benchmark.report.tables import (
+    comparison,
+    families_of,
+    family_label,
+    metrics_in,
+    sampler_phrase,
+)
 
 SETS = {
     "recon/": "reconstruction of held-out test images",
-    "gen/": "generated samples vs their reconstructions",
+    "gen/": "generated samples",
 }
 
 
@@ -51,6 +57,9 @@ def latex_tables(records: list[dict]) -> str:
                 cells = [row[f].text(bold=(r"\textbf{", "}"), pm=r"$\pm$") for f in families]
                 cells = ["---" if c == "—" else c for c in cells]
                 lines.append(" & ".join([escape(metric), *cells]) + r" \\")
+            if prefix == "gen/":
+                samplers = sampler_phrase(records, dataset, code=(r"\texttt{", "}"))
+                description += f"; samplers: {escape(samplers)}"
             lines += [
                 r"\bottomrule",
                 r"\end{tabular}",

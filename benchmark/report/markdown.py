@@ -22,18 +22,28 @@ from benchmark.report.tables import (
     family_label,
     family_rank,
     metrics_in,
+    ranked_metrics,
+    sampler_phrase,
+    samplers_used,
     summary_csv,
     summary_table,
 )
 
 SETS = {
     "recon/": "Reconstruction of held-out test images",
-    "gen/": "Generation: prior decodes vs their reconstructions",
+    "gen/": "Generation: samples from each family's sampler",
 }
+
+
+def _codes(keys: list[str]) -> str:
+    return ", ".join(f"`{key}`" for key in keys)
+
+
 NOTES = [
     "Cells are `mean ± sample std (n seeds)` over seeds; **bold** marks the best family where "
-    "families are comparable (`mse`, `bce`, `psnr`, `lpips`, `ssim`, `gmsd`; `kl` and `elbo` "
-    "between the two Gaussian families), in the metric's own direction. — : the metric does not "
+    f"families are comparable ({_codes(ranked_metrics('all'))}; "
+    f"{_codes(ranked_metrics('gaussian'))} between the two Gaussian families), "
+    "in the metric's own direction. — : the metric does not "
     "apply to the family; n/a : it could not be computed (reason below the table).",
     "Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE.",
     "`recon_loss` and `total_loss` are each family's own training objective, on family-specific "
@@ -42,8 +52,13 @@ NOTES = [
     "`discriminator_loss`: pythae's documentation calls lower better (\"the discriminator is "
     "fooled\"), but a low value means VAEGAN's discriminator is winning; no winner is picked "
     "on it.",
-    "`gen/` compares each generated image with the model's own reconstruction of it: it measures "
-    "self-consistency on the model's samples, not their realism.",
+    "In `gen/`, the pixel metrics compare each generated image with the model's own "
+    "reconstruction of it: they measure self-consistency, not realism. The realism verdict is "
+    "`gen/fid` and `gen/kid` (distances to the test set; n/a where the Inception weights are "
+    "missing). Each `gen/` table names the sampler of every family.",
+    "`fid` and `kid` use torch-fidelity's Inception-v3 (2048-d pool features) on images "
+    "quantised to uint8; grayscale images are replicated to 3 channels, so these FIDs compare "
+    "only with FIDs computed the same way.",
 ]
 
 
@@ -81,7 +96,10 @@ def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
         table = summary_table(records, dataset, prefix)
         if table.empty:
             continue
-        lines += [f"### {title} (`{prefix}`)", "", table.to_markdown(), ""]
+        lines += [f"### {title} (`{prefix}`)", ""]
+        if prefix == "gen/":
+            lines += [f"Samplers: {sampler_phrase(records, dataset)}.", ""]
+        lines += [table.to_markdown(), ""]
         lines += [f"- {note}" for note in _unavailable_note(records, dataset, prefix)]
         figure = f"{slug}-{prefix[:-1]}-metrics.png"
         caption = plots.metric_bars(records, dataset, prefix, out_dir / figure)
@@ -116,6 +134,7 @@ def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
             "",
         ]
     grid_lines = []
+    samplers = samplers_used(records, dataset)
     for model, key in first_seed.items():
         for name, source in sorted(inputs.grids.get(key, {}).items()):
             target = out_dir / "images" / f"{slug}-{model}-seed{key[2]}.{name}.png"
@@ -125,7 +144,7 @@ def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
             what = (
                 "rows of 8 test images, each above its reconstructions"
                 if name == "reconstructions"
-                else "decodes of prior samples"
+                else f"samples ({'/'.join(samplers.get(model, []))} sampler)"
             )
             grid_lines.append(
                 f"| {family_label(model)} | {what} | ![{model} {name}](images/{target.name}) |"

@@ -39,6 +39,33 @@ def metrics_in(group: str) -> list[str]:
     return [key for key, info in METRICS.items() if info.group == group]
 
 
+def ranked_metrics(scope: str) -> list[str]:
+    """The registry's metrics ranked across all families ("all") or the Gaussian ones."""
+    return [key for key, info in METRICS.items() if info.ranked == scope]
+
+
+# a record written before samplers existed: its gen/ came from the family's fixed prior
+UNRECORDED_SAMPLER = "fixed prior"
+
+
+def samplers_used(records: list[dict], dataset: str) -> dict[str, list[str]]:
+    """{family: sampler names} of the ok cells of a dataset, families in column order."""
+    used: dict[str, set[str]] = {}
+    for r in records:
+        if r["dataset"] == dataset and r.get("status") == "ok":
+            name = (r.get("sampler") or {}).get("name", UNRECORDED_SAMPLER)
+            used.setdefault(r["model"], set()).add(name)
+    return {f: sorted(used[f]) for f in ordered_families(used)}
+
+
+def sampler_phrase(records: list[dict], dataset: str, code: tuple[str, str] = ("`", "`")) -> str:
+    """'VAEGAN `normal`, BetaVAE `gmm`, VQVAE `prior`': what every gen/ table says it shows."""
+    return ", ".join(
+        f"{family_label(f)} " + "/".join(f"{code[0]}{n}{code[1]}" for n in names)
+        for f, names in samplers_used(records, dataset).items()
+    )
+
+
 NOT_APPLICABLE = "—"
 UNAVAILABLE = "n/a"
 
