@@ -42,9 +42,7 @@ def tiny_run(tiny_suite_args, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     suite = resolve_suite(**tiny_suite_args)
     logs: list[str] = []
-    records = runner.run_suite(
-        suite, out, log=logs.append, networks=no_weights(tmp_path_factory)
-    )
+    records = runner.run_suite(suite, out, log=logs.append, networks=no_weights(tmp_path_factory))
     return suite, out, records, logs
 
 
@@ -197,3 +195,49 @@ def test_records_are_written_atomically(tmp_path):
         write_record(path, {"status": object()})  # fails half-way through serialising
     assert json.loads(path.read_text()) == {"status": "ok"}
     assert [p.name for p in path.parent.iterdir()] == ["cell.json"]
+
+
+class _Float(torch.nn.Module):
+    def forward(self, x):
+        return x.float() / 255
+
+
+def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
+    tiny_suite_args, tmp_path, monkeypatch
+):
+    from benchmark.distribution import DistributionReference, SetFeatures
+
+    loads, references = [], []
+
+    def random_features(device):  # tests only: a user-facing run never uses a random network
+        loads.append(device)
+        torch.manual_seed(0)
+        body = torch.nn.Sequential(
+            _Float(), torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1)
+        )
+        return SetFeatures(torch.nn.Sequential(body, torch.nn.Flatten()), "random", device), None
+
+    def counted_reference(features, test_features):
+        references.append(len(test_features))
+        return DistributionReference(features, test_features)
+
+    monkeypatch.setattr(runner, "DistributionReference", counted_reference)
+    networks = runner.MetricNetworks(lpips=lambda device: (None, "no"), features=random_features)
+    records = runner.run_suite(
+        resolve_suite(**tiny_suite_args), tmp_path, log=lambda m: None, networks=networks
+    )
+    assert loads == ["cpu"] and references == [48]  # one network, one test set's features
+    for record in records:
+        assert record["status"] == "ok", record["error"]
+        assert all(record["metrics"][k] >= 0 for k in ("recon/fid", "gen/fid", "gen/kid"))
+        assert set(record["unavailable"]) == {"recon/lpips", "gen/lpips"}
+        assert record["distribution"] == {
+            "features": "random",
+            "n_test": 48,
+            "n_recon": 48,
+            "n_gen": 40,
+            "kid_subsets": 100,
+            "kid_subset_size": 40,
+            "grayscale": "replicated to 3 channels",
+            "quantisation": "uint8, round to nearest",
+        }

@@ -78,6 +78,7 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
     status = summary.get("status") or ("ok" if state == "finished" else "failed")
     environment = {k[len("env.") :]: v for k, v in config.items() if k.startswith("env.")}
     nested, config_hash = config_from_flat(config)
+    sampler = nested.get("eval", {}).get("sampler")
     return {
         "schema_version": SCHEMA_VERSION,
         "status": status,
@@ -105,6 +106,9 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
         },
         "dataset_info": {"source": config.get("dataset")},
         "training": {},
+        # the sampler's name is in the run's config (eval.sampler); its fit details are not
+        "sampler": {"name": sampler} if sampler else None,
+        "distribution": None,  # not logged to W&B
         "created_at": str(summary.get("_timestamp", "")),
     }
 
