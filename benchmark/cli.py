@@ -312,13 +312,17 @@ def _sweep(args, extra: list[str]) -> int:
 
 
 def _print_summary(records: list[dict]) -> None:
-    from benchmark.report.tables import summary_table
+    from benchmark.report.tables import sampler_phrase, summary_table
 
     for dataset in sorted({r["dataset"] for r in records}):
         for prefix in ("recon/", "gen/"):
             table = summary_table(records, dataset, prefix)
             if not table.empty:
-                print(f"\n{dataset} {prefix}")
+                samplers = sampler_phrase(records, dataset, code=("", ""))
+                print(
+                    f"\n{dataset} {prefix}"
+                    + (f"  (samplers: {samplers})" if prefix == "gen/" else "")
+                )
                 print(table.to_string())
     print()
 
@@ -409,6 +413,8 @@ def _list(args, extra: list[str]) -> int:
 
     print("suites:   " + ", ".join(builtin_suites()))
     print("models:   " + ", ".join(FAMILIES.names()))
+    samplers = [f"{name} ({', '.join(FAMILIES.get(name).samplers)})" for name in FAMILIES.names()]
+    print("samplers: " + "; ".join(samplers) + " (eval.sampler; the first is the default)")
     print("datasets: " + ", ".join(DATASETS) + " (or a local path, or a hub id owner/name)")
     return 0
 
