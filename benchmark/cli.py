@@ -127,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--group", help="with --wandb: only this run group (SUITE/DATASET)")
     report.add_argument("--tag", help="with --wandb: only runs with this tag")
 
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="re-score finished cells from their checkpoints (no retraining)",
+        description="Re-score every finished cell under RESULTS_DIR from the checkpoint beside "
+        "its record, with today's metrics and samplers, and update the records in place (each "
+        "recomputed metric records when and by which code version).",
+    )
+    evaluate.add_argument("results", type=Path, help="a run's --out folder")
+    evaluate.add_argument(
+        "--metrics",
+        type=lambda text: [m for m in text.split(",") if m],
+        help="only these, comma-separated: fid (both sets), gen/kid, recon/mse, ... [all]",
+    )
+    evaluate.add_argument("--data-mirror", help="a local mirror of hub datasets")
+
     compare = sub.add_parser(
         "compare",
         help="compare two sets of records; exit 1 on a regression beyond seed noise",
@@ -353,6 +368,26 @@ def _report(args, extra: list[str]) -> int:
     return 0
 
 
+def _evaluate(args, extra: list[str]) -> int:
+    from benchmark.report import from_directory, write_report
+    from benchmark.rescoring import parse_metric_names, rescore
+
+    if not args.results.is_dir():
+        raise UserInputError(f"no such folder: {args.results}")
+    parse_metric_names(args.metrics)  # bad names: one line before any work
+    updated = rescore(args.results, args.metrics, args.data_mirror)
+    if updated:
+        inputs = from_directory(args.results)
+        path = write_report(inputs, args.results)
+        print(f"vaebench: {len(updated)} records re-scored; report {path}")
+    else:
+        print(
+            f"vaebench: nothing to re-score under {args.results} (no finished cell with a "
+            "checkpoint)"
+        )
+    return 0
+
+
 def _compare(args, extra: list[str]) -> int:
     import json
 
@@ -442,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "list": _list,
         "sweep": _sweep,
         "compare": _compare,
+        "evaluate": _evaluate,
         "perf": _perf,
     }
     import threading

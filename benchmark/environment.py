@@ -49,6 +49,19 @@ def git_sha() -> str | None:
         return None
 
 
+def code_version() -> str:
+    """What computed a number: the package version, plus the git commit when run from a
+    checkout (`0.1.0+1a2b3c4d5e6f`, `-dirty` with uncommitted changes)."""
+    try:
+        version = metadata.version("vaebench")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    sha = git_sha()
+    if not sha:
+        return version
+    return f"{version}+{sha[:12]}" + ("-dirty" if sha.endswith("-dirty") else "")
+
+
 def package_versions() -> dict[str, str | None]:
     versions = {}
     for name in PACKAGES:

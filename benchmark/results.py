@@ -19,9 +19,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.config import SLUG, RunConfig
+from benchmark.environment import code_version
 
 SCHEMA_VERSION = 1
 # schema_version -> the function that lifts a record of that version to the next one
+CHECKPOINT_SUFFIX = ".safetensors"  # a cell's final weights, beside its record
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
@@ -53,6 +56,9 @@ class Record(BaseModel):
     sampler: dict[str, Any] | None = None
     # how gen/fid, gen/kid and recon/fid were made (features, set sizes, KID subset size)
     distribution: dict[str, Any] | None = None
+    # per metric key: when and by which code version it was computed ({"at": ..., "code": ...});
+    # `vaebench evaluate` updates the entries of the metrics it recomputes
+    provenance: dict[str, dict[str, str]] = Field(default_factory=dict)
     created_at: str
 
     @classmethod
@@ -106,6 +112,8 @@ def build_record(
     sampler: dict[str, Any] | None = None,
     distribution: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    created_at = now_iso()
+    stamp = {"at": created_at, "code": code_version()}
     return Record.parse(
         {
             "schema_version": SCHEMA_VERSION,
@@ -125,9 +133,14 @@ def build_record(
             "training": training or {},
             "sampler": sampler,
             "distribution": distribution,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "provenance": {key: dict(stamp) for key in (metrics or {})},
+            "created_at": created_at,
         }
     ).as_dict()
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -205,7 +218,7 @@ def make_way_for(path: Path, config: RunConfig) -> str | None:
     stem = path.name[: -len(".json")]
     for companion in path.parent.glob(f"{stem}.*"):
         rest = companion.name[len(stem) :]
-        if rest in (".json", ".steps.csv") or rest.endswith(".png"):
+        if rest in (".json", ".steps.csv", CHECKPOINT_SUFFIX) or rest.endswith(".png"):
             os.replace(companion, history / f"{stem}.{record.config_hash}{rest}")
     return f"the record of another configuration is kept in {history}"
 

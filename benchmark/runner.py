@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from benchmark import environment
+from benchmark.checkpoints import checkpoint_path, save_checkpoint
 from benchmark.claims import describe_owner, try_claim
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits, load_image_splits
@@ -94,6 +95,47 @@ class SharedResources:
         return self._references[key], None
 
 
+@dataclass
+class Scores:
+    """What evaluating a trained model gives: its metrics, the reasons for the unavailable
+    ones, image grids, the sampler and FID settings, and the time each part took."""
+
+    metrics: dict[str, float]
+    unavailable: dict[str, str]
+    grids: dict[str, torch.Tensor]
+    sampler: dict[str, Any]
+    distribution: dict[str, Any] | None
+    timings: dict[str, float]
+
+
+def score(
+    config: RunConfig, model, params, data: ImageSplits, shared: SharedResources, device: str
+) -> Scores:
+    """Fit the cell's sampler, then evaluate every metric of docs/metrics.md (the one path for
+    a freshly trained model and for a checkpoint re-scored by `vaebench evaluate`)."""
+    family = FAMILIES.get(config.model)
+    sampler = fit_sampler(config.eval.sampler, model, params, data.train, data.test, config.eval)
+    eval_started = time.perf_counter()
+    unavailable: dict[str, str] = {}
+    lpips, reason = shared.lpips(device) if config.eval.lpips else (None, DISABLED % "lpips")
+    if lpips is None:
+        unavailable.update({f"{p}/lpips": reason for p in ("recon", "gen")})
+    reference, reason = (
+        shared.reference(config, data, device) if config.eval.fid else (None, DISABLED % "fid")
+    )
+    if reference is None:
+        unavailable.update({key: reason for key in DISTRIBUTION_KEYS})
+    metrics, grids = evaluate(
+        family, model, params, data.test, config.eval, sampler, lpips, reference
+    )
+    distribution = None
+    if reference is not None:
+        n_gen = config.eval.n_gen or len(data.test)
+        distribution = reference.settings(n_recon=len(data.test), n_gen=n_gen)
+    timings = {"sampler_fit": sampler.fit_seconds, "eval": time.perf_counter() - eval_started}
+    return Scores(metrics, unavailable, grids, sampler.describe(), distribution, timings)
+
+
 def run_cell(
     config: RunConfig, shared: SharedResources, log: Log, out_dir: Path, tracker=None
 ) -> dict:
@@ -132,29 +174,14 @@ def run_cell(
         timings["train"] = history.seconds - (tracker.seconds - tracked)
         _write_steps(out_dir, config, history.steps)
 
-        sampler = fit_sampler(
-            config.eval.sampler, model, params, data.train, data.test, config.eval
-        )
-        timings["sampler_fit"] = sampler.fit_seconds
-        sampler_info = sampler.describe()
+        checkpoint_started = time.perf_counter()
+        save_checkpoint(checkpoint_path(out_dir, config), model, config, data.shape)
+        timings["checkpoint"] = time.perf_counter() - checkpoint_started
 
-        eval_started = time.perf_counter()
-        unavailable: dict[str, str] = {}
-        lpips, reason = shared.lpips(device) if config.eval.lpips else (None, DISABLED % "lpips")
-        if lpips is None:
-            unavailable.update({f"{p}/lpips": reason for p in ("recon", "gen")})
-        reference, reason = (
-            shared.reference(config, data, device) if config.eval.fid else (None, DISABLED % "fid")
-        )
-        if reference is None:
-            unavailable.update({key: reason for key in DISTRIBUTION_KEYS})
-        metrics, grids = evaluate(
-            family, model, params, data.test, config.eval, sampler, lpips, reference
-        )
-        if reference is not None:
-            n_gen = config.eval.n_gen or len(data.test)
-            distribution_info = reference.settings(n_recon=len(data.test), n_gen=n_gen)
-        timings["eval"] = time.perf_counter() - eval_started
+        scores = score(config, model, params, data, shared, device)
+        metrics, unavailable, grids = scores.metrics, scores.unavailable, scores.grids
+        sampler_info, distribution_info = scores.sampler, scores.distribution
+        timings.update(scores.timings)
         _write_grids(out_dir, config, grids)
         status, error = "ok", None
         training = {

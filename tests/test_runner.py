@@ -60,6 +60,7 @@ def test_all_three_families_end_to_end(tiny_run):
         assert set(record["timings"]) == {
             "data",
             "train",
+            "checkpoint",
             "sampler_fit",
             "eval",
             "total",

@@ -6,6 +6,7 @@ Built from records only; metrics are never recomputed here.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -161,6 +162,25 @@ def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
     return lines
 
 
+def _code_versions(records: list[dict]) -> list[str]:
+    """A mix of code versions behind the numbers (cells re-scored by `vaebench evaluate`, or
+    results folders grown over time) is said once, at the top."""
+    versions = Counter(
+        stamp["code"]
+        for r in records
+        if r["status"] == "ok"
+        for stamp in (r.get("provenance") or {}).values()
+    )
+    if len(versions) < 2:
+        return []
+    mix = ", ".join(f"`{version}` ({n} values)" for version, n in sorted(versions.items()))
+    return [
+        f"**Mixed code versions**: the metrics here were computed by {len(versions)} versions "
+        f"of vaebench: {mix}. Each record's `provenance` says which computed each number.",
+        "",
+    ]
+
+
 def _provenance(records: list[dict]) -> list[str]:
     lines = [
         "## Provenance",
@@ -222,6 +242,7 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
         *[f"- {note}" for note in NOTES],
         "",
     ]
+    lines += _code_versions(records)
     if inputs.earlier_configs:
         lines += [
             f"{inputs.earlier_configs} records of earlier configurations of these cells are kept "

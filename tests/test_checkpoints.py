@@ -1,0 +1,155 @@
+"""Checkpoints beside the records, and `vaebench evaluate` re-scoring from them."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from benchmark import runner
+from benchmark.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
+from benchmark.cli import main
+from benchmark.distribution import SetFeatures
+from benchmark.models import FAMILIES
+from benchmark.report import from_directory, write_report
+from benchmark.rescoring import rescore
+from benchmark.results import Record, record_path
+from benchmark.suites import resolve_suite
+
+NO_WEIGHTS = runner.MetricNetworks(
+    lpips=lambda device: (None, "no VGG16 here"), features=lambda device: (None, "no Inception")
+)
+
+
+class _Float(torch.nn.Module):
+    def forward(self, x):
+        return x.float() / 255
+
+
+def random_features(device):  # tests only: a user-facing run never uses a random network
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(
+        _Float(), torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1)
+    )
+    return SetFeatures(torch.nn.Sequential(body, torch.nn.Flatten()), "random", device), None
+
+
+@pytest.fixture
+def finished(tiny_suite_args, tmp_path):
+    args = dict(tiny_suite_args, overrides=[*tiny_suite_args["overrides"], "eval.fid=false"])
+    suite = resolve_suite(**args)
+    records = runner.run_suite(suite, tmp_path, log=lambda m: None, networks=NO_WEIGHTS)
+    assert all(r["status"] == "ok" for r in records)
+    return suite, tmp_path, records
+
+
+@pytest.mark.parametrize("name", FAMILIES.names())
+def test_checkpoint_round_trip_rebuilds_the_same_model(name, finished):
+    suite, out, _ = finished
+    config = next(c for c in suite.cells() if c.model == name)
+    path = checkpoint_path(out, config)
+    model, loaded_config, params = load_checkpoint(path)
+    assert loaded_config == config
+    assert path.with_suffix(".json").exists()
+    with open(path, "rb") as stream:  # safetensors: an 8-byte header length, then JSON
+        assert stream.read(9)[8:] == b"{"
+    state = model.state_dict()
+    if name == "vqvae":
+        assert {"quantizer.cluster_size", "quantizer.ema_embed"} <= set(state)
+    torch.manual_seed(3)
+    x = torch.rand(4, 1, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        out_a = model.decoder(model.encoder(x).embedding).reconstruction
+    again, _, _ = load_checkpoint(path)
+    again.eval()
+    with torch.no_grad():
+        out_b = again.decoder(again.encoder(x).embedding).reconstruction
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(state[k], v) for k, v in again.state_dict().items())
+
+
+def test_a_pickle_at_the_checkpoint_path_is_refused_without_running(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "cell.safetensors"
+    path.write_bytes(pickle.dumps(Planted()))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_evaluate_reproduces_the_stored_metrics(finished):
+    suite, out, records = finished
+    updated = rescore(out, log=lambda m: None, networks=NO_WEIGHTS)
+    assert len(updated) == len(records) == 3
+    updated = {r["model"]: r for r in updated}
+    for before in records:
+        after = updated[before["model"]]
+        assert after["metrics"].keys() == before["metrics"].keys()
+        for key, value in before["metrics"].items():
+            assert after["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+        assert after["unavailable"] == before["unavailable"]
+        assert after["config_hash"] == before["config_hash"]
+        assert set(after["provenance"]) == set(after["metrics"])
+        assert all(p["at"] >= before["created_at"] for p in after["provenance"].values())
+    # the runner still sees every cell as finished
+    again = runner.run_suite(suite, out, log=lambda m: None, networks=NO_WEIGHTS)
+    assert [r["created_at"] for r in again] == [r["created_at"] for r in records]
+
+
+def test_evaluate_adds_a_metric_the_run_did_not_compute(finished):
+    _, out, records = finished
+    assert all("gen/fid" not in r["metrics"] for r in records)
+    assert records[0]["unavailable"]["gen/fid"] == "disabled by eval.fid=false"
+    networks = runner.MetricNetworks(lpips=NO_WEIGHTS.lpips, features=random_features)
+    updated = rescore(out, metrics=["fid", "gen/kid"], log=lambda m: None, networks=networks)
+    updated = {r["model"]: r for r in updated}
+    for before in records:
+        after = updated[before["model"]]
+        for key in ("recon/fid", "gen/fid", "gen/kid"):
+            assert after["metrics"][key] >= 0 and key not in after["unavailable"]
+            assert after["provenance"][key]["at"] >= before["created_at"]
+        assert after["distribution"]["features"] == "random"
+        untouched = {k: v for k, v in after["metrics"].items() if not k.endswith(("fid", "kid"))}
+        assert untouched == before["metrics"]
+        assert after["provenance"]["recon/mse"] == before["provenance"]["recon/mse"]
+        assert after["config"]["eval"]["fid"] is False  # the config, and its hash, stay
+
+
+def test_a_record_without_its_checkpoint_stays_valid_and_is_left_alone(finished):
+    suite, out, records = finished
+    config = suite.cells()[0]
+    checkpoint_path(out, config).unlink()
+    Record.read(record_path(out, config))
+    logs = []
+    updated = rescore(out, log=logs.append, networks=NO_WEIGHTS)
+    assert len(updated) == 2
+    assert any("no checkpoint beside the record; kept as it is" in line for line in logs)
+
+
+def test_the_report_marks_a_mix_of_code_versions(finished):
+    suite, out, _ = finished
+    path = record_path(out, suite.cells()[0])
+    record = json.loads(path.read_text())
+    record["provenance"]["recon/mse"]["code"] = "0.0.9+0123456789ab"
+    path.write_text(json.dumps(record))
+    report = write_report(from_directory(out), out).read_text()
+    assert "**Mixed code versions**" in report and "`0.0.9+0123456789ab` (1 values)" in report
+
+
+def test_evaluate_cli_refuses_an_unknown_metric_in_one_line(finished, capsys):
+    _, out, _ = finished
+    assert main(["evaluate", str(out), "--metrics", "fdi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "vaebench evaluate: error: unknown metric 'fdi'; did you mean 'fid'? valid: "
+        + err.split("valid: ", 1)[1]
+    )
+    assert "\n" not in err
