@@ -37,8 +37,10 @@ def git_sha() -> str | None:
             timeout=5,
             check=True,
         )
+        # dirty: uncommitted changes to the package's own code (a regenerated report or a
+        # results folder inside the checkout is not a change of code)
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
             cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,
