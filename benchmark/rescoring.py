@@ -115,8 +115,8 @@ def _rescore_one(path, record, checkpoint, wanted, shared, log) -> dict | None:
         record["distribution"] = scores.distribution
     record = Record.parse(record, str(path)).as_dict()
     write_record(path, record)
-    values = ", ".join(
-        f"{k} {record['metrics'][k]:.4g}" for k in sorted(chosen) if k in record["metrics"]
-    )
-    log(f"{cell}: re-scored {len(chosen)} metrics ({values or 'none available'})")
+    shown = [k for k in sorted(chosen) if k in record["metrics"]]
+    values = ", ".join(f"{k} {record['metrics'][k]:.4g}" for k in shown[:4])
+    more = f", ... ({len(shown) - 4} more)" if len(shown) > 4 else ""
+    log(f"{cell}: re-scored {len(chosen)} metrics ({values + more if shown else 'none available'})")
     return record
