@@ -153,3 +153,21 @@ def test_evaluate_cli_refuses_an_unknown_metric_in_one_line(finished, capsys):
         + err.split("valid: ", 1)[1]
     )
     assert "\n" not in err
+
+
+def test_a_retrained_cell_keeps_the_older_checkpoint_in_history(finished, tiny_suite_args):
+    suite, out, records = finished
+    config = next(c for c in suite.cells() if c.model == "betavae")
+    old_hash = config.config_hash()
+    args = dict(
+        tiny_suite_args,
+        overrides=[*tiny_suite_args["overrides"], "eval.fid=false", "betavae.beta=2"],
+        models=["betavae"],
+    )
+    runner.run_suite(resolve_suite(**args), out, log=lambda m: None, networks=NO_WEIGHTS)
+    history = checkpoint_path(out, config).parent / "history"
+    kept = history / f"{config.cell_id}.{old_hash}.safetensors"
+    assert kept.exists()
+    _, kept_config, _ = load_checkpoint(kept)
+    assert kept_config.config_hash() == old_hash
+    assert load_checkpoint(checkpoint_path(out, config))[1].params["beta"] == 2
