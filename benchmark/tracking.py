@@ -280,6 +280,10 @@ class WandbTracker:
             run.summary.update(
                 {f"unavailable/{k}": why for k, why in record["unavailable"].items()}
             )
+            # how gen/ and the FID numbers were made, for reports built from W&B
+            run.summary.update(
+                {k: record[k] for k in ("sampler", "distribution") if record.get(k) is not None}
+            )
             run.summary.update(
                 {
                     "status": record["status"],

@@ -208,6 +208,8 @@ def test_wandb_runs_give_the_same_tables_as_local_records(offline_wandb_run, tmp
         assert by_model[record["model"]]["config"] == record["config"]
         assert by_model[record["model"]]["config_hash"] == record["config_hash"]
         assert set(by_model[record["model"]]) == set(record)
+        assert by_model[record["model"]]["sampler"] == record["sampler"]
+        assert by_model[record["model"]]["distribution"] == record["distribution"]
         history = inputs.histories[(record["dataset"], record["model"], 0)]
         assert len(history) == record["training"]["steps"] and "train/loss" in history
     local = write_report(from_directory(out / "results"), tmp_path / "local").read_text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,13 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _mapping(value: Any) -> dict | None:
+    """A nested summary value as a plain dict (the public API returns its own dict types)."""
+    if isinstance(value, Mapping):
+        return json.loads(json.dumps(dict(value), default=str))
+    return None
+
+
 def record_from_wandb(name: str, config: dict, summary: dict, state: str = "finished") -> dict:
     """A W&B run (config + summary, as the runner logged them) -> a record for the report."""
     summary = dict(summary)
@@ -106,9 +113,10 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
         },
         "dataset_info": {"source": config.get("dataset")},
         "training": {},
-        # the sampler's name is in the run's config (eval.sampler); its fit details are not
-        "sampler": {"name": sampler} if sampler else None,
-        "distribution": None,  # not logged to W&B
+        # the summary holds the record's sampler and FID settings; runs logged before it did
+        # still name their sampler in the config (eval.sampler)
+        "sampler": _mapping(summary.get("sampler")) or ({"name": sampler} if sampler else None),
+        "distribution": _mapping(summary.get("distribution")),
         "created_at": str(summary.get("_timestamp", "")),
     }
 
