@@ -19,7 +19,7 @@ import io
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,13 @@ class ImageSplits:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.test.shape[1:])  # type: ignore[return-value]
+
+
+def float_batches(images: torch.Tensor, batch_size: int, device) -> Iterator[torch.Tensor]:
+    """uint8 (or float) images, batch by batch on `device`, as floats in [0, 1]."""
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device)
+        yield batch.float().div(255) if batch.dtype == torch.uint8 else batch
 
 
 # ---- resolving a name to a DatasetDict ------------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 from pythae.models import BaseAE
 
 from benchmark.config import EvalConfig
+from benchmark.data import float_batches
 from benchmark.distribution import DistributionReference
 from benchmark.metrics import PIXEL_METRICS, active_units, codebook_stats
 from benchmark.models import Family
@@ -40,12 +41,6 @@ def evaluation_mode(model: BaseAE, seed: int) -> Iterator[None]:
             model.train(was_training)
 
 
-def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device)
-        yield batch.float().div(255) if batch.dtype == torch.uint8 else batch
-
-
 def evaluate_set(
     family: Family, model: BaseAE, params, images, batch_size: int, lpips=None, features=None
 ):
@@ -60,7 +55,7 @@ def evaluate_set(
     stats: dict[str, list[torch.Tensor]] = defaultdict(list)
     recon_features: list[torch.Tensor] = []
     pairs = None
-    for x in _batches(images, batch_size, device):
+    for x in float_batches(images, batch_size, device):
         out = family.evaluate_batch(model, x, params)
         if pairs is None:  # a few inputs and their reconstructions, for image grids
             pairs = (x[:GRID_PAIRS].cpu(), out.x_hat[:GRID_PAIRS].clamp(0, 1).cpu())

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from benchmark.config import EvalConfig
+from benchmark.data import float_batches
 from benchmark.models import vqvae
 from benchmark.models.code_prior import fit_code_prior
 from benchmark.models.family import decode_latent, posterior_mean
@@ -62,14 +63,8 @@ class FitInputs:
 
     def encoded(self, images: torch.Tensor, encode: Callable) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([encode(self.model, x) for x in batches(images, self, self.device)])
-
-
-def batches(images: torch.Tensor, inputs: FitInputs, device) -> Iterator[torch.Tensor]:
-    size = inputs.config.batch_size
-    for start in range(0, len(images), size):
-        batch = images[start : start + size].to(device)
-        yield batch.float().div(255) if batch.dtype == torch.uint8 else batch
+            batches = float_batches(images, self.config.batch_size, self.device)
+            return torch.cat([encode(self.model, x) for x in batches])
 
 
 SAMPLERS: Registry[Callable[[FitInputs], Sampler]] = Registry("sampler")
