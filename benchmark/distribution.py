@@ -133,12 +133,6 @@ class DistributionReference:
     def fid_and_kid_of(self, features: torch.Tensor) -> tuple[float, float]:
         return self.fid_of(features), kernel_distance(features, self.test_features)
 
-    def fid(self, images: torch.Tensor) -> float:
-        return self.fid_of(self.features(images))
-
-    def fid_and_kid(self, images: torch.Tensor) -> tuple[float, float]:
-        return self.fid_and_kid_of(self.features(images))
-
     def settings(self, n_recon: int, n_gen: int) -> dict:
         """What the record says about how its set-level numbers were made."""
         return {

@@ -90,3 +90,23 @@ def tiny_suite_args(parquet_repo) -> dict:
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+class _ToFloat(torch.nn.Module):
+    def forward(self, x):
+        return x.float() / 255
+
+
+def random_set_features(device="cpu"):
+    """(FID/KID features, None) from a small randomly initialised network, in the shape of a
+    MetricNetworks loader. Tests only: a user-facing run never uses a random network."""
+    from benchmark.distribution import SetFeatures
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        _ToFloat(),
+        torch.nn.Conv2d(3, 4, 3, stride=2),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    return SetFeatures(network, "random", device), None

@@ -11,29 +11,16 @@ import torch
 from benchmark import runner
 from benchmark.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 from benchmark.cli import main
-from benchmark.distribution import SetFeatures
 from benchmark.models import FAMILIES
 from benchmark.report import from_directory, write_report
 from benchmark.rescoring import rescore
 from benchmark.results import Record, record_path
 from benchmark.suites import resolve_suite
+from conftest import random_set_features
 
 NO_WEIGHTS = runner.MetricNetworks(
     lpips=lambda device: (None, "no VGG16 here"), features=lambda device: (None, "no Inception")
 )
-
-
-class _Float(torch.nn.Module):
-    def forward(self, x):
-        return x.float() / 255
-
-
-def random_features(device):  # tests only: a user-facing run never uses a random network
-    torch.manual_seed(0)
-    body = torch.nn.Sequential(
-        _Float(), torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1)
-    )
-    return SetFeatures(torch.nn.Sequential(body, torch.nn.Flatten()), "random", device), None
 
 
 @pytest.fixture
@@ -108,7 +95,7 @@ def test_evaluate_adds_a_metric_the_run_did_not_compute(finished):
     _, out, records = finished
     assert all("gen/fid" not in r["metrics"] for r in records)
     assert records[0]["unavailable"]["gen/fid"] == "disabled by eval.fid=false"
-    networks = runner.MetricNetworks(lpips=NO_WEIGHTS.lpips, features=random_features)
+    networks = runner.MetricNetworks(lpips=NO_WEIGHTS.lpips, features=random_set_features)
     updated = rescore(out, metrics=["fid", "gen/kid"], log=lambda m: None, networks=networks)
     updated = {r["model"]: r for r in updated}
     for before in records:

@@ -124,7 +124,8 @@ def reference(b) -> DistributionReference:
 def test_fid_and_kid_equal_torch_fidelity_end_to_end(fidelity_registered):
     a, b = image_sets()
     library = library_numbers(a, b, subset=90)
-    fid, kid = reference(b).fid_and_kid(a)
+    ref = reference(b)
+    fid, kid = ref.fid_and_kid_of(ref.features(a))
     assert fid == pytest.approx(library["frechet_inception_distance"], rel=1e-4)
     assert kid == pytest.approx(library["kernel_inception_distance_mean"], rel=1e-4)
     assert fid > 0.01  # two different distributions: the comparison is not between zeros
@@ -156,7 +157,8 @@ def test_fid_and_kid_equal_their_definitions():
     a, b = image_sets(n_a=80, n_b=80)
     features = our_features()
     fa, fb = features(a).numpy(), features(b).numpy()
-    fid, kid = reference(b).fid_and_kid(a)
+    ref = reference(b)
+    fid, kid = ref.fid_and_kid_of(ref.features(a))
     assert fid == pytest.approx(frechet_from_definition(fa, fb), rel=1e-4)
     # subsets of the whole set drawn without replacement are the whole set: one MMD^2 value
     assert kid == pytest.approx(unbiased_mmd2_cubic(fa, fb), rel=1e-4)
@@ -165,8 +167,10 @@ def test_fid_and_kid_equal_their_definitions():
 def test_same_distribution_scores_near_zero_and_kid_adapts_to_small_sets():
     a, b = image_sets(n_a=40, n_b=30)
     ref = reference(b)
-    assert ref.fid(b) == pytest.approx(0.0, abs=1e-5)
-    fid, kid = ref.fid_and_kid(a)  # torch-fidelity itself refuses 30 < 1000 samples
+    assert ref.fid_of(ref.features(b)) == pytest.approx(0.0, abs=1e-5)
+    fid, kid = ref.fid_and_kid_of(
+        ref.features(a)
+    )  # torch-fidelity itself refuses 30 < 1000 samples
     assert fid > 0 and np.isfinite(kid)
     assert ref.settings(n_recon=30, n_gen=40)["kid_subset_size"] == 30
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from benchmark.config import EvalConfig
-from benchmark.distribution import DistributionReference, SetFeatures
+from benchmark.distribution import DistributionReference
 from benchmark.evaluation import evaluate as evaluate_with
 from benchmark.metrics import LPIPS
 from benchmark.models import FAMILIES
 from benchmark.samplers import fit_sampler
+from conftest import random_set_features
 
 SHAPE = (1, 28, 28)
 COMMON = {"mse", "bce", "psnr", "ssim", "gmsd", "recon_loss", "total_loss"}
@@ -53,18 +54,8 @@ def evaluate(family, model, params, images, config, lpips=None, reference=None):
 
 
 def random_reference(images) -> DistributionReference:
-    """FID/KID with a small random feature network (tests only: never in a user-facing run)."""
-    torch.manual_seed(0)
-    network = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
-    )
-    features = SetFeatures(torch.nn.Sequential(Float(), network), "random")
+    features, _ = random_set_features()
     return DistributionReference(features, features(images))
-
-
-class Float(torch.nn.Module):
-    def forward(self, x):
-        return x.float() / 255
 
 
 @pytest.mark.parametrize("name", FAMILIES.names())

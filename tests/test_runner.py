@@ -15,6 +15,7 @@ from benchmark.distribution import InceptionFeatures
 from benchmark.metrics import LPIPS
 from benchmark.results import SCHEMA_VERSION, record_path, write_record
 from benchmark.suites import expand_cells, resolve_suite
+from conftest import random_set_features
 
 
 def no_weights(tmp_path_factory) -> runner.MetricNetworks:
@@ -198,25 +199,16 @@ def test_records_are_written_atomically(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["cell.json"]
 
 
-class _Float(torch.nn.Module):
-    def forward(self, x):
-        return x.float() / 255
-
-
 def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
     tiny_suite_args, tmp_path, monkeypatch
 ):
-    from benchmark.distribution import DistributionReference, SetFeatures
+    from benchmark.distribution import DistributionReference
 
     loads, references = [], []
 
-    def random_features(device):  # tests only: a user-facing run never uses a random network
+    def random_features(device):
         loads.append(device)
-        torch.manual_seed(0)
-        body = torch.nn.Sequential(
-            _Float(), torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1)
-        )
-        return SetFeatures(torch.nn.Sequential(body, torch.nn.Flatten()), "random", device), None
+        return random_set_features(device)
 
     def counted_reference(features, test_features):
         references.append(len(test_features))
