@@ -78,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="run up to N cells at once, each in its own process: GPUs round-robin (N above "
         "the GPU count puts several cells on a card), CPU cores shared [1]",
     )
+    run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="keep a rolling checkpoint of each cell every N epochs (0: none), so that a killed "
+        "or requeued cell resumes where it stopped [the suite's checkpoint_every: paper 5, "
+        "nightly 5, quick 0]",
+    )
+    run.add_argument(
+        "--wandb-artifacts",
+        action="store_true",
+        help="log each cell's final checkpoint as a W&B model artifact of its run",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells and exit")
     run.add_argument(
         "--executor",
@@ -233,6 +246,11 @@ def _run(args, extra: list[str]) -> int:
         raise UserInputError("--wandb-log-every must be at least 1")
     if args.jobs < 1:
         raise UserInputError("--jobs must be at least 1")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise UserInputError("--checkpoint-every must be 0 (none) or a number of epochs")
+    checkpoint_every = (
+        suite.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
+    )
     if args.jobs > 1 and args.executor != "local":
         raise UserInputError("--jobs is for the local executor; SLURM runs one job per cell")
     if not args.dry_run:  # before any work: one line, exit 2
@@ -251,7 +269,13 @@ def _run(args, extra: list[str]) -> int:
         return 0
     log = lambda message: print(message, flush=True)  # noqa: E731
     trackers = tracking.make_tracker_factory(
-        args.wandb, args.wandb_project, args.wandb_entity, str(out), log, args.wandb_log_every
+        args.wandb,
+        args.wandb_project,
+        args.wandb_entity,
+        str(out),
+        log,
+        args.wandb_log_every,
+        artifacts=args.wandb_artifacts,
     )
     executor = None
     if args.executor == "slurm":
@@ -266,6 +290,7 @@ def _run(args, extra: list[str]) -> int:
         tracker_factory=trackers,
         executor=executor,
         jobs=args.jobs,
+        checkpoint_every=checkpoint_every,
     )
     report = write_report(from_directory(out / "results"), out)
     _print_summary(records)

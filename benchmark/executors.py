@@ -40,18 +40,33 @@ def slurm_executor(slurm: SlurmConfig, folder: Path, name: str):
     return executor
 
 
-def run_cell_job(
-    config_json: str,
-    out_dir: str,
-    mirror: str | None,
-    tracker_factory: Callable,
-    networks,
-):
+class CellJob:
     """The body of one SLURM job: claim the cell, run it, write its record, return it (or
-    `HeldElsewhere` when another runner is training it)."""
-    from benchmark.runner import SharedResources, execute_cell
+    `HeldElsewhere` when another runner is training it).
 
-    config = RunConfig.model_validate_json(config_json)
-    shared = SharedResources(mirror, networks)
-    log = lambda message: print(message, flush=True)  # noqa: E731
-    return execute_cell(config, Path(out_dir), shared, log, tracker_factory, config.cell_id)
+    submitit requeues a job whose callable has a `checkpoint` method (its
+    `helpers.Checkpointable` protocol) when SLURM preempts it or its time runs out. The state
+    to carry is already on disk, the cell's rolling checkpoint (`checkpoint_every`), so the
+    requeued job is this same call: it finds the rolling checkpoint and continues the cell.
+    """
+
+    def __call__(
+        self,
+        config_json: str,
+        out_dir: str,
+        mirror: str | None,
+        tracker_factory: Callable,
+        networks,
+        checkpoint_every: int = 0,
+    ):
+        from benchmark.runner import SharedResources, execute_cell
+
+        config = RunConfig.model_validate_json(config_json)
+        shared = SharedResources(mirror, networks, checkpoint_every)
+        log = lambda message: print(message, flush=True)  # noqa: E731
+        return execute_cell(config, Path(out_dir), shared, log, tracker_factory, config.cell_id)
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)

@@ -99,8 +99,8 @@ def _worker_main(slot, tasks, events, out_dir: str, mirror, payload: bytes, tota
     from benchmark.runner import SharedResources, execute_cell
 
     torch.set_num_threads(int(os.environ.get("VAEBENCH_WORKER_THREADS", "1")))
-    tracker_factory, networks = pickler.loads(payload)
-    shared = SharedResources(mirror, networks)
+    tracker_factory, networks, checkpoint_every = pickler.loads(payload)
+    shared = SharedResources(mirror, networks, checkpoint_every)
     try:
         while (task := tasks.get()) is not None:
             index, config_json = task
@@ -128,10 +128,11 @@ def run_in_workers(
     log: Log,
     networks,
     tracker_factory: Callable,
+    checkpoint_every: int = 0,
 ) -> dict[int, Any]:
     """Run `pending` cells ((index, config) pairs) in up to `jobs` workers; outcomes by index."""
     pool = _WorkerPool(pending, total, min(jobs, len(pending)), out_dir, mirror, log)
-    return pool.run(pickler.dumps((tracker_factory, networks)))
+    return pool.run(pickler.dumps((tracker_factory, networks, checkpoint_every)))
 
 
 class _WorkerPool:

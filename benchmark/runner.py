@@ -33,6 +33,7 @@ from benchmark.results import (
     record_path,
     write_record,
 )
+from benchmark.resume import RollingCheckpoint, TrainingState, resume_path
 from benchmark.samplers import fit_sampler
 from benchmark.tracking import NullTracker
 from benchmark.training import resolve_device, train
@@ -53,10 +54,14 @@ class MetricNetworks:
 
 class SharedResources:
     """Loaded once per suite run: datasets (by name and data config), the metric networks and
-    the test sets' FID features."""
+    the test sets' FID features; and how often cells keep a rolling checkpoint (epochs, 0 for
+    never), a setting of the run, not of any cell (it does not change a result)."""
 
-    def __init__(self, mirror: str | None, networks: MetricNetworks) -> None:
+    def __init__(
+        self, mirror: str | None, networks: MetricNetworks, checkpoint_every: int = 0
+    ) -> None:
         self.mirror = mirror
+        self.checkpoint_every = checkpoint_every
         self._data: dict[tuple, ImageSplits | DatasetUnavailable] = {}
         self._networks = networks
         self._loaded: dict[tuple[str, str], tuple[Any, str | None]] = {}
@@ -151,6 +156,7 @@ def run_cell(
     distribution_info: dict[str, Any] | None = None
     timings: dict[str, float] = {}
     grids: dict[str, torch.Tensor] = {}
+    checkpoint = None
     try:
         data_started = time.perf_counter()
         data = shared.data(config)
@@ -158,6 +164,12 @@ def run_cell(
         dataset_info = data.info
         torch.manual_seed(config.seed)
         model = family.build(params, data.shape, config.arch)
+        rolling = RollingCheckpoint(
+            resume_path(record_path(out_dir, config)), config, shared.checkpoint_every
+        )
+        resume = _resume_state(rolling, config, log)
+        if resume is not None:
+            _replay(tracker, resume)
 
         def on_epoch(summary: dict) -> None:
             shown = "  ".join(
@@ -169,13 +181,23 @@ def run_cell(
             tracker.log_epoch(summary)
 
         tracked = tracker.seconds
-        history = train(family, model, data, config, params, on_epoch, tracker.log_step)
+        history = train(
+            family,
+            model,
+            data,
+            config,
+            params,
+            on_epoch,
+            tracker.log_step,
+            resume=resume,
+            rolling=rolling,
+        )
         # W&B calls made during training (step bursts, epoch rows) are tracking, not training
         timings["train"] = history.seconds - (tracker.seconds - tracked)
         _write_steps(out_dir, config, history.steps)
 
         checkpoint_started = time.perf_counter()
-        save_checkpoint(checkpoint_path(out_dir, config), model, config, data.shape)
+        checkpoint = save_checkpoint(checkpoint_path(out_dir, config), model, config, data.shape)
         timings["checkpoint"] = time.perf_counter() - checkpoint_started
 
         scores = score(config, model, params, data, shared, device)
@@ -189,6 +211,8 @@ def run_cell(
             "steps": len(history.steps),
             "peak_gpu_memory_mb": history.peak_gpu_memory_mb,
         }
+        if resume is not None:
+            training["resumed_after_epoch"] = resume.epochs_done
     except (KeyboardInterrupt, SystemExit):
         tracker.flush()  # the steps made so far still reach W&B
         raise
@@ -211,8 +235,33 @@ def run_cell(
         sampler=sampler_info,
         distribution=distribution_info,
     )
-    tracker.finish(record, grids)
+    tracker.finish(record, grids, checkpoint)
     return record
+
+
+def _resume_state(rolling: RollingCheckpoint, config: RunConfig, log: Log):
+    state, why_not = rolling.load()
+    if why_not is not None:
+        log(f"    {why_not}: training from the first epoch")
+        rolling.discard()
+    elif state is not None:
+        log(
+            f"    resuming from the rolling checkpoint after epoch "
+            f"{state.epochs_done}/{config.train.epochs}"
+        )
+    return state
+
+
+def _replay(tracker, state: TrainingState) -> None:
+    """The resumed cell's W&B run gets the steps and epochs trained before the interruption
+    (every epoch has the same number of steps), so its curves are whole."""
+    per_epoch = len(state.steps) // state.epochs_done
+    for index, step in enumerate(state.steps):
+        tracker.log_step(
+            {**step, "trainer/step": index + 1, "trainer/epoch": index // per_epoch + 1}
+        )
+        if (index + 1) % per_epoch == 0:
+            tracker.log_epoch(state.epochs[index // per_epoch])
 
 
 def _write_grids(out_dir: Path, config: RunConfig, grids: dict[str, torch.Tensor]) -> None:
@@ -288,6 +337,8 @@ def execute_cell(
         )
         record = run_cell(config, shared, log, out_dir, tracker_factory())
         write_record(path, record)
+        if record["status"] == "ok":  # a failed cell keeps it: its rerun need not train again
+            resume_path(path).unlink(missing_ok=True)
         return record
 
 
@@ -305,12 +356,15 @@ def run_cells(
     tracker_factory: Callable = NullTracker,
     executor=None,
     jobs: int = 1,
+    checkpoint_every: int = 0,
 ) -> list[dict]:
     """Run every cell not already finished; return all the suite's records (old and new).
 
     `executor`: None runs the cells here: one after the other (`jobs=1`), or in `jobs` worker
     processes; a submitit executor (SLURM, or its local executor) runs one job per cell and
     waits for them. Cells another runner is training are left to it (and not returned).
+    `checkpoint_every`: epochs between a cell's rolling checkpoints (0: none); a cell that has
+    one from an interrupted run resumes from it either way.
     """
     out_dir = Path(out_dir)
     records: dict[int, dict] = {}
@@ -327,16 +381,32 @@ def run_cells(
             pending.append((index, config))
     if executor is not None:
         outcomes = _run_as_jobs(
-            pending, len(cells), executor, out_dir, mirror, log, networks, tracker_factory
+            pending,
+            len(cells),
+            executor,
+            out_dir,
+            mirror,
+            log,
+            networks,
+            tracker_factory,
+            checkpoint_every,
         )
     elif jobs > 1 and len(pending) > 1:
         from benchmark.parallel import run_in_workers
 
         outcomes = run_in_workers(
-            pending, len(cells), jobs, out_dir, mirror, log, networks, tracker_factory
+            pending,
+            len(cells),
+            jobs,
+            out_dir,
+            mirror,
+            log,
+            networks,
+            tracker_factory,
+            checkpoint_every,
         )
     else:
-        shared = SharedResources(mirror, networks)
+        shared = SharedResources(mirror, networks, checkpoint_every)
         outcomes = {}
         for index, config in pending:
             prefix = f"[{index}/{len(cells)}] {config.cell_id}"
@@ -355,9 +425,9 @@ def report_outcome(prefix: str, outcome: dict | HeldElsewhere, log: Log) -> None
 
 
 def _run_as_jobs(
-    pending, total, executor, out_dir, mirror, log, networks, tracker_factory
+    pending, total, executor, out_dir, mirror, log, networks, tracker_factory, checkpoint_every
 ) -> dict[int, dict]:
-    from benchmark.executors import run_cell_job
+    from benchmark.executors import CellJob
 
     if not pending:
         return {}
@@ -366,12 +436,13 @@ def _run_as_jobs(
         for _, config in pending:
             jobs.append(
                 executor.submit(
-                    run_cell_job,
+                    CellJob(),
                     config.model_dump_json(),
                     str(out_dir),
                     mirror,
                     tracker_factory,
                     networks,
+                    checkpoint_every,
                 )
             )
     log(f"submitted {len(jobs)} jobs: {', '.join(str(job.job_id) for job in jobs)}")

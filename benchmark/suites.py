@@ -40,6 +40,9 @@ class _SuiteBase(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     slurm: SlurmConfig = SlurmConfig()  # only for --executor slurm; not part of any cell
+    # epochs between a cell's rolling checkpoints (0: none), for resuming a killed cell where
+    # it stopped; a setting of the run, not of any cell (`--checkpoint-every` overrides it)
+    checkpoint_every: int = Field(0, ge=0)
 
     def cells(self) -> list[RunConfig]:
         """Every dataset x model x seed of the suite, fully resolved."""

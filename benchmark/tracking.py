@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -140,7 +141,9 @@ class NullTracker:
     def flush(self) -> None:
         pass
 
-    def finish(self, record: dict, images: dict[str, torch.Tensor]) -> None:
+    def finish(
+        self, record: dict, images: dict[str, torch.Tensor], checkpoint: Path | None = None
+    ) -> None:
         pass
 
 
@@ -154,13 +157,16 @@ class WandbTracker:
         log: Log = print,
         log_every: int = 1,
         flush_seconds: float = 10.0,
+        artifacts: bool = False,
     ) -> None:
         self.mode = mode
+        self.artifacts = artifacts  # the final checkpoint as a model artifact of the run
         self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
         self.entity = entity
         self.directory = directory
         self.log = log
         self.run = None
+        self.cell_id = ""
         self.log_every = max(1, log_every)  # thin the rows further on tiny, fast models
         self.flush_seconds = flush_seconds
         self._unsent: list[dict[str, float]] = []
@@ -187,6 +193,8 @@ class WandbTracker:
             self.seconds += time.perf_counter() - started
 
     def start(self, config: RunConfig, environment: dict) -> None:
+        self.cell_id = config.cell_id
+
         def init() -> None:
             import wandb
 
@@ -259,7 +267,9 @@ class WandbTracker:
         values["trainer/epoch"] = summary["epoch"]
         self._guard("log", lambda: self.run.log(values))
 
-    def finish(self, record: dict, images: dict[str, torch.Tensor]) -> None:
+    def finish(
+        self, record: dict, images: dict[str, torch.Tensor], checkpoint: Path | None = None
+    ) -> None:
         def summarise() -> None:
             import wandb
 
@@ -294,9 +304,65 @@ class WandbTracker:
 
         self.flush()  # a cell that failed mid-epoch still streams the steps it made
         self._guard("summary", summarise)
+        if self.artifacts and record["status"] == "ok" and checkpoint and checkpoint.exists():
+            self._guard("artifact", lambda: self._log_model(record, checkpoint))
         exit_code = 0 if record["status"] == "ok" else 1
         self._guard("finish", lambda: self.run.finish(exit_code=exit_code))
         self.run = None
+
+    def _log_model(self, record: dict, checkpoint: Path) -> None:
+        """`model-CELL`, one artifact per cell: each retraining of the cell (a new config) is a
+        new version, and the aliases `latest`, the cell's id and `config-HASH` move to it. The
+        versions left without an alias are the superseded ones: online, they are deleted, as
+        W&B documents for keeping only the versions in use (soft delete, then its garbage
+        collection); offline runs leave that to the next online one."""
+        import wandb
+
+        from benchmark.environment import code_version
+
+        cell = self.cell_id
+        artifact = wandb.Artifact(
+            model_artifact_name(cell),
+            type="model",
+            description=f"{record['model']} trained on {record['dataset']}, seed "
+            f"{record['seed']} (vaebench suite {record['suite']}): safetensors state dict with "
+            "its resolved config in the file's metadata",
+            metadata={
+                "format": "safetensors",
+                "suite": record["suite"],
+                "model": record["model"],
+                "dataset": record["dataset"],
+                "seed": record["seed"],
+                "config_hash": record["config_hash"],
+                "code": code_version(),
+                "metrics": record["metrics"],
+            },
+        )
+        artifact.add_file(str(checkpoint), name=f"{cell}{checkpoint.suffix}")
+        aliases = ["latest", cell, f"config-{record['config_hash']}"]
+        logged = self.run.log_artifact(artifact, aliases=aliases)
+        if self.mode == "online":
+            logged.wait()
+            prune_superseded(self.run, model_artifact_name(cell), self.log)
+
+
+def model_artifact_name(cell_id: str) -> str:
+    return f"model-{cell_id}"
+
+
+def prune_superseded(run, name: str, log: Log) -> int:
+    """Delete the versions of artifact `name` that no alias points to any more."""
+    import wandb
+
+    path = f"{run.entity}/{run.project}/{name}"
+    deleted = 0
+    for version in wandb.Api().artifacts("model", path):
+        if not version.aliases:
+            version.delete()
+            deleted += 1
+    if deleted:
+        log(f"W&B: deleted {deleted} superseded version(s) of {name}")
+    return deleted
 
 
 def make_tracker_factory(
@@ -306,13 +372,18 @@ def make_tracker_factory(
     directory: str | None,
     log: Log,
     log_every: int = 1,
+    artifacts: bool = False,
 ) -> Callable[[], Any]:
     mode, notice = resolve_mode(requested)
     if notice:
         log(notice)
     if mode == "off":
+        if artifacts:
+            log("--wandb-artifacts: W&B is off, no artifacts are logged")
         return NullTracker
-    return lambda: WandbTracker(mode, project, entity, directory, log, log_every)
+    return lambda: WandbTracker(
+        mode, project, entity, directory, log, log_every, artifacts=artifacts
+    )
 
 
 def sweep_parameters() -> dict[str, Any]:

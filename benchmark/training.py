@@ -29,6 +29,14 @@ from benchmark.pythae_compat import (
     quiet_pythae,
     without_best_model_copies,
 )
+from benchmark.resume import (
+    RollingCheckpoint,
+    TrainingState,
+    capture,
+    restore,
+    restore_rng,
+    trainer_parts,
+)
 
 # steps whose loss components wait on the GPU before one copy to the host (see StepRecorder)
 HOST_COPY_EVERY_CUDA = 64
@@ -175,9 +183,10 @@ class StepRecorder:
             if self.on_step is not None:
                 self.on_step(step, batch, at)
 
-    def close_epoch(self, epoch: int) -> dict[str, float]:
+    def close_epoch(self) -> dict[str, float]:
         self.flush()
         now = time.perf_counter()
+        epoch = len(self.history.epochs) + 1  # counted here: a resumed trainer restarts at 1
         summary: dict[str, float] = {"epoch": float(epoch), "epoch_seconds": now - self._opened}
         self._opened = now
         for prefix, values in (("train", self._epoch_train), ("val", self._epoch_val)):
@@ -190,24 +199,45 @@ class StepRecorder:
 
 
 class _EpochCallback(TrainingCallback):
-    """pythae calls on_log once per epoch: close the epoch and report it.
+    """pythae calls on_log once per epoch: close the epoch, report it, and take the rolling
+    checkpoint when one is due (after the scheduler step: the state the next epoch starts from).
 
     pythae adds its own tqdm bars and console printer to every trainer; the benchmark prints
-    its own progress, so they are taken out once the trainer has set its callbacks up.
+    its own progress, so they are taken out once the trainer has set its callbacks up. A
+    resumed cell's state goes into the trainer there too: pythae's `prepare_training` has just
+    made fresh optimisers and reseeded every RNG, and the first epoch has not begun.
     """
 
-    def __init__(self, recorder: StepRecorder, on_epoch: Callable[[dict], None] | None) -> None:
+    def __init__(
+        self,
+        recorder: StepRecorder,
+        on_epoch: Callable[[dict], None] | None,
+        model: torch.nn.Module,
+        resume: TrainingState | None,
+        rolling: RollingCheckpoint | None,
+        seconds: Callable[[], float],
+    ) -> None:
         self.recorder = recorder
         self.on_epoch = on_epoch
+        self.model = model
+        self.resume = resume
+        self.rolling = rolling
+        self.seconds = seconds
         self.trainer = None
 
     def on_train_begin(self, training_config, **kwargs) -> None:
         drop_pythae_console_callbacks(self.trainer)
+        if self.resume is not None:
+            restore(self.trainer, self.model, self.resume)
 
     def on_log(self, training_config, logs, **kwargs) -> None:
-        summary = self.recorder.close_epoch(int(kwargs.get("global_step", 0)))
+        summary = self.recorder.close_epoch()
         if self.on_epoch is not None:
             self.on_epoch(summary)
+        done = len(self.recorder.history.epochs)
+        if self.rolling is not None and self.rolling.due(done):
+            history = self.recorder.history
+            self.rolling.save(capture(self.trainer, self.model, done, history, self.seconds()))
 
 
 def resolve_device(requested: str) -> str:
@@ -220,11 +250,8 @@ def resolve_device(requested: str) -> str:
 
 def _learning_rates(trainer) -> dict[str, float]:
     """`lr/optimizer`, or `lr/encoder_optimizer`... for VAEGAN's coupled optimizers."""
-    rates = {}
-    for name, value in vars(trainer).items():
-        if isinstance(value, torch.optim.Optimizer):
-            rates[f"lr/{name}"] = float(value.param_groups[0]["lr"])
-    return rates
+    optimizers, _ = trainer_parts(trainer)
+    return {f"lr/{name}": float(o.param_groups[0]["lr"]) for name, o in optimizers.items()}
 
 
 def train(
@@ -236,13 +263,20 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
     fast_loading: bool = True,
+    resume: TrainingState | None = None,
+    rolling: RollingCheckpoint | None = None,
 ) -> TrainingHistory:
     """Train `model` in place (the final weights are what the benchmark evaluates).
 
     `on_step` receives the step's loss components plus trainer/step, trainer/epoch, the
     learning rate(s) and perf/images_per_s; `on_epoch` the epoch means (train/ and val/).
+    `resume`: continue from a rolling checkpoint's state (its epochs are not run again);
+    `rolling`: where to keep one (see benchmark/resume.py).
     """
     device = resolve_device(config.train.device)
+    earlier = resume.train_seconds if resume is not None else 0.0
+    if resume is not None and resume.epochs_done >= config.train.epochs:
+        return _trained_already(model, resume, device, config.train.channels_last)
     clock = {"last": time.perf_counter()}
 
     def report_step(step: dict[str, float], batch: int, at: float) -> None:
@@ -262,8 +296,13 @@ def train(
         report_step if on_step else None,
         host_every=HOST_COPY_EVERY_CUDA if device == "cuda" else 1,
     )
+    if resume is not None:
+        recorder.history.steps = list(resume.steps)
+        recorder.history.epochs = list(resume.epochs)
     started = time.perf_counter()
-    callback = _EpochCallback(recorder, on_epoch)
+    callback = _EpochCallback(
+        recorder, on_epoch, model, resume, rolling, lambda: earlier + time.perf_counter() - started
+    )
     with tempfile.TemporaryDirectory(prefix="vaebench-pythae-") as workdir, quiet_pythae():
         if config.train.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -280,6 +319,8 @@ def train(
             [callback],
         )
         callback.trainer = trainer
+        if resume is not None:  # pythae always counts epochs from 1: run only what is left
+            trainer.training_config.num_epochs = config.train.epochs - resume.epochs_done
         if fast_loading:
             # swap pythae's item-by-item loaders for batch loaders (same order, same losses)
             trainer.train_loader = batch_loader(
@@ -305,7 +346,18 @@ def train(
             raise
         finally:
             handle.remove()
-    recorder.history.seconds = time.perf_counter() - started
+    recorder.history.seconds = earlier + time.perf_counter() - started
     if device == "cuda":
         recorder.history.peak_gpu_memory_mb = torch.cuda.max_memory_allocated() / 2**20
     return recorder.history
+
+
+def _trained_already(model, state: TrainingState, device: str, channels_last: bool):
+    """The rolling checkpoint was taken after the last epoch (the cell died in evaluation):
+    its weights are the trained model."""
+    model.load_state_dict(state.model)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    restore_rng(state.rng)
+    return TrainingHistory(list(state.steps), list(state.epochs), state.train_seconds)
