@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda text: [m for m in text.split(",") if m],
         help="only these, comma-separated: fid (both sets), gen/kid, recon/mse, ... [all]",
     )
+    evaluate.add_argument(
+        "--sampler",
+        help="score generation with this sampler instead: a name (every family that can use "
+        "it: gmm) or per family (betavae=gmm,vaegan=gmm); the record becomes that of "
+        "`run --set eval.sampler=...`, the previous one is kept in history/",
+    )
     evaluate.add_argument("--data-mirror", help="a local mirror of hub datasets")
 
     prepare = sub.add_parser(
@@ -414,12 +420,13 @@ def _report(args, extra: list[str]) -> int:
 
 def _evaluate(args, extra: list[str]) -> int:
     from benchmark.report import from_directory, write_report
-    from benchmark.rescoring import parse_metric_names, rescore
+    from benchmark.rescoring import parse_metric_names, parse_sampler_choice, rescore
 
     if not args.results.is_dir():
         raise UserInputError(f"no such folder: {args.results}")
     parse_metric_names(args.metrics)  # bad names: one line before any work
-    updated = rescore(args.results, args.metrics, args.data_mirror)
+    sampler = parse_sampler_choice(args.sampler)
+    updated = rescore(args.results, args.metrics, args.data_mirror, sampler=sampler)
     if updated:
         inputs = from_directory(args.results)
         path = write_report(inputs, args.results)

@@ -5,27 +5,37 @@ scored by the very function a run uses (`runner.score`), and updated in place: t
 metrics (all by default), their unavailability reasons, the sampler and FID settings, and each
 recomputed metric's provenance (when, which code version). The config and its hash do not
 change, so `vaebench run` still sees the cell as finished.
+
+`--sampler` scores generation with another sampler (the training is the same): the record
+becomes the one `vaebench run --set eval.sampler=...` writes, config and hash included, with
+every gen/ metric recomputed; the record it was is copied to `history/`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.checkpoints import CheckpointError, load_checkpoint
+from benchmark.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from benchmark.claims import try_claim
+from benchmark.config import RunConfig
 from benchmark.environment import code_version
 from benchmark.errors import UserInputError, unknown_name
 from benchmark.metrics import METRICS
+from benchmark.models import FAMILIES
 from benchmark.results import (
     CHECKPOINT_SUFFIX,
     Record,
+    copy_to_history,
     iter_records,
     now_iso,
     warn_on_stderr,
     write_record,
 )
-from benchmark.runner import MetricNetworks, SharedResources, score
+from benchmark.runner import MetricNetworks, SharedResources, score, write_grids
+from benchmark.samplers import SAMPLERS
+from benchmark.suites import sampler_for
 from benchmark.training import resolve_device
 
 Log = Callable[[str], None]
@@ -47,12 +57,38 @@ def parse_metric_names(names: list[str] | None) -> set[str] | None:
     return keys
 
 
+def parse_sampler_choice(text: str | None) -> str | dict[str, str] | None:
+    """`gmm` (every family that can use it) or `betavae=gmm,vaegan=gmm` (per family)."""
+    if not text:
+        return None
+    if "=" not in text:
+        SAMPLERS.get(text)  # an unknown name: one line with a suggestion
+        return text
+    choice = {}
+    for part in text.split(","):
+        model, _, name = part.partition("=")
+        choice[model.strip()] = name.strip()
+    for model in choice:
+        sampler_for(choice, model)  # unknown family, or a sampler it cannot use: one line
+    return choice
+
+
+def _sampler_of(choice: str | dict[str, str] | None, model: str) -> str | None:
+    """The sampler `choice` gives this family's cells; None: theirs stays."""
+    if isinstance(choice, dict):
+        return choice.get(model)
+    if choice is not None and choice in FAMILIES.get(model).samplers:
+        return choice
+    return None
+
+
 def rescore(
     out_dir: Path,
     metrics: list[str] | None = None,
     mirror: str | None = None,
     log: Log = print,
     networks: MetricNetworks | None = None,
+    sampler: str | dict[str, str] | None = None,
 ) -> list[dict]:
     """Re-score every ok cell under `out_dir` that has a checkpoint; returns the updated
     records. Cells without a checkpoint, of another config, or being trained are left alone."""
@@ -72,7 +108,7 @@ def rescore(
             log(f"{cell}: being trained by another runner; left to it")
             continue
         try:
-            updated.append(_rescore_one(path, record, checkpoint, wanted, shared, log))
+            updated.append(_rescore_one(path, record, checkpoint, wanted, sampler, shared, log))
         except CheckpointError as error:
             log(f"{cell}: {error}; kept as it is")
         finally:
@@ -80,13 +116,25 @@ def rescore(
     return [r for r in updated if r is not None]
 
 
-def _rescore_one(path, record, checkpoint, wanted, shared, log) -> dict | None:
+def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict | None:
     cell = path.name[: -len(".json")]
     device = resolve_device(record["config"]["train"]["device"])
     model, config, params = load_checkpoint(checkpoint, device)
     if config.config_hash() != record["config_hash"]:
         log(f"{cell}: the checkpoint is of another config ({config.config_hash()}); kept as it is")
         return None
+    new_sampler = _sampler_of(sampler, config.model)
+    if sampler is not None and new_sampler is None:
+        family = FAMILIES.get(config.model)
+        log(f"{cell}: {config.model} samples with {', '.join(family.samplers)}; its sampler stays")
+        if wanted is None:  # nothing else was asked for
+            return None
+    if new_sampler is not None and new_sampler != config.eval.sampler:
+        target = config.model_copy(
+            update={"eval": config.eval.model_copy(update={"sampler": new_sampler})}
+        )
+        loaded = (model, config, params)
+        return score_as(path, record, checkpoint, loaded, target, shared, log, cell)
     # asking for a metric computes it, even where the run had it switched off (eval.fid: false)
     switches = {}
     if wanted is not None:
@@ -99,6 +147,14 @@ def _rescore_one(path, record, checkpoint, wanted, shared, log) -> dict | None:
     chosen = set(scores.metrics) | set(scores.unavailable)
     if wanted is not None:
         chosen &= wanted
+    _update_metrics(record, scores, chosen)
+    record = Record.parse(record, str(path)).as_dict()
+    write_record(path, record)
+    _log_rescored(cell, record, chosen, log)
+    return record
+
+
+def _update_metrics(record: dict, scores, chosen: set[str]) -> None:
     stamp = {"at": now_iso(), "code": code_version()}
     for key in sorted(chosen):
         if key in scores.metrics:
@@ -113,10 +169,51 @@ def _rescore_one(path, record, checkpoint, wanted, shared, log) -> dict | None:
         record["sampler"] = scores.sampler
     if any(k.endswith(("/fid", "/kid")) and k in scores.metrics for k in chosen):
         record["distribution"] = scores.distribution
-    record = Record.parse(record, str(path)).as_dict()
-    write_record(path, record)
+
+
+def _log_rescored(cell: str, record: dict, chosen: set[str], log: Log) -> None:
     shown = [k for k in sorted(chosen) if k in record["metrics"]]
     values = ", ".join(f"{k} {record['metrics'][k]:.4g}" for k in shown[:4])
     more = f", ... ({len(shown) - 4} more)" if len(shown) > 4 else ""
     log(f"{cell}: re-scored {len(chosen)} metrics ({values + more if shown else 'none available'})")
+
+
+def same_training(a: RunConfig, b: RunConfig) -> bool:
+    """Whether two cell configs train the very same model: all but `eval` (and the suite's
+    name) equal. Evaluation settings never reach training."""
+    exclude = {"suite", "eval"}
+    return a.model_dump(mode="json", exclude=exclude) == b.model_dump(mode="json", exclude=exclude)
+
+
+def score_as(path, record, checkpoint, loaded, target: RunConfig, shared, log, prefix) -> dict:
+    """Turn a finished cell's record into the record of `target`, a config that trains the same
+    model with other evaluation settings (a sampler, n_gen, ...): every metric is computed
+    again from the checkpoint; training, its history and timings stay. The record it was is
+    copied to `history/`; the checkpoint is rewritten with `target` (the same tensors)."""
+    model, config, params = loaded
+    assert same_training(config, target)
+    device = resolve_device(target.train.device)
+    data = shared.data(target)
+    scores = score(target, model, params, data, shared, device)
+    kept = copy_to_history(path, record)
+    record = json.loads(json.dumps(record))
+    record["metrics"], record["unavailable"] = {}, {}
+    record["provenance"], record["distribution"] = {}, None
+    _update_metrics(record, scores, set(scores.metrics) | set(scores.unavailable))
+    record["config"] = target.model_dump(mode="json")
+    record["config_hash"] = target.config_hash()
+    record["suite"] = target.suite
+    record["timings"].update(scores.timings)
+    save_checkpoint(checkpoint, model, target, data.shape)
+    write_grids(path, scores.grids)
+    record = Record.parse(record, str(path)).as_dict()
+    write_record(path, record)
+    changed = {
+        k: v for k, v in target.eval.model_dump().items() if v != config.eval.model_dump()[k]
+    }
+    settings = ", ".join(f"eval.{k}={v}" for k, v in changed.items())
+    log(
+        f"{prefix}: scored from its checkpoint with {settings} (no retraining); the record "
+        f"before is kept in {kept}"
+    )
     return record

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -221,6 +222,20 @@ def make_way_for(path: Path, config: RunConfig) -> str | None:
         if rest in (".json", ".steps.csv", CHECKPOINT_SUFFIX) or rest.endswith(".png"):
             os.replace(companion, history / f"{stem}.{record.config_hash}{rest}")
     return f"the record of another configuration is kept in {history}"
+
+
+def copy_to_history(path: Path, record: dict[str, Any]) -> Path:
+    """Keep a copy of a record (and its images) in `history/` before it is changed into the
+    record of another configuration of the same trained cell (`vaebench evaluate --sampler`).
+    Its steps and checkpoint stay: they still belong to the cell."""
+    history = path.parent / HISTORY
+    history.mkdir(exist_ok=True)
+    stem = path.name[: -len(".json")]
+    for companion in path.parent.glob(f"{stem}.*"):
+        rest = companion.name[len(stem) :]
+        if rest == ".json" or rest.endswith(".png"):
+            shutil.copy2(companion, history / f"{stem}.{record['config_hash']}{rest}")
+    return history
 
 
 def iter_records(

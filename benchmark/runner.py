@@ -27,9 +27,11 @@ from benchmark.evaluation import evaluate
 from benchmark.metrics import LPIPS
 from benchmark.models import FAMILIES
 from benchmark.results import (
+    CHECKPOINT_SUFFIX,
     build_record,
     finished_record,
     make_way_for,
+    read_record,
     record_path,
     write_record,
 )
@@ -204,7 +206,7 @@ def run_cell(
         metrics, unavailable, grids = scores.metrics, scores.unavailable, scores.grids
         sampler_info, distribution_info = scores.sampler, scores.distribution
         timings.update(scores.timings)
-        _write_grids(out_dir, config, grids)
+        write_grids(record_path(out_dir, config), grids)
         status, error = "ok", None
         training = {
             "epochs": history.epochs,
@@ -264,11 +266,10 @@ def _replay(tracker, state: TrainingState) -> None:
             tracker.log_epoch(state.epochs[index // per_epoch])
 
 
-def _write_grids(out_dir: Path, config: RunConfig, grids: dict[str, torch.Tensor]) -> None:
-    """Small PNG grids beside the record, for the report."""
+def write_grids(base: Path, grids: dict[str, torch.Tensor]) -> None:
+    """Small PNG grids beside the record at `base`, for the report."""
     from torchvision.utils import save_image
 
-    base = record_path(out_dir, config)
     base.parent.mkdir(parents=True, exist_ok=True)
     for name, grid in grids.items():
         save_image(grid, base.with_suffix(f".{name}.png"))
@@ -328,6 +329,8 @@ def execute_cell(
     with claim:
         if (done := finished_record(path, config)) is not None:  # by another runner, meanwhile
             return done
+        if (rescored := _score_without_training(path, config, shared, log, prefix)) is not None:
+            return rescored
         kept = make_way_for(path, config)  # the cell is ours now: keep what is there
         if kept is not None:
             log(f"{prefix}: {kept}")
@@ -340,6 +343,30 @@ def execute_cell(
         if record["status"] == "ok":  # a failed cell keeps it: its rerun need not train again
             resume_path(path).unlink(missing_ok=True)
         return record
+
+
+def _score_without_training(path: Path, config: RunConfig, shared, log: Log, prefix: str):
+    """A finished cell whose checkpoint trains exactly what `config` trains (only evaluation
+    settings differ: a sampler, n_gen, FID on) is scored again from it, not retrained."""
+    from benchmark.checkpoints import CheckpointError, load_checkpoint
+    from benchmark.rescoring import same_training, score_as
+
+    checkpoint = path.with_suffix(CHECKPOINT_SUFFIX)
+    record = read_record(path)
+    if record is None or record["status"] != "ok" or not checkpoint.exists():
+        return None
+    try:
+        loaded = load_checkpoint(checkpoint, resolve_device(config.train.device))
+    except CheckpointError:
+        return None
+    stored = loaded[1]
+    if stored.config_hash() != record["config_hash"] or not same_training(stored, config):
+        return None
+    try:
+        return score_as(path, record, checkpoint, loaded, config, shared, log, prefix)
+    except Exception as error:  # noqa: BLE001 - then it is trained, as before
+        log(f"{prefix}: scoring from its checkpoint failed ({_one_line(error)}); training it")
+        return None
 
 
 def run_suite(suite, out_dir: str | Path, **options) -> list[dict]:

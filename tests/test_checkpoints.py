@@ -158,3 +158,57 @@ def test_a_retrained_cell_keeps_the_older_checkpoint_in_history(finished, tiny_s
     _, kept_config, _ = load_checkpoint(kept)
     assert kept_config.config_hash() == old_hash
     assert load_checkpoint(checkpoint_path(out, config))[1].params["beta"] == 2
+
+
+def test_evaluate_sampler_writes_the_record_a_run_with_that_sampler_writes(
+    finished, tiny_suite_args, tmp_path_factory
+):
+    suite, out, records = finished
+    logs = []
+    updated = rescore(out, sampler="gmm", log=logs.append, networks=NO_WEIGHTS)
+    by_model = {r["model"]: r for r in updated}
+    assert set(by_model) == {"betavae", "vaegan"}  # VQVAE samples from codes: left alone
+    assert any("vqvae samples with prior, uniform; its sampler stays" in line for line in logs)
+
+    args = dict(tiny_suite_args, models=["betavae", "vaegan"])
+    args["overrides"] = [*args["overrides"], "eval.fid=false", "eval.sampler=gmm"]
+    direct = runner.run_suite(
+        resolve_suite(**args), tmp_path_factory.mktemp("gmm"), log=lambda m: None,
+        networks=NO_WEIGHTS,
+    )  # fmt: skip
+    for run in direct:
+        rescored = by_model[run["model"]]
+        assert rescored["config_hash"] == run["config_hash"]
+        assert rescored["sampler"]["name"] == "gmm"
+        assert rescored["metrics"] == pytest.approx(run["metrics"], rel=1e-6, abs=1e-9)
+        before = next(r for r in records if r["model"] == run["model"])
+        assert rescored["metrics"]["gen/mse"] != before["metrics"]["gen/mse"]
+        assert rescored["training"] == before["training"]  # not trained again
+        config = next(c for c in suite.cells() if c.model == run["model"])
+        kept = (
+            record_path(out, config).parent
+            / "history"
+            / (f"{config.cell_id}.{before['config_hash']}.json")
+        )
+        assert Record.read(kept).metrics == before["metrics"]  # the record it was
+
+    # the suite as it was (each family's default sampler): scored again, not retrained
+    logs = []
+    again = runner.run_suite(suite, out, log=logs.append, networks=NO_WEIGHTS)
+    assert sum("scored from its checkpoint with eval.sampler=normal" in m for m in logs) == 2, logs
+    assert not any(": training " in m for m in logs)
+    for record in records:
+        now = next(r for r in again if r["model"] == record["model"])
+        assert now["config_hash"] == record["config_hash"]
+        assert now["metrics"] == pytest.approx(record["metrics"], rel=1e-6, abs=1e-9)
+
+
+def test_evaluate_cli_refuses_a_sampler_a_family_cannot_use(finished, capsys):
+    _, out, _ = finished
+    assert main(["evaluate", str(out), "--sampler", "vqvae=gmm"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vaebench evaluate: error: eval.sampler.vqvae=gmm: vqvae samples with prior, uniform "
+        "(default prior)"
+    )
+    assert main(["evaluate", str(out), "--sampler", "gmn"]) == 2
+    assert "unknown sampler 'gmn'; did you mean 'gmm'?" in capsys.readouterr().err

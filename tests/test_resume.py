@@ -181,7 +181,7 @@ def test_a_rolling_checkpoint_of_another_config_or_not_ours_is_not_used(parquet_
         def __reduce__(self):
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
 
-    path.write_bytes(pickle.dumps({"format": "vaebench-resume/1", "x": Planted()}))
+    path.write_bytes(pickle.dumps({"format": "vaebench-resume/1", "x": Planted()}, protocol=2))
     loaded, why_not = rolling.load()
     assert loaded is None and "not a readable rolling checkpoint" in why_not
     assert not (tmp_path / "pwned").exists()
@@ -213,3 +213,26 @@ def test_a_slurm_job_is_requeued_as_the_same_call():
     again = job.checkpoint(*args)
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert again.function is job and again.args == args
+
+
+def test_a_resumed_cells_tracker_gets_the_steps_and_epochs_trained_before():
+    from benchmark.runner import _replay
+
+    class Tracker:
+        def __init__(self):
+            self.calls = []
+
+        def log_step(self, values):
+            self.calls.append(("step", values["trainer/step"], values["trainer/epoch"]))
+
+        def log_epoch(self, summary):
+            self.calls.append(("epoch", summary["epoch"]))
+
+    steps = [{"train/loss": float(i)} for i in range(6)]  # two epochs of three steps
+    epochs = [{"epoch": 1.0, "val/loss": 1.0}, {"epoch": 2.0, "val/loss": 0.5}]
+    tracker = Tracker()
+    _replay(tracker, TrainingState(2, {}, steps=steps, epochs=epochs))
+    assert tracker.calls == [
+        ("step", 1, 1), ("step", 2, 1), ("step", 3, 1), ("epoch", 1.0),
+        ("step", 4, 2), ("step", 5, 2), ("step", 6, 2), ("epoch", 2.0),
+    ]  # fmt: skip

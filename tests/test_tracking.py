@@ -239,3 +239,67 @@ def test_tracking_time_is_kept_out_of_training_and_evaluation(tiny_suite_args, t
     assert slow["tracking"] == 0.5 and fast["tracking"] == 0.0
     assert slow["train"] < fast["train"] + 0.4  # the 0.5 s is not training
     assert slow["total"] >= fast["total"] + 0.4 - 0.3
+
+
+def test_no_model_artifact_unless_asked(tracked_run):
+    _, _, runs, _ = tracked_run
+    assert not [a for run in runs.values() for a in run.artifacts if a.type == "model"]
+
+
+def test_wandb_artifacts_log_the_final_checkpoint_as_a_model_artifact(tiny_suite_args, tmp_path):
+    import base64
+    import hashlib
+    import json
+
+    from benchmark.checkpoints import checkpoint_path
+
+    suite = resolve_suite(**dict(tiny_suite_args, models=["vqvae"]))
+    factory = tracking.make_tracker_factory(
+        "offline", "vaebench-tests", None, str(tmp_path), lambda m: None, artifacts=True
+    )
+    (record,) = runner.run_suite(suite, tmp_path, log=lambda m: None, tracker_factory=factory)
+    (config,) = suite.cells()
+    (path,) = find_runs(tmp_path)
+    (artifact,) = [a for a in read_run(path).artifacts if a.type == "model"]
+    assert artifact.type == "model"
+    assert artifact.name == f"model-{config.cell_id}"
+    assert {"latest", config.cell_id, f"config-{config.config_hash()}"} <= set(artifact.aliases)
+    metadata = json.loads(artifact.metadata)
+    assert metadata["config_hash"] == record["config_hash"]
+    assert metadata["metrics"] == pytest.approx(record["metrics"], rel=1e-12)
+    assert metadata["model"] == "vqvae" and metadata["code"].startswith("0.1.0+")
+    (entry,) = artifact.manifest.contents
+    checkpoint = checkpoint_path(tmp_path, config)
+    assert entry.path == f"{config.cell_id}.safetensors"
+    assert entry.size == checkpoint.stat().st_size
+    md5 = base64.b64encode(hashlib.md5(checkpoint.read_bytes()).digest()).decode()
+    assert entry.digest == md5  # W&B's content digest: the very file beside the record
+
+
+def test_superseded_artifact_versions_are_pruned_online(monkeypatch):
+    """Online, the versions no alias points to any more (earlier trainings of the cell) are
+    deleted through W&B's public API; the new one, holding the aliases, stays."""
+    deleted = []
+
+    class Version:
+        def __init__(self, name, aliases):
+            self.name, self.aliases = name, aliases
+
+        def delete(self):
+            deleted.append(self.name)
+
+    class Api:
+        def artifacts(self, type_name, name):
+            assert (type_name, name) == ("model", "me/proj/model-mnist-vqvae-seed0")
+            return [
+                Version("v0", []),
+                Version("v1", []),
+                Version("v2", ["latest", "mnist-vqvae-seed0"]),
+            ]
+
+    monkeypatch.setattr(wandb, "Api", Api)
+    run = type("Run", (), {"entity": "me", "project": "proj"})()
+    logs = []
+    assert tracking.prune_superseded(run, "model-mnist-vqvae-seed0", logs.append) == 2
+    assert deleted == ["v0", "v1"]
+    assert logs == ["W&B: deleted 2 superseded version(s) of model-mnist-vqvae-seed0"]

@@ -64,6 +64,7 @@ class LoggedRun:
     summary: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)  # define_metric: name -> MetricRecord
     files: list[str] = field(default_factory=list)
+    artifacts: list[wandb_internal_pb2.ArtifactRecord] = field(default_factory=list)
 
 
 def _key(item) -> str:
@@ -106,6 +107,8 @@ def read_run(path: str | Path) -> LoggedRun:
             logged.metrics[record.metric.name or record.metric.glob_name] = record.metric
         elif kind == "files":
             logged.files += [f.path for f in record.files.files]
+        elif kind == "artifact":
+            logged.artifacts.append(record.artifact)
     return logged
 
 
