@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
@@ -236,3 +237,53 @@ def test_a_resumed_cells_tracker_gets_the_steps_and_epochs_trained_before():
         ("step", 1, 1), ("step", 2, 1), ("step", 3, 1), ("epoch", 1.0),
         ("step", 4, 2), ("step", 5, 2), ("step", 6, 2), ("epoch", 2.0),
     ]  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, tmp_path):
+    """submitit's local executor does what SLURM does on preemption: the job gets the signal
+    submitit asks SLURM for, checkpoints (CellJob.checkpoint), is requeued and runs again."""
+    import time
+
+    import submitit
+
+    from benchmark.runner import MetricNetworks
+    from benchmark.tracking import NullTracker
+
+    config = tiny_config(parquet_repo, "vaegan")
+    config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 40})})
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs" / "%j")
+    executor.update_parameters(timeout_min=10)
+    networks = MetricNetworks(lpips=lambda d: (None, "none"), features=lambda d: (None, "none"))
+    job = executor.submit(
+        CellJob(), config.model_dump_json(), str(tmp_path), None, NullTracker, networks, 1
+    )
+    rolling = resume_path(record_path(tmp_path, config))
+    deadline = time.monotonic() + 240
+    while not rolling.exists() and time.monotonic() < deadline and not job.done():
+        time.sleep(0.02)
+    assert rolling.exists(), "no rolling checkpoint before the job ended"
+    # SLURM's preemption signal (submitit's USR2) to the job's task, as SLURM delivers it
+    (task,) = _children(job._process.pid)
+    os.kill(task, signal.SIGUSR2)
+    record = job.result()
+    log = job.stdout()
+    assert "Requeued job" in log + job.stderr()
+    (line,) = [x for x in log.splitlines() if "resuming from the rolling checkpoint" in x]
+    done = int(line.split("after epoch ")[1].split("/")[0])
+    assert 1 <= done < 40
+    assert record["status"] == "ok" and record["training"]["resumed_after_epoch"] == done
+    assert len(record["training"]["epochs"]) == 40
+    assert not rolling.exists()
