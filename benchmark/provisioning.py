@@ -115,8 +115,7 @@ def verify_mirror(spec: DatasetSpec, folder: Path, mirror: Path) -> Piece:
             f"mirror {folder} has no {MANIFEST} and the registry pins no content for it: "
             "cannot verify; lay it out again with prepare",
         )
-    digests, sizes = content_digests(spec, folder)
-    wrong = [split for split, digest in spec.content.items() if digests.get(split) != digest]
+    wrong, sizes = differing_splits(spec, folder)
     if wrong:
         return Piece(
             name,
@@ -134,9 +133,9 @@ def verify_mirror(spec: DatasetSpec, folder: Path, mirror: Path) -> Piece:
     )
 
 
-def content_digests(spec: DatasetSpec, folder: Path) -> tuple[dict[str, str], dict[str, int]]:
-    """SHA-256 of each split's pixels, decoded as a run decodes them (uint8, N x C x H x W,
-    file order, the native size)."""
+def differing_splits(spec: DatasetSpec, folder: Path) -> tuple[list[str], dict[str, int]]:
+    """The splits whose pixels, decoded as a run decodes them (uint8, N x C x H x W, file
+    order, native size), do not have the pinned SHA-256; and each split's size."""
     from benchmark.data import decode_split, load_local
 
     loaded = load_local(folder)
@@ -145,7 +144,8 @@ def content_digests(spec: DatasetSpec, folder: Path) -> tuple[dict[str, str], di
         pixels = decode_split(loaded, split, spec.image_column, spec.name)
         digests[split] = hashlib.sha256(pixels.numpy().tobytes()).hexdigest()
         sizes[split] = len(dataset)
-    return digests, sizes
+    wrong = [split for split, digest in spec.content.items() if digests.get(split) != digest]
+    return wrong, sizes
 
 
 def lay_out_mirror(spec: DatasetSpec, folder: Path, mirror: Path) -> Piece:
@@ -183,8 +183,7 @@ def lay_out_mirror(spec: DatasetSpec, folder: Path, mirror: Path) -> Piece:
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if spec.content:  # the pin was made from a mirror: check it against the hub's own files
-        digests, _ = content_digests(spec, folder)
-        wrong = [split for split, digest in spec.content.items() if digests.get(split) != digest]
+        wrong, _ = differing_splits(spec, folder)
         if wrong:
             return Piece(
                 name,

@@ -7,8 +7,9 @@ recomputed metric's provenance (when, which code version). The config and its ha
 change, so `vaebench run` still sees the cell as finished.
 
 `--sampler` scores generation with another sampler (the training is the same): the record
-becomes the one `vaebench run --set eval.sampler=...` writes, config and hash included, with
-every gen/ metric recomputed; the record it was is copied to `history/`.
+becomes the one `vaebench run --set eval.sampler=...` writes, config and hash included, every
+metric computed again (`score_as`, which `vaebench run` also uses when a finished cell's config
+differs only in `eval`); the record it was is copied to `history/`.
 """
 
 from __future__ import annotations

@@ -348,21 +348,21 @@ def execute_cell(
 def _score_without_training(path: Path, config: RunConfig, shared, log: Log, prefix: str):
     """A finished cell whose checkpoint trains exactly what `config` trains (only evaluation
     settings differ: a sampler, n_gen, FID on) is scored again from it, not retrained."""
-    from benchmark.checkpoints import CheckpointError, load_checkpoint
+    from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadata
     from benchmark.rescoring import same_training, score_as
 
     checkpoint = path.with_suffix(CHECKPOINT_SUFFIX)
     record = read_record(path)
     if record is None or record["status"] != "ok" or not checkpoint.exists():
         return None
-    try:
-        loaded = load_checkpoint(checkpoint, resolve_device(config.train.device))
-    except CheckpointError:
+    try:  # the metadata first: a checkpoint of other training is not loaded at all
+        stored = RunConfig.model_validate_json(read_metadata(checkpoint)["config"])
+    except (CheckpointError, ValueError):
         return None
-    stored = loaded[1]
     if stored.config_hash() != record["config_hash"] or not same_training(stored, config):
         return None
     try:
+        loaded = load_checkpoint(checkpoint, resolve_device(config.train.device))
         return score_as(path, record, checkpoint, loaded, config, shared, log, prefix)
     except Exception as error:  # noqa: BLE001 - then it is trained, as before
         log(f"{prefix}: scoring from its checkpoint failed ({_one_line(error)}); training it")

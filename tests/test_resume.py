@@ -287,3 +287,25 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
     assert record["status"] == "ok" and record["training"]["resumed_after_epoch"] == done
     assert len(record["training"]["epochs"]) == 40
     assert not rolling.exists()
+
+
+@pytest.mark.parametrize("name", ["betavae", "vqvae", "vaegan"])
+def test_pythae_quirk_a_resumed_trainer_passes_epoch_1_again_and_no_family_uses_it(name):
+    """pythae's trainers count epochs from 1 on every `train()` and hand `epoch` to the model's
+    forward; a resumed trainer therefore says epoch 1 where an uninterrupted one says k + 1.
+    That is harmless only while no family's loss depends on it (the recorder numbers epochs
+    itself)."""
+    from pythae.data.datasets import DatasetOutput
+
+    from benchmark.models import FAMILIES
+
+    family = FAMILIES.get(name)
+    params = family.params_model(width=8)
+    model = family.build(params, (1, 28, 28), "compact")
+    batch = DatasetOutput(data=torch.rand(6, 1, 28, 28))
+    outputs = []
+    for epoch in (1, 37):
+        torch.manual_seed(0)
+        out = model(batch, epoch=epoch, dataset_size=6, uses_ddp=False)
+        outputs.append(float(out.loss.detach()))
+    assert outputs[0] == outputs[1]
