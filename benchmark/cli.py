@@ -8,6 +8,7 @@ Exit status: 0 all cells ok; 1 some cell failed (or, for compare, a regression);
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
@@ -561,6 +562,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 143 if terminated else 130
+    except BrokenPipeError:  # `vaebench run --dry-run | head`: the reader has gone, not a bug
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141
     except Exception as error:  # a bug, not bad input: one line, the traceback in a log
         log = _write_crash_log(args.command)
         line = str(error).strip().splitlines()[0] if str(error).strip() else ""

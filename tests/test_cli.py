@@ -79,3 +79,20 @@ def test_dry_run_lists_cells_with_their_hashes(capsys):
     assert main(["run", "--dry-run", "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out
     assert "6 cells" in out and "mnist-5k-vaegan-seed1  config " in out
+
+
+def test_a_closed_pipe_is_not_an_internal_error():
+    """`vaebench run --dry-run | head -1`: the reader goes away; no crash log, no traceback."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmark", "run", "--suite", "paper", "--dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # gone before the first line is written (it takes seconds to start)
+    err = process.stderr.read()
+    process.wait(timeout=120)
+    assert process.returncode == 141
+    assert b"internal error" not in err and b"Traceback" not in err
