@@ -50,19 +50,11 @@ class CellJob:
     requeued job is this same call: it finds the rolling checkpoint and continues the cell.
     """
 
-    def __call__(
-        self,
-        config_json: str,
-        out_dir: str,
-        mirror: str | None,
-        tracker_factory: Callable,
-        networks,
-        checkpoint_every: int = 0,
-    ):
+    def __call__(self, config_json: str, out_dir: str, settings, tracker_factory: Callable):
         from benchmark.runner import SharedResources, execute_cell
 
         config = RunConfig.model_validate_json(config_json)
-        shared = SharedResources(mirror, networks, checkpoint_every)
+        shared = SharedResources(settings)
         log = lambda message: print(message, flush=True)  # noqa: E731
         return execute_cell(config, Path(out_dir), shared, log, tracker_factory, config.cell_id)
 

@@ -90,7 +90,7 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _worker_main(slot, tasks, events, out_dir: str, mirror, payload: bytes, total: int) -> None:
+def _worker_main(slot, tasks, events, out_dir: str, payload: bytes, total: int) -> None:
     """One worker: cells from `tasks` until the None sentinel; events back to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it sends SIGTERM
     signal.signal(signal.SIGTERM, _interrupt)
@@ -99,8 +99,8 @@ def _worker_main(slot, tasks, events, out_dir: str, mirror, payload: bytes, tota
     from benchmark.runner import SharedResources, execute_cell
 
     torch.set_num_threads(int(os.environ.get("VAEBENCH_WORKER_THREADS", "1")))
-    tracker_factory, networks, checkpoint_every = pickler.loads(payload)
-    shared = SharedResources(mirror, networks, checkpoint_every)
+    tracker_factory, settings = pickler.loads(payload)
+    shared = SharedResources(settings)
     try:
         while (task := tasks.get()) is not None:
             index, config_json = task
@@ -124,25 +124,24 @@ def run_in_workers(
     total: int,
     jobs: int,
     out_dir: Path,
-    mirror: str | None,
+    settings,
     log: Log,
-    networks,
     tracker_factory: Callable,
-    checkpoint_every: int = 0,
 ) -> dict[int, Any]:
-    """Run `pending` cells ((index, config) pairs) in up to `jobs` workers; outcomes by index."""
-    pool = _WorkerPool(pending, total, min(jobs, len(pending)), out_dir, mirror, log)
-    return pool.run(pickler.dumps((tracker_factory, networks, checkpoint_every)))
+    """Run `pending` cells ((index, config) pairs) in up to `jobs` workers; outcomes by index.
+    `settings`: the run's `RunSettings`, sent to each worker with the tracker factory."""
+    pool = _WorkerPool(pending, total, min(jobs, len(pending)), out_dir, log)
+    return pool.run(pickler.dumps((tracker_factory, settings)))
 
 
 class _WorkerPool:
-    def __init__(self, pending, total: int, count: int, out_dir: Path, mirror, log: Log) -> None:
+    def __init__(self, pending, total: int, count: int, out_dir: Path, log: Log) -> None:
         import multiprocessing
 
         self.context = multiprocessing.get_context("spawn")
         self.tasks, self.events = self.context.Queue(), self.context.Queue()
         self.configs: dict[int, RunConfig] = dict(pending)
-        self.total, self.out_dir, self.mirror, self.log = total, Path(out_dir), mirror, log
+        self.total, self.out_dir, self.log = total, Path(out_dir), log
         self.plan = worker_plan(count, visible_gpus(list(self.configs.values())), available_cores())
         self.workers: list = []
         self.running: dict[int, int] = {}  # slot -> index of the cell it is training
@@ -161,7 +160,6 @@ class _WorkerPool:
                 self.tasks,
                 self.events,
                 str(self.out_dir),
-                self.mirror,
                 payload,
                 self.total,
             ),

@@ -34,7 +34,7 @@ from benchmark.results import (
     warn_on_stderr,
     write_record,
 )
-from benchmark.runner import MetricNetworks, SharedResources, score, write_grids
+from benchmark.runner import MetricNetworks, RunSettings, SharedResources, score, write_grids
 from benchmark.samplers import SAMPLERS
 from benchmark.suites import sampler_for
 from benchmark.training import resolve_device
@@ -94,7 +94,7 @@ def rescore(
     """Re-score every ok cell under `out_dir` that has a checkpoint; returns the updated
     records. Cells without a checkpoint, of another config, or being trained are left alone."""
     wanted = parse_metric_names(metrics)
-    shared = SharedResources(mirror, networks or MetricNetworks())
+    shared = SharedResources(RunSettings(mirror, networks or MetricNetworks()))
     updated = []
     for path, record in iter_records(out_dir, warn_on_stderr):
         cell = path.name[: -len(".json")]

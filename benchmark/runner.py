@@ -54,18 +54,26 @@ class MetricNetworks:
     features: Callable = InceptionFeatures.load  # FID/KID features
 
 
-class SharedResources:
-    """Loaded once per suite run: datasets (by name and data config), the metric networks and
-    the test sets' FID features; and how often cells keep a rolling checkpoint (epochs, 0 for
-    never), a setting of the run, not of any cell (it does not change a result)."""
+@dataclass(frozen=True)
+class RunSettings:
+    """What every cell of a run shares, in whichever process it runs (here, a `--jobs` worker,
+    a SLURM job): where hub datasets are mirrored, how the metric networks load, and how often
+    a cell keeps a rolling checkpoint (epochs, 0: never; it changes no result, so it is a
+    setting of the run, not of any cell)."""
 
-    def __init__(
-        self, mirror: str | None, networks: MetricNetworks, checkpoint_every: int = 0
-    ) -> None:
-        self.mirror = mirror
-        self.checkpoint_every = checkpoint_every
+    mirror: str | None = None
+    networks: MetricNetworks = MetricNetworks()
+    checkpoint_every: int = 0
+
+
+class SharedResources:
+    """Loaded once per process of a run: datasets (by name and data config), the metric
+    networks and the test sets' FID features."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
         self._data: dict[tuple, ImageSplits | DatasetUnavailable] = {}
-        self._networks = networks
+        self._networks = settings.networks
         self._loaded: dict[tuple[str, str], tuple[Any, str | None]] = {}
         self._references: dict[tuple, DistributionReference] = {}
 
@@ -73,7 +81,9 @@ class SharedResources:
         key = (config.dataset, config.data)
         if key not in self._data:
             try:
-                self._data[key] = load_image_splits(config.dataset, config.data, self.mirror)
+                self._data[key] = load_image_splits(
+                    config.dataset, config.data, self.settings.mirror
+                )
             except DatasetUnavailable as error:
                 self._data[key] = error
         loaded = self._data[key]
@@ -167,7 +177,7 @@ def run_cell(
         torch.manual_seed(config.seed)
         model = family.build(params, data.shape, config.arch)
         rolling = RollingCheckpoint(
-            resume_path(record_path(out_dir, config)), config, shared.checkpoint_every
+            resume_path(record_path(out_dir, config)), config, shared.settings.checkpoint_every
         )
         resume = _resume_state(rolling, config, log)
         if resume is not None:
@@ -406,34 +416,19 @@ def run_cells(
             records[index] = done
         else:
             pending.append((index, config))
+    settings = RunSettings(mirror, networks, checkpoint_every)
     if executor is not None:
         outcomes = _run_as_jobs(
-            pending,
-            len(cells),
-            executor,
-            out_dir,
-            mirror,
-            log,
-            networks,
-            tracker_factory,
-            checkpoint_every,
+            pending, len(cells), executor, out_dir, settings, log, tracker_factory
         )
     elif jobs > 1 and len(pending) > 1:
         from benchmark.parallel import run_in_workers
 
         outcomes = run_in_workers(
-            pending,
-            len(cells),
-            jobs,
-            out_dir,
-            mirror,
-            log,
-            networks,
-            tracker_factory,
-            checkpoint_every,
+            pending, len(cells), jobs, out_dir, settings, log, tracker_factory
         )
     else:
-        shared = SharedResources(mirror, networks, checkpoint_every)
+        shared = SharedResources(settings)
         outcomes = {}
         for index, config in pending:
             prefix = f"[{index}/{len(cells)}] {config.cell_id}"
@@ -451,9 +446,7 @@ def report_outcome(prefix: str, outcome: dict | HeldElsewhere, log: Log) -> None
         _report_cell(prefix, outcome, log)
 
 
-def _run_as_jobs(
-    pending, total, executor, out_dir, mirror, log, networks, tracker_factory, checkpoint_every
-) -> dict[int, dict]:
+def _run_as_jobs(pending, total, executor, out_dir, settings, log, tracker_factory) -> dict:
     from benchmark.executors import CellJob
 
     if not pending:
@@ -463,13 +456,7 @@ def _run_as_jobs(
         for _, config in pending:
             jobs.append(
                 executor.submit(
-                    CellJob(),
-                    config.model_dump_json(),
-                    str(out_dir),
-                    mirror,
-                    tracker_factory,
-                    networks,
-                    checkpoint_every,
+                    CellJob(), config.model_dump_json(), str(out_dir), settings, tracker_factory
                 )
             )
     log(f"submitted {len(jobs)} jobs: {', '.join(str(job.job_id) for job in jobs)}")

@@ -56,7 +56,8 @@ def test_every_built_in_suite_and_family_is_covered():
 @pytest.mark.parametrize("cell", learning_cases())
 def test_trained_models_learn_with_bounded_losses(cell, tmp_path):
     not_needed = lambda device: (None, "not needed")  # noqa: E731
-    shared = runner.SharedResources(None, runner.MetricNetworks(not_needed, not_needed))
+    networks = runner.MetricNetworks(not_needed, not_needed)
+    shared = runner.SharedResources(runner.RunSettings(None, networks))
     record = runner.run_cell(cell, shared, lambda m: None, tmp_path)
     assert record["status"] == "ok", record["error"]
     for epoch in record["training"]["epochs"]:

@@ -210,7 +210,7 @@ def test_a_slurm_job_is_requeued_as_the_same_call():
     import submitit
 
     job = CellJob()
-    args = ("{}", "/out", None, "factory", "networks", 5)
+    args = ("{}", "/out", "settings", "factory")
     again = job.checkpoint(*args)
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert again.function is job and again.args == args
@@ -259,7 +259,7 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
 
     import submitit
 
-    from benchmark.runner import MetricNetworks
+    from benchmark.runner import MetricNetworks, RunSettings
     from benchmark.tracking import NullTracker
 
     config = tiny_config(parquet_repo, "vaegan")
@@ -268,7 +268,11 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
     executor.update_parameters(timeout_min=10)
     networks = MetricNetworks(lpips=lambda d: (None, "none"), features=lambda d: (None, "none"))
     job = executor.submit(
-        CellJob(), config.model_dump_json(), str(tmp_path), None, NullTracker, networks, 1
+        CellJob(),
+        config.model_dump_json(),
+        str(tmp_path),
+        RunSettings(None, networks, 1),
+        NullTracker,
     )
     rolling = resume_path(record_path(tmp_path, config))
     deadline = time.monotonic() + 240
