@@ -556,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
+        if terminated and args.command == "run":
+            from benchmark.tracking import mark_preempting
+
+            mark_preempting()  # under a sweep agent: requeue this run, which then resumes
         print(
             f"\nvaebench: {'terminated' if terminated else 'interrupted'}; finished cells are "
             "kept; rerun the same command to resume",

@@ -36,6 +36,23 @@ def in_sweep() -> bool:
     return bool(os.environ.get("WANDB_SWEEP_ID"))
 
 
+def mark_preempting() -> bool:
+    """Under a sweep agent, stopped by SIGTERM (a scheduler's preemption or time limit): ask W&B
+    to requeue this run. The requeued run has the same id, hence the same results folder
+    (`vaebench-runs/sweep-ID/RUN_ID`), and its cell continues from its rolling checkpoint."""
+    if not in_sweep():
+        return False
+    import wandb
+
+    if wandb.run is None:
+        return False
+    try:
+        wandb.run.mark_preempting()
+    except Exception:  # noqa: BLE001 - W&B must never turn a clean stop into a crash
+        return False
+    return True
+
+
 def logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from wandb_log import find_runs, read_run
+from wandb_log import find_runs, read_records, read_run
 
 from benchmark.models import FAMILIES
 from benchmark.models.vqvae import latent_elements
@@ -201,3 +201,44 @@ def test_under_a_sweep_agent_the_run_attaches_and_takes_its_parameters(tmp_path,
     # every sweep's metric.name is a key such a run really logs
     for path in SWEEPS:
         assert load_sweep(path)["metric"]["name"] in run.summary
+
+
+def test_a_sweep_run_stopped_by_sigterm_is_marked_preempting_and_its_rerun_resumes(
+    tmp_path, parquet_repo
+):
+    """SIGTERM under an agent (a scheduler's preemption): the run asks W&B to requeue it
+    (`mark_preempting`); the requeued run, same id, continues the cell where it stopped."""
+    from test_resume import KILLER
+
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SWEEP_ID": "sweep1",
+        "WANDB_RUN_ID": "trial1",
+        "WANDB_DIR": str(tmp_path),
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    env.pop("VAEBENCH_OUT", None)
+    sets = [a for s in [*TINY_SETTINGS, "train.epochs=3"] for a in ("--set", s)]
+    args = [
+        "run", "--datasets", str(parquet_repo), *sets, "--models=betavae",
+        "--checkpoint-every", "1",
+    ]  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, "training", "SIGTERM", *args],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == 143, killed.stderr[-2000:]
+    (first,) = find_runs(tmp_path)
+    kinds = [r.WhichOneof("record_type") for r in read_records(first)]
+    assert "preempting" in kinds
+
+    again = subprocess.run(
+        [sys.executable, "-m", "benchmark", *args],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from the rolling checkpoint after epoch 2/3" in again.stdout
+    folder = tmp_path / "vaebench-runs" / "sweep-sweep1" / "trial1"
+    record = json.loads(next(folder.rglob("*-betavae-seed0.json")).read_text())
+    assert record["status"] == "ok" and record["training"]["resumed_after_epoch"] == 2
