@@ -207,8 +207,8 @@ def cache_dataset(spec: DatasetSpec) -> Piece:
     name = f"dataset {spec.name}"
     try:
         where = load_hub_into_cache(spec)
-    except DatasetUnavailable:
-        why = hub_unreachable_reason() or "loading failed"
+    except DatasetUnavailable as error:
+        why = hub_unreachable_reason() or str(error)  # reachable: the loader's own reason
         return Piece(name, False, f"could not fetch {_label(spec)} into the datasets cache: {why}")
     return Piece(
         name,
