@@ -16,6 +16,7 @@ that a rerun after a crash in evaluation does not train again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass, field
@@ -129,10 +130,11 @@ class RollingCheckpoint:
     """The rolling checkpoint of one cell: `load()` before training, `due()`/`save()` at each
     epoch end, `discard()` once the cell's record is written."""
 
-    def __init__(self, path: Path, config: RunConfig, every: int) -> None:
+    def __init__(self, path: Path, config: RunConfig, every: int, log=None) -> None:
         self.path = path
         self.config = config
         self.every = every  # 0: never written (an existing one is still resumed from)
+        self.log = log or (lambda message: None)
 
     def due(self, epochs_done: int) -> bool:
         if self.every <= 0:
@@ -140,6 +142,17 @@ class RollingCheckpoint:
         return epochs_done % self.every == 0 or epochs_done == self.config.train.epochs
 
     def save(self, state: TrainingState) -> None:
+        """A checkpoint that cannot be written (disk full, no such folder) does not stop the
+        cell: it says so once and trains on without rolling checkpoints."""
+        try:
+            self._write(state)
+        except OSError as error:
+            self.log(f"    rolling checkpoint not written ({error}); training goes on without")
+            self.every = 0
+            with contextlib.suppress(OSError):
+                self.path.with_name(f".{self.path.name}.tmp").unlink(missing_ok=True)
+
+    def _write(self, state: TrainingState) -> None:
         payload = {
             "format": FORMAT,
             "config_hash": self.config.config_hash(),

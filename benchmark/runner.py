@@ -177,7 +177,10 @@ def run_cell(
         torch.manual_seed(config.seed)
         model = family.build(params, data.shape, config.arch)
         rolling = RollingCheckpoint(
-            resume_path(record_path(out_dir, config)), config, shared.settings.checkpoint_every
+            resume_path(record_path(out_dir, config)),
+            config,
+            shared.settings.checkpoint_every,
+            log,
         )
         resume = _resume_state(rolling, config, log)
         if resume is not None:

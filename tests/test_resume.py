@@ -313,3 +313,14 @@ def test_pythae_quirk_a_resumed_trainer_passes_epoch_1_again_and_no_family_uses_
         out = model(batch, epoch=epoch, dataset_size=6, uses_ddp=False)
         outputs.append(float(out.loss.detach()))
     assert outputs[0] == outputs[1]
+
+
+def test_a_rolling_checkpoint_that_cannot_be_written_does_not_stop_the_cell(parquet_repo, tmp_path):
+    config = tiny_config(parquet_repo)
+    (tmp_path / "not-a-folder").write_text("")
+    logs = []
+    rolling = RollingCheckpoint(tmp_path / "not-a-folder" / "c.resume.pt", config, 1, logs.append)
+    rolling.save(TrainingState(1, {"w": torch.zeros(1)}))
+    assert rolling.every == 0 and not rolling.due(1)
+    (line,) = logs
+    assert line.startswith("    rolling checkpoint not written (") and "training goes on" in line
