@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="keep a rolling checkpoint of each cell every N epochs (0: none), so that a killed "
-        "or requeued cell resumes where it stopped [the suite's checkpoint_every: paper 5, "
-        "nightly 5, quick 0]",
+        "or requeued cell resumes where it stopped [the suite's checkpoint_every, 5 unless it "
+        "says otherwise]",
     )
     run.add_argument(
         "--wandb-artifacts",

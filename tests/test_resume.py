@@ -324,3 +324,18 @@ def test_a_rolling_checkpoint_that_cannot_be_written_does_not_stop_the_cell(parq
     assert rolling.every == 0 and not rolling.due(1)
     (line,) = logs
     assert line.startswith("    rolling checkpoint not written (") and "training goes on" in line
+
+
+def test_a_killed_cell_resumes_in_a_jobs_worker(parquet_repo, uninterrupted, tmp_path, capsys):
+    """The rolling checkpoint and its setting travel to `--jobs` worker processes too."""
+    args = run_args(parquet_repo, tmp_path, "betavae", every=1)
+    assert run_and_kill(args, "training", "SIGKILL") == -9
+    both = [*args[: args.index("--models") + 1], "betavae,vqvae", *args[args.index("--out") :]]
+    capsys.readouterr()
+    assert main([*both, "--jobs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming from the rolling checkpoint after epoch 2/3" in printed
+    for model in ("betavae", "vqvae"):
+        assert_same_record(cell_of(tmp_path, model), cell_of(uninterrupted, model))
+    assert Record.read(cell_of(tmp_path, "betavae")).training["resumed_after_epoch"] == 2
+    assert not list((tmp_path / "results").rglob("*.resume.pt"))
