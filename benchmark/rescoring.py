@@ -126,8 +126,9 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
         return None
     new_sampler = _sampler_of(sampler, config.model)
     if sampler is not None and new_sampler is None:
-        family = FAMILIES.get(config.model)
-        log(f"{cell}: {config.model} samples with {', '.join(family.samplers)}; its sampler stays")
+        if isinstance(sampler, str):  # one name for all: say why this family keeps its own
+            samplers = ", ".join(FAMILIES.get(config.model).samplers)
+            log(f"{cell}: {config.model} samples with {samplers}; its sampler stays")
         if wanted is None:  # nothing else was asked for
             return None
     if new_sampler is not None and new_sampler != config.eval.sampler:
