@@ -37,6 +37,7 @@ from benchmark.results import (
 from benchmark.runner import MetricNetworks, RunSettings, SharedResources, score, write_grids
 from benchmark.samplers import SAMPLERS
 from benchmark.suites import sampler_for
+from benchmark.tracking import update_run
 from benchmark.training import resolve_device
 
 Log = Callable[[str], None]
@@ -153,6 +154,7 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
     record = Record.parse(record, str(path)).as_dict()
     write_record(path, record)
     _log_rescored(cell, record, chosen, log)
+    update_run(record, log)
     return record
 
 
@@ -210,6 +212,7 @@ def score_as(path, record, checkpoint, loaded, target: RunConfig, shared, log, p
     write_grids(path, scores.grids)
     record = Record.parse(record, str(path)).as_dict()
     write_record(path, record)
+    update_run(record, log)
     changed = {
         k: v for k, v in target.eval.model_dump().items() if v != config.eval.model_dump()[k]
     }

@@ -60,6 +60,9 @@ class Record(BaseModel):
     # per metric key: when and by which code version it was computed ({"at": ..., "code": ...});
     # `vaebench evaluate` updates the entries of the metrics it recomputes
     provenance: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # the cell's W&B run ({"path": "entity/project/id", "mode": "online" | "offline"}), so that
+    # re-scoring can update its summary; None when W&B was off
+    wandb_run: dict[str, str] | None = None
     created_at: str
 
     @classmethod
@@ -112,6 +115,7 @@ def build_record(
     training: dict[str, Any] | None = None,
     sampler: dict[str, Any] | None = None,
     distribution: dict[str, Any] | None = None,
+    wandb_run: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     created_at = now_iso()
     stamp = {"at": created_at, "code": code_version()}
@@ -135,6 +139,7 @@ def build_record(
             "sampler": sampler,
             "distribution": distribution,
             "provenance": {key: dict(stamp) for key in (metrics or {})},
+            "wandb_run": wandb_run,
             "created_at": created_at,
         }
     ).as_dict()

@@ -249,6 +249,7 @@ def run_cell(
         training=training,
         sampler=sampler_info,
         distribution=distribution_info,
+        wandb_run=tracker.where,
     )
     tracker.finish(record, grids, checkpoint)
     return record

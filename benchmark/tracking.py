@@ -163,6 +163,10 @@ class NullTracker:
     ) -> None:
         pass
 
+    @property
+    def where(self) -> dict[str, str] | None:
+        return None
+
 
 class WandbTracker:
     def __init__(
@@ -303,14 +307,7 @@ class WandbTracker:
                     )
                 }
             )
-            run.summary.update(record["metrics"])
-            run.summary.update(
-                {f"unavailable/{k}": why for k, why in record["unavailable"].items()}
-            )
-            # how gen/ and the FID numbers were made, for reports built from W&B
-            run.summary.update(
-                {k: record[k] for k in ("sampler", "distribution") if record.get(k) is not None}
-            )
+            run.summary.update(summary_values(record))
             run.summary.update(
                 {
                     "status": record["status"],
@@ -326,6 +323,13 @@ class WandbTracker:
         exit_code = 0 if record["status"] == "ok" else 1
         self._guard("finish", lambda: self.run.finish(exit_code=exit_code))
         self.run = None
+
+    @property
+    def where(self) -> dict[str, str] | None:
+        """The run's path and mode, for the record (None when tracking is off or failed)."""
+        if self.run is None:
+            return None
+        return {"path": self.run.path, "mode": self.mode}
 
     def _log_model(self, record: dict, checkpoint: Path) -> None:
         """`model-CELL`, one artifact per cell: each retraining of the cell (a new config) is a
@@ -361,6 +365,37 @@ class WandbTracker:
         if self.mode == "online":
             logged.wait()
             prune_superseded(self.run, model_artifact_name(cell), self.log)
+
+
+def summary_values(record: dict) -> dict[str, Any]:
+    """What a record puts in its run's summary: the metrics, the reasons for the unavailable
+    ones, and how gen/ and the FID numbers were made (for reports built from W&B)."""
+    values: dict[str, Any] = dict(record["metrics"])
+    values.update({f"unavailable/{k}": why for k, why in record["unavailable"].items()})
+    values.update({k: record[k] for k in ("sampler", "distribution") if record.get(k) is not None})
+    return values
+
+
+def update_run(record: dict, log: Log) -> bool:
+    """After a re-score: the cell's online W&B run gets the record's summary and config (the
+    run is finished; W&B's public API writes to it). Offline runs are left as their log has
+    them. A failure is one line; the local record stands either way."""
+    where = record.get("wandb_run")
+    if not where or where.get("mode") != "online":
+        return False
+    try:
+        import wandb
+
+        run = wandb.Api().run(where["path"])
+        config = RunConfig.model_validate(record["config"])
+        for key, value in flat_config(config).items():
+            run.config[key] = value
+        run.update()
+        run.summary.update(summary_values(record))
+    except Exception as error:  # noqa: BLE001 - W&B must never fail a re-score
+        log(f"W&B: run {where['path']} not updated ({type(error).__name__}: {error})")
+        return False
+    return True
 
 
 def model_artifact_name(cell_id: str) -> str:

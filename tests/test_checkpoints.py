@@ -212,3 +212,22 @@ def test_evaluate_cli_refuses_a_sampler_a_family_cannot_use(finished, capsys):
     )
     assert main(["evaluate", str(out), "--sampler", "gmn"]) == 2
     assert "unknown sampler 'gmn'; did you mean 'gmm'?" in capsys.readouterr().err
+
+
+def test_evaluate_updates_the_cells_online_wandb_run(finished, monkeypatch):
+    import wandb
+    from test_tracking import StandInApi
+
+    suite, out, _ = finished
+    config = suite.cells()[0]
+    path = record_path(out, config)
+    record = json.loads(path.read_text())
+    record["wandb_run"] = {"path": "me/proj/run1", "mode": "online"}
+    path.write_text(json.dumps(record))
+    monkeypatch.setattr(wandb, "Api", StandInApi)
+    StandInApi.written = {}
+    (updated,) = [r for r in rescore(out, log=lambda m: None, networks=NO_WEIGHTS)
+                  if r["model"] == config.model]  # fmt: skip
+    summary = StandInApi.written["me/proj/run1"]
+    assert {k: summary[k] for k in updated["metrics"]} == updated["metrics"]
+    assert len(StandInApi.written) == 2  # that run's summary and config; the others are off

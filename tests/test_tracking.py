@@ -303,3 +303,76 @@ def test_superseded_artifact_versions_are_pruned_online(monkeypatch):
     assert tracking.prune_superseded(run, "model-mnist-vqvae-seed0", logs.append) == 2
     assert deleted == ["v0", "v1"]
     assert logs == ["W&B: deleted 2 superseded version(s) of model-mnist-vqvae-seed0"]
+
+
+def test_the_record_names_its_wandb_run(tracked_run):
+    _, records, runs, _ = tracked_run
+    for record in records:
+        where = record["wandb_run"]
+        run = runs[record_cell(record)]
+        assert where["mode"] == "offline" and where["path"].endswith("/" + run.run.run_id)
+
+
+def record_cell(record) -> str:
+    from benchmark.config import RunConfig
+
+    return RunConfig.model_validate(record["config"]).cell_id
+
+
+class StandInApi:
+    """wandb.Api as far as `update_run` uses it, recording what it was asked to write."""
+
+    written: dict = {}
+
+    def run(self, path):
+        api = self
+
+        class Summary(dict):
+            def update(self, values=None):
+                api.written.setdefault(path, {}).update(values or {})
+
+        class Run:
+            config: dict = {}
+            summary = Summary()
+
+            def update(self):
+                api.written.setdefault(path + ":config", {}).update(self.config)
+
+        return Run()
+
+
+def test_a_rescored_record_updates_its_online_runs_summary_and_config(monkeypatch):
+    monkeypatch.setattr(wandb, "Api", StandInApi)
+    StandInApi.written = {}
+    record = {
+        "metrics": {"recon/mse": 1.5},
+        "unavailable": {"gen/fid": "no weights"},
+        "sampler": {"name": "gmm"},
+        "distribution": None,
+        "config": resolve_suite("quick").cells()[0].model_dump(mode="json"),
+        "wandb_run": {"path": "me/proj/abc123", "mode": "online"},
+    }
+    logs = []
+    assert tracking.update_run(record, logs.append)
+    assert StandInApi.written["me/proj/abc123"] == {
+        "recon/mse": 1.5,
+        "unavailable/gen/fid": "no weights",
+        "sampler": {"name": "gmm"},
+    }
+    assert StandInApi.written["me/proj/abc123:config"]["eval.sampler"] == "normal"
+    # offline runs are left as their log has them; W&B off: nothing to update
+    for where in ({"path": "me/proj/x", "mode": "offline"}, None):
+        assert not tracking.update_run({**record, "wandb_run": where}, logs.append)
+    assert logs == []
+
+
+def test_a_wandb_failure_while_updating_a_run_is_one_line(monkeypatch):
+    class Broken:
+        def run(self, path):
+            raise ConnectionError("no route to api.wandb.ai")
+
+    monkeypatch.setattr(wandb, "Api", Broken)
+    logs = []
+    record = {"wandb_run": {"path": "me/proj/abc", "mode": "online"}}
+    assert not tracking.update_run(record, logs.append)
+    assert logs == ["W&B: run me/proj/abc not updated (ConnectionError: no route to api.wandb.ai)"]
