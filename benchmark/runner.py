@@ -249,7 +249,7 @@ def run_cell(
         training=training,
         sampler=sampler_info,
         distribution=distribution_info,
-        wandb_run=tracker.where,
+        wandb_run=tracker.run_info(),
     )
     tracker.finish(record, grids, checkpoint)
     return record

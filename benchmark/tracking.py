@@ -163,8 +163,7 @@ class NullTracker:
     ) -> None:
         pass
 
-    @property
-    def where(self) -> dict[str, str] | None:
+    def run_info(self) -> dict[str, str] | None:
         return None
 
 
@@ -324,8 +323,7 @@ class WandbTracker:
         self._guard("finish", lambda: self.run.finish(exit_code=exit_code))
         self.run = None
 
-    @property
-    def where(self) -> dict[str, str] | None:
+    def run_info(self) -> dict[str, str] | None:
         """The run's path and mode, for the record (None when tracking is off or failed)."""
         if self.run is None:
             return None
