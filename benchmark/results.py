@@ -219,13 +219,7 @@ def make_way_for(path: Path, config: RunConfig) -> str | None:
         return f"{path.name} was not a valid record; kept as {aside.name}"
     if record.config_hash == config.config_hash():
         return None
-    history = path.parent / HISTORY
-    history.mkdir(exist_ok=True)
-    stem = path.name[: -len(".json")]
-    for companion in path.parent.glob(f"{stem}.*"):
-        rest = companion.name[len(stem) :]
-        if rest in (".json", ".steps.csv", CHECKPOINT_SUFFIX) or rest.endswith(".png"):
-            os.replace(companion, history / f"{stem}.{record.config_hash}{rest}")
+    history = _into_history(path, record.config_hash, (".steps.csv", CHECKPOINT_SUFFIX), os.replace)
     return f"the record of another configuration is kept in {history}"
 
 
@@ -233,13 +227,19 @@ def copy_to_history(path: Path, record: dict[str, Any]) -> Path:
     """Keep a copy of a record (and its images) in `history/` before it is changed into the
     record of another configuration of the same trained cell (`vaebench evaluate --sampler`).
     Its steps and checkpoint stay: they still belong to the cell."""
+    return _into_history(path, record["config_hash"], (), shutil.copy2)
+
+
+def _into_history(path: Path, config_hash: str, also: tuple[str, ...], transfer) -> Path:
+    """`transfer` (move or copy) the record at `path`, its images and the companions ending in
+    `also` to `history/CELL.CONFIGHASH.*`."""
     history = path.parent / HISTORY
     history.mkdir(exist_ok=True)
     stem = path.name[: -len(".json")]
     for companion in path.parent.glob(f"{stem}.*"):
         rest = companion.name[len(stem) :]
-        if rest == ".json" or rest.endswith(".png"):
-            shutil.copy2(companion, history / f"{stem}.{record['config_hash']}{rest}")
+        if rest == ".json" or rest in also or rest.endswith(".png"):
+            transfer(companion, history / f"{stem}.{config_hash}{rest}")
     return history
 
 
