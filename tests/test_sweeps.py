@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from wandb_log import find_runs, read_records, read_run
+from wandb_log import complete_records, find_runs, read_run
 
 from benchmark.models import FAMILIES
 from benchmark.models.vqvae import latent_elements
@@ -174,6 +174,9 @@ def test_under_a_sweep_agent_the_run_attaches_and_takes_its_parameters(tmp_path,
         "WANDB_DIR": str(tmp_path),
     }
     env.pop("VAEBENCH_OUT", None)
+    # an agent's command owns its W&B service; inheriting this test process's (set once an
+    # in-process test used W&B) would share run ids and an unflushed log across processes
+    env.pop("WANDB_SERVICE", None)
     sets = [a for s in TINY_SETTINGS for a in ("--set", s)]
     command = [
         sys.executable,
@@ -219,6 +222,9 @@ def test_a_sweep_run_stopped_by_sigterm_is_marked_preempting_and_its_rerun_resum
         "PYTHONPATH": str(Path(__file__).parent),
     }
     env.pop("VAEBENCH_OUT", None)
+    # an agent's command owns its W&B service; inheriting this test process's (set once an
+    # in-process test used W&B) would share run ids and an unflushed log across processes
+    env.pop("WANDB_SERVICE", None)
     sets = [a for s in [*TINY_SETTINGS, "train.epochs=3"] for a in ("--set", s)]
     args = [
         "run", "--datasets", str(parquet_repo), *sets, "--models=betavae",
@@ -230,7 +236,7 @@ def test_a_sweep_run_stopped_by_sigterm_is_marked_preempting_and_its_rerun_resum
     )  # fmt: skip
     assert killed.returncode == 143, killed.stderr[-2000:]
     (first,) = find_runs(tmp_path)
-    kinds = [r.WhichOneof("record_type") for r in read_records(first)]
+    kinds = [r.WhichOneof("record_type") for r in complete_records(first)]
     assert "preempting" in kinds
 
     again = subprocess.run(
