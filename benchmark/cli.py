@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args, extra: list[str]) -> int:
     from benchmark import tracking
+    from benchmark.preflight import check_after_training_pieces
     from benchmark.report import from_directory, write_report
     from benchmark.runner import run_suite
     from benchmark.suites import check_devices, expand_cells, resolve_suite
@@ -283,6 +284,7 @@ def _run(args, extra: list[str]) -> int:
         if args.executor == "local":
             check_devices(suite)
         check_writable(out)
+        check_after_training_pieces(cells)  # a missing piece never throws training away
     print(
         f"vaebench: suite '{suite.name}': {len(cells)} cells "
         f"({len(suite.datasets)} datasets x {len(suite.models)} models x "
@@ -454,7 +456,7 @@ def _prepare(args, extra: list[str]) -> int:
 def _compare(args, extra: list[str]) -> int:
     import json
 
-    from benchmark.compare import compare, delta_table, load_side
+    from benchmark.compare import compare, delta_table, hardware_difference, load_side
 
     if args.write_baseline:
         baseline = load_side(args.baseline)
@@ -471,6 +473,8 @@ def _compare(args, extra: list[str]) -> int:
     deltas = compare(baseline, current, k=args.k, rel_tol=args.rel_tol)
     table = delta_table(deltas)
     print(table)
+    if (difference := hardware_difference(baseline, current)) is not None:
+        print(difference)
     if args.markdown:
         args.markdown.write_text(table + "\n")
     bad = [d for d in deltas if d.verdict in ("regression", "missing")]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.environment import hardware_id
 from benchmark.errors import UserInputError
 from benchmark.metrics import METRICS
 from benchmark.results import in_history, iter_records, warn_on_stderr
@@ -56,11 +57,33 @@ def summarise(records: list[dict]) -> dict[str, Any]:
             }
             for metric, v in sorted(values.items())
         }
+    hardware = {hardware_id(r.get("environment") or {}) for r in records}
     return {
         "schema": BASELINE_SCHEMA,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "hardware": sorted(h for h in hardware if h),
         "cells": cells,
     }
+
+
+def _hardware_of(side: dict[str, Any]) -> list[str]:
+    listed = side.get("hardware")
+    if not isinstance(listed, list):
+        return []
+    return [str(kind) for kind in listed]
+
+
+def hardware_difference(baseline: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """One line when the two sides ran on different hardware (float results differ between
+    CPU types and GPUs, so a delta may be the machine's); None when they match or a side (a
+    baseline written before hardware was recorded) does not say."""
+    before, now = _hardware_of(baseline), _hardware_of(current)
+    if not before or not now or before == now:
+        return None
+    return (
+        f"vaebench: note: baseline and run come from different hardware (baseline: "
+        f"{'; '.join(before)}; run: {'; '.join(now)}): float results differ between them"
+    )
 
 
 def _is_baseline_cell(cell: Any) -> bool:

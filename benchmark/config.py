@@ -50,6 +50,10 @@ class TrainConfig(Section):
     # bf16: the forward passes under torch.autocast (weights, gradients and optimiser stay fp32);
     # faster where the device has bf16 units, losses within ~1% of fp32 (vaebench perf, tests)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # CPU threads a cell computes with (torch's, and BLAS/OpenMP's in numpy and scikit-learn).
+    # Float sums split by thread count, so it is part of the cell's configuration (and hash):
+    # one config gives one set of numbers on one machine, alone or beside others (--jobs)
+    threads: int = Field(2, ge=1, le=1024)
 
 
 class CodePriorConfig(Section):

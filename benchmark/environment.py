@@ -1,8 +1,14 @@
-"""Provenance for records: git sha, package versions, device."""
+"""Provenance for records: git sha, package versions, device and hardware.
+
+Float results differ between CPU types (AVX2, AVX-512, AMX kernels round differently) and
+between GPUs, drivers and cuDNN versions, so a record names the hardware that made it and
+`hardware_id` gives the one line by which the report and `compare` tell hardware apart.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -74,15 +80,94 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (`/proc/cpuinfo` on Linux, sysctl on macOS), else the machine."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(("model name", "Model", "Hardware")) and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["sysctl", "-n", "machdep.cpu.brand_string"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        if out:
+            return out
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version (nvidia-smi); torch knows only the CUDA API level."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split()
+        return out[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware(device: str) -> dict:
+    """What computed the numbers: the CPU (model, the vector ISA torch's kernels use, cores,
+    torch threads) and, on a GPU, the card (name, compute capability, CUDA, cuDNN, driver)."""
+    info: dict = {
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device == "cuda":
+        index = torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        info["gpu"] = {
+            "name": torch.cuda.get_device_name(index),
+            "compute_capability": f"{major}.{minor}",
+            "cuda": torch.version.cuda,
+            "cudnn": str(cudnn) if cudnn else None,
+            "driver": nvidia_driver(),
+        }
+    return info
+
+
+def hardware_id(environment: dict) -> str | None:
+    """One line per kind of hardware: the GPU with its compute capability, CUDA and cuDNN, or
+    the CPU with the ISA torch uses. Records written before `hardware` existed: their
+    `device_name`, or None."""
+    info = environment.get("hardware")
+    if not isinstance(info, dict):
+        return environment.get("device_name")
+    gpu = info.get("gpu")
+    if isinstance(gpu, dict):
+        return (
+            f"{gpu.get('name')} (sm {gpu.get('compute_capability')}, CUDA {gpu.get('cuda')}, "
+            f"cuDNN {gpu.get('cudnn')})"
+        )
+    return f"{info.get('cpu')} ({info.get('cpu_capability')})"
+
+
 def describe(device: str) -> dict:
+    hw = hardware(device)
     return {
         "git_sha": git_sha(),
         "packages": package_versions(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
-        "device_name": torch.cuda.get_device_name()
-        if device == "cuda"
-        else platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
+        "device_name": hw["gpu"]["name"] if "gpu" in hw else hw["cpu"],
+        "torch_threads": hw["torch_threads"],
+        "hardware": hw,
     }

@@ -20,3 +20,9 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserInputError:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return UserInputError(f"unknown {kind} '{name}'{hint} valid: {', '.join(valid)}")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as the one line a record or a log keeps of it: `TypeName: first line`."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

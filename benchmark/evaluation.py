@@ -19,12 +19,14 @@ from pythae.models import BaseAE
 from benchmark.config import EvalConfig
 from benchmark.data import float_batches
 from benchmark.distribution import DistributionReference
+from benchmark.errors import one_line
 from benchmark.metrics import PIXEL_METRICS, active_units, codebook_stats
 from benchmark.models import Family
 from benchmark.samplers import Sampler
 
 GRID_PAIRS = 32
 GRID_SAMPLES = 64
+CODEBOOK_KEYS = ("codebook_perplexity", "codebook_usage")  # codebook_stats' keys
 
 
 @contextmanager
@@ -41,15 +43,45 @@ def evaluation_mode(model: BaseAE, seed: int) -> Iterator[None]:
             model.train(was_training)
 
 
+class _Guard:
+    """Computes one metric's values. With a `failures` dict, the first exception marks that
+    metric failed (its reason in `failures`) and later calls for it are skipped: one broken
+    metric costs only itself, never the cell's other numbers. Without one, errors propagate."""
+
+    def __init__(self, failures: dict[str, str] | None) -> None:
+        self.failures = failures
+
+    def __call__(self, key: str, compute, *args):
+        """compute(*args), or None when the metric has failed."""
+        if self.failures is None:
+            return compute(*args)
+        if key in self.failures:
+            return None
+        try:
+            return compute(*args)
+        except Exception as error:  # noqa: BLE001 - recorded with its reason
+            self.failures[key] = f"failed: {one_line(error)}"
+            return None
+
+
 def evaluate_set(
-    family: Family, model: BaseAE, params, images, batch_size: int, lpips=None, features=None
+    family: Family,
+    model: BaseAE,
+    params,
+    images,
+    batch_size: int,
+    lpips=None,
+    features=None,
+    failures: dict[str, str] | None = None,
 ):
     """Per-image metrics of one evaluation set, averaged; set-level diagnostics added.
 
     ``images``: uint8 (N, C, H, W) or float in [0, 1]. With ``features`` (a SetFeatures), the
-    reconstructions' features are gathered too, batch by batch (for recon/fid).
-    Returns (metrics, grid pairs, reconstruction features or None).
+    reconstructions' features are gathered too, batch by batch (for recon/fid). A metric that
+    raises is left out and named in ``failures`` (key -> reason), when given; without it, it
+    raises. Returns (metrics, grid pairs, reconstruction features or None).
     """
+    guard = _Guard(failures)
     device = next(model.parameters()).device
     per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
     stats: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -60,24 +92,39 @@ def evaluate_set(
         if pairs is None:  # a few inputs and their reconstructions, for image grids
             pairs = (x[:GRID_PAIRS].cpu(), out.x_hat[:GRID_PAIRS].clamp(0, 1).cpu())
         if features is not None:
-            recon_features.append(features(out.x_hat.clamp(0, 1)))
-        for key, metric in PIXEL_METRICS.items():
-            per_image[key].append(metric(x, out.x_hat))
+            batch_features = guard("fid", features, out.x_hat.clamp(0, 1))
+            if batch_features is not None:
+                recon_features.append(batch_features)
+        computed = {key: guard(key, metric, x, out.x_hat) for key, metric in PIXEL_METRICS.items()}
         if lpips is not None:
-            per_image["lpips"].append(lpips(x, out.x_hat))
+            computed["lpips"] = guard("lpips", lpips, x, out.x_hat)
+        for key, values in computed.items():
+            if values is not None:
+                per_image[key].append(values)
         for key, values in out.per_image.items():
             per_image[key].append(values)
         for key, values in out.stats.items():
             stats[key].append(values)
 
-    metrics = {key: float(torch.cat(values).double().mean()) for key, values in per_image.items()}
-    if "kl" in metrics:
+    failed = failures or {}
+    metrics = {
+        key: float(torch.cat(values).double().mean())
+        for key, values in per_image.items()
+        if key not in failed
+    }
+    if "kl" in metrics and "mse" in metrics:
         metrics["elbo"] = metrics["mse"] + metrics["kl"]  # mean of per-image (mse + kl)
     if "mu" in stats:
-        metrics["active_units"] = active_units(torch.cat(stats["mu"]))
+        units = guard("active_units", active_units, torch.cat(stats["mu"]))
+        if units is not None:
+            metrics["active_units"] = units
     if "codes" in stats:
-        metrics.update(codebook_stats(torch.cat(stats["codes"]), params.num_embeddings))
-    return metrics, pairs, (torch.cat(recon_features) if recon_features else None)
+        codebook = guard(
+            "codebook", codebook_stats, torch.cat(stats["codes"]), params.num_embeddings
+        )
+        metrics.update(codebook or {})
+    ok_features = recon_features and "fid" not in failed
+    return metrics, pairs, (torch.cat(recon_features) if ok_features else None)
 
 
 def generate(sampler: Sampler, n: int, batch_size: int) -> torch.Tensor:
@@ -100,32 +147,63 @@ def evaluate(
     params,
     test_images: torch.Tensor,
     config: EvalConfig,
-    sampler: Sampler,
+    sampler: Sampler | None,
     lpips=None,
     reference: DistributionReference | None = None,
+    failures: dict[str, str] | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Return ({"recon/mse": ..., "gen/ssim": ..., "gen/fid": ...}, image grids).
 
-    `gen/` images come from the fitted `sampler`; FID/KID are computed where a `reference`
-    (the test set's features) is given. Grids: `reconstructions` (rows of 8 inputs, each above
-    its 8 reconstructions) and `samples`, as (C, H, W) tensors in [0, 1].
+    `gen/` images come from the fitted `sampler` (None: no gen/ set); FID/KID are computed
+    where a `reference` (the test set's features) is given. Grids: `reconstructions` (rows of
+    8 inputs, each above its 8 reconstructions) and `samples`, as (C, H, W) tensors in [0, 1].
+    With `failures` (a dict), a metric that raises is left out and named there with its
+    reason (`recon/ssim` -> `failed: ...`); the others are computed as usual.
     """
     n_gen = config.n_gen or len(test_images)
     features = reference.features if reference is not None else None
+    recon_failed: dict[str, str] | None = None if failures is None else {}
+    gen_failed: dict[str, str] | None = None if failures is None else {}
+    guard_recon, guard_gen = _Guard(recon_failed), _Guard(gen_failed)
+    gen: dict[str, float] = {}
+    x_gen = None
     with evaluation_mode(model, config.seed):
         recon, (x, x_hat), recon_features = evaluate_set(
-            family, model, params, test_images, config.batch_size, lpips, features
+            family, model, params, test_images, config.batch_size, lpips, features, recon_failed
         )
-        x_gen = generate(sampler, n_gen, config.batch_size)
-        gen, _, _ = evaluate_set(family, model, params, x_gen, config.batch_size, lpips)
-        if reference is not None:
-            recon["fid"] = reference.fid_of(recon_features)
-            gen["fid"], gen["kid"] = reference.fid_and_kid_of(features(x_gen))
+        if sampler is not None:
+            x_gen = generate(sampler, n_gen, config.batch_size)
+            gen, _, _ = evaluate_set(
+                family, model, params, x_gen, config.batch_size, lpips, None, gen_failed
+            )
+        if reference is not None and recon_features is not None:
+            fid = guard_recon("fid", reference.fid_of, recon_features)
+            if fid is not None:
+                recon["fid"] = fid
+        if reference is not None and x_gen is not None:
+            pair = guard_gen(
+                "fid", lambda images: reference.fid_and_kid_of(features(images)), x_gen
+            )
+            if pair is not None:
+                gen["fid"], gen["kid"] = pair
+            elif gen_failed is not None:
+                gen_failed["kid"] = gen_failed["fid"]
     metrics = {f"recon/{k}": v for k, v in sorted(recon.items())}
     metrics.update({f"gen/{k}": v for k, v in sorted(gen.items())})
+    if failures is not None:
+        failures.update(_failed_keys("recon", recon_failed, recon))
+        failures.update(_failed_keys("gen", gen_failed, gen))
     rows = [torch.cat([x[i : i + 8], x_hat[i : i + 8]]) for i in range(0, len(x), 8)]
-    grids = {
-        "reconstructions": image_grid(torch.cat(rows)),
-        "samples": image_grid(x_gen[:GRID_SAMPLES].cpu()),
-    }
+    grids = {"reconstructions": image_grid(torch.cat(rows))}
+    if x_gen is not None:
+        grids["samples"] = image_grid(x_gen[:GRID_SAMPLES].cpu())
     return metrics, grids
+
+
+def _failed_keys(prefix: str, failed: dict[str, str] | None, computed: dict) -> dict[str, str]:
+    """Record keys of the failed metrics: `codebook` stands for the codebook statistics."""
+    keys = {}
+    for name, reason in (failed or {}).items():
+        names = CODEBOOK_KEYS if name == "codebook" else (name,)
+        keys.update({f"{prefix}/{n}": reason for n in names if n not in computed})
+    return keys

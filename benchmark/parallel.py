@@ -1,8 +1,11 @@
 """`vaebench run --jobs N`: up to N cells at once, each worker a process of its own.
 
 One small cell leaves most of a GPU idle (the card waits for Python between kernels), so
-several cells per card multiply a suite's throughput; on a CPU, N processes with cores/N
-threads each beat one process with all the threads on these small networks.
+several cells per card multiply a suite's throughput. Each cell computes with its own
+`train.threads` CPU threads, as it does in the sequential runner (the count is part of its
+config: the same config gives the same numbers either way); on a CPU, N workers with
+cores/N threads each beat one process with all of them on these small networks, so a suite
+meant for `--jobs N` sets `train.threads` to fit.
 
 - Workers are spawned (fresh interpreters: no forked CUDA or thread state) and take cells
   from one queue; each loads a dataset once and reuses it for its later cells.
@@ -59,16 +62,25 @@ def visible_gpus(configs: list[RunConfig]) -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def worker_plan(workers: int, gpus: list[str], cores: int) -> list[dict[str, str]]:
-    """The environment of each worker: its GPU (round-robin) and its share of the cores."""
-    threads = str(max(1, cores // workers))
-    plan = []
-    for slot in range(workers):
-        env = {"VAEBENCH_WORKER_THREADS": threads, "OMP_NUM_THREADS": threads}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-        plan.append(env)
-    return plan
+def worker_plan(workers: int, gpus: list[str]) -> list[dict[str, str]]:
+    """The environment of each worker: its GPU (round-robin). Threads are each cell's own."""
+    return [
+        {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if gpus else {} for slot in range(workers)
+    ]
+
+
+def thread_note(configs: list[RunConfig], workers: int, cores: int) -> str:
+    """How the cells' threads sit on the cores, and what fits when they oversubscribe."""
+    counts = sorted({config.train.threads for config in configs})
+    shown = "/".join(str(count) for count in counts)
+    note = f"{shown} threads a cell (train.threads)"
+    if workers * counts[-1] > cores:
+        fits = max(1, cores // workers)
+        note += (
+            f"; {workers} workers x {counts[-1]} threads > {cores} cores: oversubscribed "
+            f"(--set train.threads={fits} fits; it is part of each cell's config)"
+        )
+    return note
 
 
 @contextlib.contextmanager
@@ -94,11 +106,8 @@ def _worker_main(slot, tasks, events, out_dir: str, payload: bytes, total: int) 
     """One worker: cells from `tasks` until the None sentinel; events back to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it sends SIGTERM
     signal.signal(signal.SIGTERM, _interrupt)
-    import torch
-
     from benchmark.runner import SharedResources, execute_cell
 
-    torch.set_num_threads(int(os.environ.get("VAEBENCH_WORKER_THREADS", "1")))
     tracker_factory, settings = pickler.loads(payload)
     shared = SharedResources(settings)
     try:
@@ -142,7 +151,7 @@ class _WorkerPool:
         self.tasks, self.events = self.context.Queue(), self.context.Queue()
         self.configs: dict[int, RunConfig] = dict(pending)
         self.total, self.out_dir, self.log = total, Path(out_dir), log
-        self.plan = worker_plan(count, visible_gpus(list(self.configs.values())), available_cores())
+        self.plan = worker_plan(count, visible_gpus(list(self.configs.values())))
         self.workers: list = []
         self.running: dict[int, int] = {}  # slot -> index of the cell it is training
         self.outcomes: dict[int, Any] = {}
@@ -177,7 +186,8 @@ class _WorkerPool:
         where = f"GPUs {', '.join(gpus)} (round-robin)" if gpus else "the CPU"
         self.log(
             f"running {len(self.configs)} cells in {len(self.workers)} worker processes on "
-            f"{where}, {self.plan[0]['VAEBENCH_WORKER_THREADS']} torch threads each"
+            f"{where}, "
+            + thread_note(list(self.configs.values()), len(self.workers), available_cores())
         )
         try:
             while len(self.outcomes) < len(self.configs):

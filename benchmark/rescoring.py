@@ -38,7 +38,7 @@ from benchmark.runner import MetricNetworks, RunSettings, SharedResources, score
 from benchmark.samplers import SAMPLERS
 from benchmark.suites import sampler_for
 from benchmark.tracking import update_run
-from benchmark.training import resolve_device
+from benchmark.training import cell_threads, resolve_device
 
 Log = Callable[[str], None]
 SETS = ("recon/", "gen/")
@@ -109,8 +109,11 @@ def rescore(
         if claim is None:
             log(f"{cell}: being trained by another runner; left to it")
             continue
+        threads = int(record["config"]["train"].get("threads", 2))
         try:
-            updated.append(_rescore_one(path, record, checkpoint, wanted, sampler, shared, log))
+            with cell_threads(threads):  # the numbers the run computed, with its thread count
+                rescored = _rescore_one(path, record, checkpoint, wanted, sampler, shared, log)
+            updated.append(rescored)
         except CheckpointError as error:
             log(f"{cell}: {error}; kept as it is")
         finally:

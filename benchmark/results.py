@@ -63,6 +63,10 @@ class Record(BaseModel):
     # the cell's W&B run ({"path": "entity/project/id", "mode": "online" | "offline"}), so that
     # re-scoring can update its summary; None when W&B was off
     wandb_run: dict[str, str] | None = None
+    # pieces that failed after the model had trained (`checkpoint`, `steps`, `images`,
+    # `sampler`, `evaluation`, or a metric key), with the reason: the cell is `ok` with all
+    # else it measured, and a rerun fills these in from its kept weights without training
+    incomplete: dict[str, str] = Field(default_factory=dict)
     created_at: str
 
     @classmethod
@@ -116,6 +120,7 @@ def build_record(
     sampler: dict[str, Any] | None = None,
     distribution: dict[str, Any] | None = None,
     wandb_run: dict[str, str] | None = None,
+    incomplete: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     created_at = now_iso()
     stamp = {"at": created_at, "code": code_version()}
@@ -140,6 +145,7 @@ def build_record(
             "distribution": distribution,
             "provenance": {key: dict(stamp) for key in (metrics or {})},
             "wandb_run": wandb_run,
+            "incomplete": dict(incomplete or {}),
             "created_at": created_at,
         }
     ).as_dict()
@@ -187,9 +193,15 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def finished_record(path: Path, config: RunConfig) -> dict[str, Any] | None:
-    """The cell's record when it is done: `ok`, with this config hash (failed ones rerun)."""
+    """The cell's record when it is done: `ok`, with this config hash, nothing left incomplete
+    (failed ones rerun; incomplete ones are completed from their kept weights)."""
     record = read_record(path)
-    if record and record["status"] == "ok" and record["config_hash"] == config.config_hash():
+    if (
+        record
+        and record["status"] == "ok"
+        and record["config_hash"] == config.config_hash()
+        and not record["incomplete"]
+    ):
         return record
     return None
 

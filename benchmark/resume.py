@@ -145,14 +145,15 @@ class RollingCheckpoint:
         """A checkpoint that cannot be written (disk full, no such folder) does not stop the
         cell: it says so once and trains on without rolling checkpoints."""
         try:
-            self._write(state)
+            self.write(state)
         except OSError as error:
             self.log(f"    rolling checkpoint not written ({error}); training goes on without")
             self.every = 0
             with contextlib.suppress(OSError):
                 self.path.with_name(f".{self.path.name}.tmp").unlink(missing_ok=True)
 
-    def _write(self, state: TrainingState) -> None:
+    def write(self, state: TrainingState) -> None:
+        """Atomically, whatever `every` says; raises OSError when it cannot be written."""
         payload = {
             "format": FORMAT,
             "config_hash": self.config.config_hash(),

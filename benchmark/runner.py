@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from benchmark.claims import describe_owner, try_claim
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits, load_image_splits
 from benchmark.distribution import DistributionReference, InceptionFeatures
-from benchmark.errors import DatasetUnavailable
+from benchmark.errors import DatasetUnavailable, one_line
 from benchmark.evaluation import evaluate
 from benchmark.metrics import LPIPS
 from benchmark.models import FAMILIES
@@ -35,10 +35,10 @@ from benchmark.results import (
     record_path,
     write_record,
 )
-from benchmark.resume import RollingCheckpoint, TrainingState, resume_path
+from benchmark.resume import RollingCheckpoint, TrainingState, capture_rng, resume_path
 from benchmark.samplers import fit_sampler
 from benchmark.tracking import NullTracker
-from benchmark.training import resolve_device, train
+from benchmark.training import cell_threads, resolve_device, train
 
 Log = Callable[[str], None]
 DISABLED = "disabled by eval.%s=false"
@@ -115,23 +115,36 @@ class SharedResources:
 @dataclass
 class Scores:
     """What evaluating a trained model gives: its metrics, the reasons for the unavailable
-    ones, image grids, the sampler and FID settings, and the time each part took."""
+    ones, image grids, the sampler and FID settings, the time each part took, and the pieces
+    that failed (`sampler`, `evaluation` or a metric key -> reason; empty when all worked)."""
 
     metrics: dict[str, float]
     unavailable: dict[str, str]
     grids: dict[str, torch.Tensor]
-    sampler: dict[str, Any]
+    sampler: dict[str, Any] | None
     distribution: dict[str, Any] | None
     timings: dict[str, float]
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def score(
     config: RunConfig, model, params, data: ImageSplits, shared: SharedResources, device: str
 ) -> Scores:
     """Fit the cell's sampler, then evaluate every metric of docs/metrics.md (the one path for
-    a freshly trained model and for a checkpoint re-scored by `vaebench evaluate`)."""
+    a freshly trained model and for a checkpoint re-scored by `vaebench evaluate`).
+
+    Nothing here throws a trained model away: a sampler that fails to fit leaves out gen/, a
+    metric that raises leaves out that metric, an evaluation that raises leaves out all of
+    them; each is named in `Scores.failed` (and, for metrics, `unavailable`) with its reason.
+    """
     family = FAMILIES.get(config.model)
-    sampler = fit_sampler(config.eval.sampler, model, params, data.train, data.test, config.eval)
+    failed: dict[str, str] = {}
+    try:
+        sampler = fit_sampler(
+            config.eval.sampler, model, params, data.train, data.test, config.eval
+        )
+    except Exception as error:  # noqa: BLE001 - recorded; recon/ is still measured
+        sampler, failed["sampler"] = None, f"failed: {one_line(error)}"
     eval_started = time.perf_counter()
     unavailable: dict[str, str] = {}
     lpips, reason = shared.lpips(device) if config.eval.lpips else (None, DISABLED % "lpips")
@@ -142,15 +155,37 @@ def score(
     )
     if reference is None:
         unavailable.update({key: reason for key in DISTRIBUTION_KEYS})
-    metrics, grids = evaluate(
-        family, model, params, data.test, config.eval, sampler, lpips, reference
-    )
+    metric_failures: dict[str, str] = {}
+    try:
+        metrics, grids = evaluate(
+            family,
+            model,
+            params,
+            data.test,
+            config.eval,
+            sampler,
+            lpips,
+            reference,
+            failures=metric_failures,
+        )
+    except Exception as error:  # noqa: BLE001 - the model itself failed to evaluate
+        metrics, grids, failed["evaluation"] = {}, {}, f"failed: {one_line(error)}"
+    failed.update(metric_failures)
+    unavailable.update(metric_failures)
+    if sampler is None:  # the gen/ counterpart of every recon/ metric, with the reason
+        gen = {f"gen/{key.split('/', 1)[1]}" for key in metrics if key != "recon/fid"}
+        gen |= {"gen/fid", "gen/kid"} if reference is not None else set()
+        unavailable.update({key: f"{failed['sampler']} (the sampler)" for key in sorted(gen)})
     distribution = None
-    if reference is not None:
+    if reference is not None and sampler is not None:
         n_gen = config.eval.n_gen or len(data.test)
         distribution = reference.settings(n_recon=len(data.test), n_gen=n_gen)
-    timings = {"sampler_fit": sampler.fit_seconds, "eval": time.perf_counter() - eval_started}
-    return Scores(metrics, unavailable, grids, sampler.describe(), distribution, timings)
+    timings = {
+        "sampler_fit": sampler.fit_seconds if sampler is not None else 0.0,
+        "eval": time.perf_counter() - eval_started,
+    }
+    described = sampler.describe() if sampler is not None else None
+    return Scores(metrics, unavailable, grids, described, distribution, timings, failed)
 
 
 def run_cell(
@@ -209,18 +244,6 @@ def run_cell(
         )
         # W&B calls made during training (step bursts, epoch rows) are tracking, not training
         timings["train"] = history.seconds - (tracker.seconds - tracked)
-        _write_steps(out_dir, config, history.steps)
-
-        checkpoint_started = time.perf_counter()
-        checkpoint = save_checkpoint(checkpoint_path(out_dir, config), model, config, data.shape)
-        timings["checkpoint"] = time.perf_counter() - checkpoint_started
-
-        scores = score(config, model, params, data, shared, device)
-        metrics, unavailable, grids = scores.metrics, scores.unavailable, scores.grids
-        sampler_info, distribution_info = scores.sampler, scores.distribution
-        timings.update(scores.timings)
-        write_grids(record_path(out_dir, config), grids)
-        status, error = "ok", None
         training = {
             "epochs": history.epochs,
             "steps": len(history.steps),
@@ -228,12 +251,33 @@ def run_cell(
         }
         if resume is not None:
             training["resumed_after_epoch"] = resume.epochs_done
+        # The model has trained: from here on a failing piece costs only itself. It is named
+        # in the record's `incomplete`, the cell stays ok, and its weights stay for the rerun.
+        status, error = "ok", None
+        after = AfterTraining(log)
+        base = record_path(out_dir, config)
+        after.attempt("steps", lambda: _write_steps(out_dir, config, history.steps))
+        checkpoint_started = time.perf_counter()
+        checkpoint = after.attempt(
+            "checkpoint",
+            lambda: save_checkpoint(checkpoint_path(out_dir, config), model, config, data.shape),
+        )
+        timings["checkpoint"] = time.perf_counter() - checkpoint_started
+        scores = score(config, model, params, data, shared, device)
+        metrics, unavailable, grids = scores.metrics, scores.unavailable, scores.grids
+        sampler_info, distribution_info = scores.sampler, scores.distribution
+        timings.update(scores.timings)
+        after.failed.update(scores.failed)
+        after.attempt("images", lambda: write_grids(base, grids))
+        if after.failed:
+            after.keep_weights(rolling, model, history)
+        incomplete = after.failed
     except (KeyboardInterrupt, SystemExit):
         tracker.flush()  # the steps made so far still reach W&B
         raise
     except Exception as exc:  # failures are results
-        metrics, unavailable, training = {}, {}, {}
-        status, error = "failed", _one_line(exc)
+        metrics, unavailable, training, incomplete = {}, {}, {}, {}
+        status, error = "failed", one_line(exc)
         sampler_info = distribution_info = None
     timings["total"] = time.perf_counter() - started
     timings["tracking"] = tracker.seconds  # W&B calls so far (start, steps, epochs)
@@ -250,9 +294,43 @@ def run_cell(
         sampler=sampler_info,
         distribution=distribution_info,
         wandb_run=tracker.run_info(),
+        incomplete=incomplete,
     )
     tracker.finish(record, grids, checkpoint)
     return record
+
+
+class AfterTraining:
+    """The pieces of a cell after its model has trained, each attempted on its own: one that
+    raises is noted (`failed`: piece -> reason) and the cell goes on with the rest."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.failed: dict[str, str] = {}
+
+    def attempt(self, piece: str, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except Exception as error:  # noqa: BLE001 - recorded, the cell stays ok
+            self.failed[piece] = f"failed: {one_line(error)}"
+            self.log(f"    {piece} failed after training ({one_line(error)}); the cell goes on")
+            return None
+
+    def keep_weights(self, rolling: RollingCheckpoint, model, history) -> None:
+        """The trained weights as the cell's final rolling state (weights, steps, epochs, RNG:
+        all a rerun needs to complete the cell without training it again)."""
+        state = TrainingState(
+            epochs_done=rolling.config.train.epochs,
+            model={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            rng=capture_rng(),
+            steps=list(history.steps),
+            epochs=list(history.epochs),
+            train_seconds=history.seconds,
+        )
+        try:
+            rolling.write(state)
+        except OSError as error:
+            self.failed["weights"] = f"not kept ({one_line(error)}): a rerun trains it again"
 
 
 def _resume_state(rolling: RollingCheckpoint, config: RunConfig, log: Log):
@@ -299,19 +377,18 @@ def _write_steps(out_dir: Path, config: RunConfig, steps: list[dict]) -> None:
         frame.to_csv(path, index=False)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+HEADLINE = ("recon/ssim", "recon/mse", "gen/ssim")  # the metrics a cell's line shows
 
 
 def _report_cell(prefix: str, record: dict, log: Log) -> None:
     if record["status"] == "ok":
         m = record["metrics"]
-        log(
-            f"{prefix}: ok in {record['timings']['total']:.1f}s  recon/ssim "
-            f"{m['recon/ssim']:.4f}  recon/mse {m['recon/mse']:.3f}  gen/ssim "
-            f"{m['gen/ssim']:.4f}"
-        )
+        shown = "  ".join(f"{key} {m[key]:.4g}" for key in HEADLINE if key in m)
+        line = f"{prefix}: ok in {record['timings'].get('total', 0):.1f}s  {shown}"
+        if record["incomplete"]:
+            pieces = "; ".join(f"{k}: {v}" for k, v in sorted(record["incomplete"].items()))
+            line += f"  (incomplete, a rerun completes it: {pieces})"
+        log(line)
     else:
         log(f"{prefix}: FAILED: {record['error']}")
 
@@ -340,23 +417,40 @@ def execute_cell(
     claim = try_claim(path)
     if claim is None:
         return HeldElsewhere(describe_owner(path))
-    with claim:
+    with claim, cell_threads(config.train.threads):
         if (done := finished_record(path, config)) is not None:  # by another runner, meanwhile
             return done
         if (rescored := _score_without_training(path, config, shared, log, prefix)) is not None:
             return rescored
+        missing = _incomplete_pieces(path, config)
         kept = make_way_for(path, config)  # the cell is ours now: keep what is there
         if kept is not None:
             log(f"{prefix}: {kept}")
-        log(
-            f"{prefix}: training {config.model} on {config.dataset} ({config.arch} networks, "
-            f"{config.train.epochs} epochs)"
-        )
+        if missing is not None and resume_path(path).exists():  # the final state: no epoch runs
+            log(f"{prefix}: finished earlier without {missing}; completing it from its weights")
+        else:
+            if missing is not None:
+                log(f"{prefix}: finished earlier without {missing}; its weights were not kept")
+            log(
+                f"{prefix}: training {config.model} on {config.dataset} ({config.arch} "
+                f"networks, {config.train.epochs} epochs)"
+            )
         record = run_cell(config, shared, log, out_dir, tracker_factory())
         write_record(path, record)
-        if record["status"] == "ok":  # a failed cell keeps it: its rerun need not train again
+        # a failed or incomplete cell keeps its rolling state: its rerun need not train again
+        if record["status"] == "ok" and not record["incomplete"]:
             resume_path(path).unlink(missing_ok=True)
         return record
+
+
+def _incomplete_pieces(path: Path, config: RunConfig) -> str | None:
+    """What an ok record of this very config lacks (its `incomplete` pieces), or None."""
+    record = read_record(path)
+    if record is None or record["status"] != "ok" or not record["incomplete"]:
+        return None
+    if record["config_hash"] != config.config_hash():
+        return None
+    return ", ".join(sorted(record["incomplete"]))
 
 
 def _score_without_training(path: Path, config: RunConfig, shared, log: Log, prefix: str):
@@ -369,6 +463,8 @@ def _score_without_training(path: Path, config: RunConfig, shared, log: Log, pre
     record = read_record(path)
     if record is None or record["status"] != "ok" or not checkpoint.exists():
         return None
+    if record["config_hash"] == config.config_hash():  # this config, incomplete: completed
+        return None  # by the run itself, from its kept weights
     try:  # the metadata first: a checkpoint of other training is not loaded at all
         stored = RunConfig.model_validate_json(read_metadata(checkpoint)["config"])
     except (CheckpointError, ValueError):
@@ -379,7 +475,7 @@ def _score_without_training(path: Path, config: RunConfig, shared, log: Log, pre
         loaded = load_checkpoint(checkpoint, resolve_device(config.train.device))
         return score_as(path, record, checkpoint, loaded, config, shared, log, prefix)
     except Exception as error:  # noqa: BLE001 - then it is trained, as before
-        log(f"{prefix}: scoring from its checkpoint failed ({_one_line(error)}); training it")
+        log(f"{prefix}: scoring from its checkpoint failed ({one_line(error)}); training it")
         return None
 
 
@@ -471,7 +567,7 @@ def _run_as_jobs(pending, total, executor, out_dir, settings, log, tracker_facto
             record = job.result()
         except Exception as error:  # the job itself died (time limit, node failure...)
             record = build_record(
-                config, status="failed", error=f"job {job.job_id} failed: {_one_line(error)}"
+                config, status="failed", error=f"job {job.job_id} failed: {one_line(error)}"
             )
             write_record(record_path(out_dir, config), record)
         records[index] = record

@@ -247,6 +247,7 @@ class WandbTracker:
                 {
                     "env.git_sha": environment.get("git_sha"),
                     "env.device": environment.get("device"),
+                    "env.hardware": environment.get("hardware"),
                     **{f"env.{k}": v for k, v in environment.get("packages", {}).items()},
                 },
                 allow_val_change=True,

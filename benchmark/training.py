@@ -240,6 +240,22 @@ class _EpochCallback(TrainingCallback):
             self.rolling.save(capture(self.trainer, self.model, done, history, self.seconds()))
 
 
+@contextlib.contextmanager
+def cell_threads(threads: int):
+    """Compute with exactly `threads` CPU threads (torch's intra-op pool, and the BLAS/OpenMP
+    pools numpy and scikit-learn use) for the block, whichever process runs it: the sequential
+    runner, a `--jobs` worker, a SLURM job, `vaebench evaluate`."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

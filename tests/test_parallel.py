@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import cloudpickle
-import pytest
 from wandb_log import find_runs, read_run
 
 from benchmark import runner, tracking
 from benchmark.claims import claim_path, try_claim
-from benchmark.parallel import worker_plan
+from benchmark.parallel import thread_note, worker_plan
 from benchmark.results import record_path
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
@@ -53,7 +52,9 @@ def test_jobs_2_gives_the_records_of_the_sequential_runner(tiny_suite_args, tmp_
     for ours, theirs in zip(parallel, sequential, strict=True):
         assert ours["config_hash"] == theirs["config_hash"]
         assert ours["training"]["steps"] == theirs["training"]["steps"]
-        assert ours["metrics"] == pytest.approx(theirs["metrics"], rel=1e-4, abs=1e-6)
+        # the same train.threads in both: the very same numbers, however the cell was run
+        assert ours["metrics"] == theirs["metrics"]
+        assert ours["environment"]["torch_threads"] == theirs["environment"]["torch_threads"] == 2
     for config in expand_cells(suite):  # the record on disk, and no claim left behind
         assert json.loads(record_path(tmp_path / "par", config).read_text())["status"] == "ok"
         assert not claim_path(record_path(tmp_path / "par", config)).exists()
@@ -68,14 +69,17 @@ def test_jobs_2_gives_the_records_of_the_sequential_runner(tiny_suite_args, tmp_
         assert any(f"{config.cell_id}: ok in" in line for line in logs)
 
 
-def test_workers_share_gpus_round_robin_and_cores_evenly():
-    plan = worker_plan(5, ["2", "3"], cores=16)
+def test_workers_share_gpus_round_robin():
+    plan = worker_plan(5, ["2", "3"])
     assert [env["CUDA_VISIBLE_DEVICES"] for env in plan] == ["2", "3", "2", "3", "2"]
-    assert {env["VAEBENCH_WORKER_THREADS"] for env in plan} == {"3"}
-    cpu = worker_plan(2, [], cores=2)
-    assert all("CUDA_VISIBLE_DEVICES" not in env for env in cpu)
-    assert [env["VAEBENCH_WORKER_THREADS"] for env in cpu] == ["1", "1"]
-    assert worker_plan(4, [], cores=2)[0]["VAEBENCH_WORKER_THREADS"] == "1"
+    assert worker_plan(2, []) == [{}, {}]  # the CPU: threads are each cell's train.threads
+
+
+def test_the_thread_note_says_when_workers_oversubscribe_the_cores(tiny_suite_args):
+    cells = expand_cells(resolve_suite(**tiny_suite_args))  # train.threads: 2 by default
+    assert thread_note(cells, workers=2, cores=16) == "2 threads a cell (train.threads)"
+    crowded = thread_note(cells, workers=2, cores=2)
+    assert "oversubscribed" in crowded and "--set train.threads=1 fits" in crowded
 
 
 def test_a_cell_claimed_by_another_runner_is_left_to_it(tiny_suite_args, tmp_path):

@@ -14,6 +14,7 @@ import pandas as pd
 from benchmark import results
 from benchmark.claims import exclusive
 from benchmark.config import dataset_slug
+from benchmark.environment import hardware_id
 from benchmark.report import plots
 from benchmark.report.latex import write_latex
 from benchmark.report.sources import ReportInputs, cell_key
@@ -181,13 +182,27 @@ def _code_versions(records: list[dict]) -> list[str]:
     ]
 
 
+def _hardware(records: list[dict]) -> list[str]:
+    """Records from more than one kind of hardware (float results differ between CPU types and
+    GPUs) are said once, at the top, as a mix of code versions is."""
+    kinds = Counter(hardware_id(r.get("environment") or {}) or "unknown" for r in records)
+    if len(kinds) < 2:
+        return []
+    mix = ", ".join(f"`{kind}` ({n} cells)" for kind, n in sorted(kinds.items()))
+    return [
+        f"**Mixed hardware**: these records come from {len(kinds)} kinds of hardware: {mix}. "
+        "Float results differ between them; the provenance table names each cell's.",
+        "",
+    ]
+
+
 def _provenance(records: list[dict]) -> list[str]:
     lines = [
         "## Provenance",
         "",
         "| cell | status | config hash | dataset source | revision / fingerprint | "
-        "git sha | device | train (s) | eval (s) | total (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "git sha | device | hardware | train (s) | eval (s) | total (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in _sorted(records):
         info, env, t = r.get("dataset_info", {}), r.get("environment", {}), r.get("timings", {})
@@ -200,7 +215,8 @@ def _provenance(records: list[dict]) -> list[str]:
             f"{r.get('config_hash') or '-'} | {info.get('source', '-')} | "
             f"{info.get('revision') or '-'} / {info.get('fingerprint', '-')} | "
             f"{(env.get('git_sha') or '-')[:12]} | {env.get('device') or '-'} | "
-            f"{seconds('train')} | {seconds('eval')} | {seconds('total')} |"
+            f"{hardware_id(env) or '-'} | {seconds('train')} | {seconds('eval')} | "
+            f"{seconds('total')} |"
         )
     packages = {}
     for r in records:
@@ -243,6 +259,7 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
         "",
     ]
     lines += _code_versions(records)
+    lines += _hardware(records)
     if inputs.earlier_configs:
         lines += [
             f"{inputs.earlier_configs} records of earlier configurations of these cells are kept "

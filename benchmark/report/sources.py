@@ -74,6 +74,12 @@ def _mapping(value: Any) -> dict | None:
     return None
 
 
+def _hardware_of(logged: Any) -> dict:
+    """The record's `hardware` from the run's `env.hardware` (runs logged before it: none)."""
+    hardware = _mapping(logged)
+    return {"hardware": hardware} if hardware else {}
+
+
 def record_from_wandb(name: str, config: dict, summary: dict, state: str = "finished") -> dict:
     """A W&B run (config + summary, as the runner logged them) -> a record for the report."""
     summary = dict(summary)
@@ -108,6 +114,7 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
         "environment": {
             "git_sha": environment.pop("git_sha", None),
             "device": environment.pop("device", None),
+            **_hardware_of(environment.pop("hardware", None)),
             "packages": environment,
             "wandb_run": name,
         },

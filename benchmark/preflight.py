@@ -1,0 +1,77 @@
+"""Before the first cell trains: every piece a cell needs after training imports.
+
+A cell trains for minutes, then writes its checkpoint, fits its sampler, computes its metrics,
+draws its image grids, and the run ends with the report. A piece of that chain that cannot be
+imported (a package missing from a hand-made environment, a torchvision built for another
+torch) used to surface only after training, once per cell. Here it is one line and exit 2
+before any work.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from benchmark.config import RunConfig
+from benchmark.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Need:
+    module: str  # what is imported
+    package: str  # what pip installs
+    purpose: str  # what a cell needs it for
+
+
+ALWAYS = (
+    Need("safetensors.torch", "safetensors", "the checkpoint writer"),
+    Need("piq", "piq", "the ssim and gmsd metrics"),
+    Need("torchvision.utils", "torchvision", "the image grids"),
+    Need("pandas", "pandas", "the report's tables"),
+    Need("tabulate", "tabulate", "the report's markdown tables"),
+    Need("matplotlib.pyplot", "matplotlib", "the report's plots"),
+    Need("seaborn", "seaborn", "the report's plots"),
+)
+LPIPS = Need("lpips", "lpips", "the lpips metric (eval.lpips)")
+FID = Need("torch_fidelity", "torch-fidelity", "FID/KID (eval.fid)")
+GMM = Need("sklearn.mixture", "scikit-learn", "the gmm sampler")
+THREADS = Need("threadpoolctl", "threadpoolctl", "a cell's thread count (train.threads)")
+
+
+def needs(cells: Iterable[RunConfig]) -> list[Need]:
+    """What the cells need after training, each piece once, in a fixed order."""
+    wanted: dict[Need, None] = dict.fromkeys((*ALWAYS, THREADS))
+    for cell in cells:
+        if cell.eval.lpips:
+            wanted[LPIPS] = None
+        if cell.eval.fid:
+            wanted[FID] = None
+        if cell.eval.sampler == "gmm":
+            wanted[GMM] = None
+    return list(wanted)
+
+
+def missing(cells: Iterable[RunConfig]) -> list[tuple[Need, str]]:
+    """(need, why it does not import) for each piece that fails to import."""
+    failures = []
+    for need in needs(cells):
+        try:
+            importlib.import_module(need.module)
+        except Exception as error:  # noqa: BLE001 - a broken install raises anything
+            text = str(error).strip().splitlines()
+            failures.append((need, f"{type(error).__name__}: {text[0]}" if text else "broken"))
+    return failures
+
+
+def check_after_training_pieces(cells: Iterable[RunConfig]) -> None:
+    """Raise UserInputError (one line, exit 2) when a piece is missing; nothing has run yet."""
+    failures = missing(cells)
+    if not failures:
+        return
+    pieces = "; ".join(f"{need.purpose} needs '{need.package}' ({why})" for need, why in failures)
+    packages = " ".join(sorted({need.package for need, _ in failures}))
+    raise UserInputError(
+        f"cannot start: {pieces}. Nothing was trained. Install the project as the README says "
+        f"(pip install -e .), or pip install {packages}"
+    )
