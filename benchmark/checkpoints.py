@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
+from benchmark import files
 from benchmark.config import RunConfig
 from benchmark.models import FAMILIES
-from benchmark.results import CHECKPOINT_SUFFIX, record_path
+from benchmark.results import CHECKPOINT_SUFFIX, cell_root, record_path
 
 FORMAT = "vaebench-checkpoint/1"
 
@@ -29,7 +30,8 @@ def checkpoint_path(out_dir: str | os.PathLike, config: RunConfig) -> Path:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: RunConfig, input_shape) -> Path:
-    """Written to a temporary, then renamed: a reader never sees half a file."""
+    """Written to a temporary, then renamed: a reader never sees half a file
+    (benchmark/files.py)."""
     from safetensors.torch import save_model
 
     metadata = {
@@ -38,10 +40,12 @@ def save_checkpoint(path: Path, model: torch.nn.Module, config: RunConfig, input
         "config_hash": config.config_hash(),
         "input_shape": json.dumps(list(input_shape)),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(temporary), metadata=metadata)  # handles shared (tied) tensors
-    os.replace(temporary, path)
+    # save_model handles shared (tied) tensors
+    files.write_with(
+        path,
+        lambda temporary: save_model(model, str(temporary), metadata=metadata),
+        cell_root(path),
+    )
     return path
 
 

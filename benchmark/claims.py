@@ -18,6 +18,8 @@ import os
 import socket
 from pathlib import Path
 
+from benchmark import files
+
 
 class CellClaim:
     """An exclusive claim on one cell; `release()` (or the process's death) gives it up."""
@@ -48,9 +50,8 @@ def claim_path(record_path: Path) -> Path:
 def try_claim(record_path: Path) -> CellClaim | None:
     """The cell's claim, or None when another live process holds it."""
     path = claim_path(record_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_claim(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -75,6 +76,21 @@ def try_claim(record_path: Path) -> CellClaim | None:
     return CellClaim(path, fd)
 
 
+def _open_claim(path: Path) -> int:
+    """The claim file, opened where it is, never through a symlink: a link planted at its path
+    (which would have us truncate its target) is removed, once; a second one is refused."""
+    from benchmark.results import cell_root
+
+    for attempt in range(2):
+        try:
+            return files.open_in_place(path, cell_root(path))
+        except files.UnsafePath:
+            if attempt or not path.is_symlink():
+                raise
+            path.unlink()  # the link itself, never its target
+    raise AssertionError("unreachable")
+
+
 def describe_owner(record_path: Path) -> str:
     """`host:pid since TIME`, from the claim file (best effort: it may be gone already)."""
     try:
@@ -89,8 +105,7 @@ def exclusive(lock_path: Path):
     """Wait for, then hold, an exclusive `flock` on `lock_path` for the block (for writers that
     several runners may reach at once, such as the report of a shared folder). The lock file
     stays; the lock dies with its process."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = files.open_in_place(lock_path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -14,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from benchmark import files
 from benchmark.errors import UserInputError
 
 DEFAULT_OUT = "vaebench-runs"
@@ -283,6 +284,7 @@ def _run(args, extra: list[str]) -> int:
     if not args.dry_run:  # before any work: one line, exit 2
         if args.executor == "local":
             check_devices(suite)
+        check_mirror(args.data_mirror)
         check_writable(out)
         check_after_training_pieces(cells)  # a missing piece never throws training away
     print(
@@ -345,6 +347,28 @@ def check_writable(folder: Path) -> None:
         raise UserInputError(f"cannot write results to {folder}: {reason}") from None
 
 
+def check_mirror(mirror: str | os.PathLike | None) -> None:
+    """--data-mirror (or $VAEBENCH_DATA_MIRROR) names a folder that exists: a typo there would
+    otherwise send every dataset to the hub."""
+    from benchmark.data import MIRROR_ENV
+
+    named, where = (mirror, "--data-mirror") if mirror else (os.environ.get(MIRROR_ENV), MIRROR_ENV)
+    if not named:
+        return
+    if not Path(named).expanduser().is_dir():
+        what = "a file, not a folder" if Path(named).expanduser().exists() else "no such folder"
+        raise UserInputError(f"{where} {named}: {what}")
+
+
+def check_output_file(option: str, path: Path) -> None:
+    """A file vaebench is asked to write: its folder exists, and it is not itself a folder
+    (refused before any work, one line)."""
+    if path.is_dir():
+        raise UserInputError(f"{option} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserInputError(f"{option} {path}: no such folder {path.parent}")
+
+
 def _ints(values: list[str] | None) -> list[int] | None:
     if values is None:
         return None
@@ -399,20 +423,20 @@ def _report(args, extra: list[str]) -> int:
     from benchmark.report import from_directory, from_wandb, write_report
     from benchmark.report.sources import dump_records
 
+    if args.wandb and args.results:
+        raise UserInputError("give either RESULTS_DIR or --wandb ENTITY/PROJECT, not both")
+    if args.wandb and not args.out:
+        raise UserInputError("--wandb needs --out REPORT_DIR")
+    if not args.wandb and args.results is None:
+        raise UserInputError("give RESULTS_DIR (a run's --out folder) or --wandb ENTITY/PROJECT")
+    if not args.wandb and not args.results.is_dir():
+        raise UserInputError(f"no such folder: {args.results}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserInputError(f"--out {args.out} is a file; give a folder for the report")
     if args.wandb:
-        if args.results:
-            raise UserInputError("give either RESULTS_DIR or --wandb ENTITY/PROJECT, not both")
-        if not args.out:
-            raise UserInputError("--wandb needs --out REPORT_DIR")
         inputs = from_wandb(args.wandb, args.group, args.tag)
         dump_records(inputs, args.out / "records")
     else:
-        if args.results is None:
-            raise UserInputError(
-                "give RESULTS_DIR (a run's --out folder) or --wandb ENTITY/PROJECT"
-            )
-        if not args.results.is_dir():
-            raise UserInputError(f"no such folder: {args.results}")
         inputs = from_directory(args.results)
         if not inputs.records:
             raise UserInputError(f"no result records under {args.results}")
@@ -424,11 +448,15 @@ def _report(args, extra: list[str]) -> int:
 def _evaluate(args, extra: list[str]) -> int:
     from benchmark.report import from_directory, write_report
     from benchmark.rescoring import parse_metric_names, parse_sampler_choice, rescore
+    from benchmark.results import iter_records
 
     if not args.results.is_dir():
         raise UserInputError(f"no such folder: {args.results}")
     parse_metric_names(args.metrics)  # bad names: one line before any work
     sampler = parse_sampler_choice(args.sampler)
+    check_mirror(args.data_mirror)
+    if not any(True for _ in iter_records(args.results)):
+        raise UserInputError(f"no result records under {args.results}")
     updated = rescore(args.results, args.metrics, args.data_mirror, sampler=sampler)
     if updated:
         inputs = from_directory(args.results)
@@ -456,12 +484,24 @@ def _prepare(args, extra: list[str]) -> int:
 def _compare(args, extra: list[str]) -> int:
     import json
 
-    from benchmark.compare import compare, delta_table, hardware_difference, load_side
+    from benchmark.compare import (
+        check_thresholds,
+        compare,
+        delta_table,
+        hardware_difference,
+        load_side,
+    )
 
+    check_thresholds(args.k, args.rel_tol)  # before any work
+    for option, target in (
+        ("--write-baseline", args.write_baseline),
+        ("--markdown", args.markdown),
+    ):
+        if target is not None:
+            check_output_file(option, target)
     if args.write_baseline:
         baseline = load_side(args.baseline)
-        args.write_baseline.parent.mkdir(parents=True, exist_ok=True)
-        args.write_baseline.write_text(json.dumps(baseline, indent=2) + "\n")
+        files.write_text(args.write_baseline, json.dumps(baseline, indent=2) + "\n")
         print(f"vaebench: baseline of {len(baseline['cells'])} cells: {args.write_baseline}")
         return 0
     if args.current is None:
@@ -476,7 +516,7 @@ def _compare(args, extra: list[str]) -> int:
     if (difference := hardware_difference(baseline, current)) is not None:
         print(difference)
     if args.markdown:
-        args.markdown.write_text(table + "\n")
+        files.write_text(args.markdown, table + "\n")
     bad = [d for d in deltas if d.verdict in ("regression", "missing")]
     improved = sum(d.verdict == "improved" for d in deltas)
     print(f"\nvaebench: {len(bad)} regressions, {improved} improvements, {len(deltas)} compared")

@@ -161,7 +161,27 @@ def pooled_std(a: dict, b: dict) -> float:
     return math.sqrt(((a["n"] - 1) * a["std"] ** 2 + (b["n"] - 1) * b["std"] ** 2) / dof)
 
 
+# The gate's flags have ranges, so that no accepted value switches it off: a NaN, an infinite
+# or a huge k or tolerance would call every regression "ok".
+K_RANGE = (0.0, 10.0)  # exclusive, inclusive: seed-noise multiples
+REL_TOL_RANGE = (0.0, 0.5)  # inclusive: a fraction of the baseline mean
+
+
+def check_thresholds(k: float, rel_tol: float) -> None:
+    """One line (exit 2) for a `--k` or `--rel-tol` outside its range."""
+    low, high = K_RANGE
+    if not (math.isfinite(k) and low < k <= high):
+        raise UserInputError(f"--k must be a number above {low:g} and at most {high:g}, got {k}")
+    low, high = REL_TOL_RANGE
+    if not (math.isfinite(rel_tol) and low <= rel_tol <= high):
+        raise UserInputError(
+            f"--rel-tol must be a number from {low:g} to {high:g} (a fraction of the baseline "
+            f"mean), got {rel_tol}"
+        )
+
+
 def compare(baseline: dict, current: dict, k: float = 3.0, rel_tol: float = 0.05) -> list[Delta]:
+    check_thresholds(k, rel_tol)
     mismatched = [
         key
         for key in baseline["cells"].keys() & current["cells"].keys()

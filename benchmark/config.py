@@ -19,8 +19,18 @@ from benchmark.errors import UserInputError, unknown_name
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
+# Every value has a range a real run can satisfy, checked when the suite is resolved (one line,
+# exit 2, before any cell): no float is NaN or infinite, and these bound the rest.
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_LEARNING_RATE = 10.0
+MAX_WIDTH = 4_096  # channels, latent dimensions, codebook vectors' dimension
+MAX_IMAGES = 10_000_000  # max_train, max_test, n_gen
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -29,19 +39,25 @@ class DataConfig(Section):
     image_column: str | None = None  # None: the first column with an Image feature
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)  # carved from train, for per-epoch val losses
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # only for sources without a test split
-    max_train: int | None = Field(None, ge=1)  # deterministic subset (for quick runs)
-    max_test: int | None = Field(None, ge=1)
-    image_size: int | None = Field(None, ge=4)  # square resize (CelebA: 64); None keeps the size
+    max_train: int | None = Field(
+        None, ge=1, le=MAX_IMAGES
+    )  # deterministic subset (for quick runs)
+    max_test: int | None = Field(None, ge=1, le=MAX_IMAGES)
+    image_size: int | None = Field(
+        None, ge=4, le=1024
+    )  # square resize (CelebA: 64); None keeps the size
     # one channel mode for the whole dataset: 1 (grayscale) or 3 (RGB); None: the mode of most
     # images. Recorded in the record's dataset_info (channels, channel_rule)
     channels: Literal[1, 3] | None = None
-    split_seed: int = 0  # fixed, independent of the run seed: every cell sees the same split
+    split_seed: int = Field(
+        0, ge=0, le=MAX_SEED
+    )  # fixed, independent of the run seed: every cell sees the same split
 
 
 class TrainConfig(Section):
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    learning_rate: float = Field(1e-3, gt=0, le=MAX_LEARNING_RATE)
     optimizer: Literal["Adam", "AdamW", "SGD", "RMSprop"] = "Adam"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # NHWC tensors for the convolutions: faster on CPUs with oneDNN (measured by vaebench perf);
@@ -53,18 +69,18 @@ class TrainConfig(Section):
     # CPU threads a cell computes with (torch's, and BLAS/OpenMP's in numpy and scikit-learn).
     # Float sums split by thread count, so it is part of the cell's configuration (and hash):
     # one config gives one set of numbers on one machine, alone or beside others (--jobs)
-    threads: int = Field(2, ge=1, le=1024)
+    threads: int = Field(2, ge=1, le=1_024)
 
 
 class CodePriorConfig(Section):
     """VQVAE's `prior` sampler: a PixelCNN over the code maps, fitted after training."""
 
-    layers: int = Field(6, ge=1)
-    channels: int = Field(64, ge=1)
-    kernel_size: int = Field(5, ge=3)  # odd: the mask splits the window at its centre
-    epochs: int = Field(8, ge=1)
-    batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    layers: int = Field(6, ge=1, le=64)
+    channels: int = Field(64, ge=1, le=MAX_WIDTH)
+    kernel_size: int = Field(5, ge=3, le=31)  # odd: the mask splits the window at its centre
+    epochs: int = Field(8, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    learning_rate: float = Field(1e-3, gt=0, le=MAX_LEARNING_RATE)
 
     @field_validator("kernel_size")
     @classmethod
@@ -75,15 +91,19 @@ class CodePriorConfig(Section):
 
 
 class EvalConfig(Section):
-    seed: int = 1234  # fixed evaluation seed: same checkpoint -> same numbers
-    n_gen: int | None = Field(None, ge=1)  # generated images; None = size of the test set
-    batch_size: int = Field(500, ge=1)
+    seed: int = Field(
+        1234, ge=0, le=MAX_SEED
+    )  # fixed evaluation seed: same checkpoint -> same numbers
+    n_gen: int | None = Field(
+        None, ge=1, le=MAX_IMAGES
+    )  # generated images; None = size of the test set
+    batch_size: int = Field(500, ge=1, le=MAX_BATCH)
     lpips: bool = True  # computed only when the pretrained VGG16 weights are available
     fid: bool = True  # gen/fid, gen/kid, recon/fid: only when the Inception weights are available
     # where gen/ samples come from: None = each family's default; a name for every family of
     # the suite; or {model: name}. A cell's config holds the name it resolved to.
     sampler: str | dict[str, str] | None = None
-    gmm_components: int = Field(10, ge=1)  # the `gmm` sampler, as in pythae's benchmark
+    gmm_components: int = Field(10, ge=1, le=1_000)  # the `gmm` sampler, as in pythae's benchmark
     prior: CodePriorConfig = CodePriorConfig()
 
 
@@ -103,10 +123,10 @@ class SlurmConfig(Section):
     """`slurm:` section of a suite (or `--set slurm.partition=gpu`); not part of any cell."""
 
     partition: str | None = Field(None, pattern=_NO_CONTROL_CHARACTERS)
-    gpus_per_job: int = Field(1, ge=0)
-    cpus_per_job: int = Field(8, ge=1)
-    mem_gb: int | None = Field(None, ge=1)
-    time_min: int = Field(240, ge=1)
+    gpus_per_job: int = Field(1, ge=0, le=64)
+    cpus_per_job: int = Field(8, ge=1, le=4_096)
+    mem_gb: int | None = Field(None, ge=1, le=65_536)
+    time_min: int = Field(240, ge=1, le=525_600)  # a year
     account: str | None = Field(None, pattern=_NO_CONTROL_CHARACTERS)
 
 
@@ -116,7 +136,7 @@ class RunConfig(Section):
     suite: str = Field(pattern=SLUG)
     dataset: str
     model: str = Field(pattern=SLUG)
-    seed: int = Field(ge=0, le=2**32 - 1)
+    seed: int = Field(ge=0, le=MAX_SEED)
     arch: Literal["compact", "pythae"]
     data: DataConfig
     train: TrainConfig

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark import files
 from benchmark.config import DataConfig
 from benchmark.errors import DatasetUnavailable, UserInputError, unknown_name
 
@@ -189,11 +190,9 @@ def _decoded_splits(
     meta = {"image_column": column, "channels": 1 if mode == "L" else 3, "channel_rule": rule}
     if path is not None:
         with contextlib.suppress(OSError):  # a read-only home must not stop a run
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
             digest = _splits_digest(splits)
-            torch.save({"key": key, "splits": splits, "meta": meta, "digest": digest}, tmp)
-            os.replace(tmp, path)
+            payload = {"key": key, "splits": splits, "meta": meta, "digest": digest}
+            files.write_with(path, lambda temporary: torch.save(payload, temporary))
     return splits, {**source.info, **meta}
 
 
@@ -237,8 +236,8 @@ def _read_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | 
     key's file, tensors that are not uint8 images of one shape, or contents whose digest differ.
     None means: decode again, and overwrite the file."""
     try:
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - damaged, truncated, foreign: never trusted
+        cached = files.load_tensors(path)
+    except files.RefusedFile:  # damaged, truncated, foreign: never trusted
         return None
     if not (
         isinstance(cached, dict)

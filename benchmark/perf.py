@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from pythae.data.datasets import DatasetOutput
 
+from benchmark import files
 from benchmark.data import ImageSplits, load_image_splits
 from benchmark.metrics import LPIPS, PIXEL_METRICS
 from benchmark.models import FAMILIES, Family
@@ -493,5 +494,4 @@ def table(results: dict[str, Any]) -> str:
 def write_json(results: dict[str, Any], path: Path) -> None:
     import json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    files.write_text(path, json.dumps(results, indent=2) + "\n")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from benchmark.data import DATASETS, DatasetSpec, hub_unreachable_reason, load_hub_into_cache
 from benchmark.errors import DatasetUnavailable
+from benchmark.files import write_text
 from benchmark.weights import INCEPTION_V3, VGG16, WeightsUnavailable, sha256_of, verified_path
 
 MANIFEST = ".vaebench-mirror.json"  # hidden: `datasets` does not take it for a data file
@@ -181,7 +182,7 @@ def lay_out_mirror(spec: DatasetSpec, folder: Path, mirror: Path) -> Piece:
         "files": files,
         "fetched_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     if spec.content:  # the pin was made from a mirror: check it against the hub's own files
         wrong, _ = differing_splits(spec, folder)
         if wrong:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from benchmark import files
 from benchmark.config import SLUG, RunConfig
 from benchmark.environment import code_version
 
@@ -155,33 +154,29 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers see the old file or
-    the new one, never half of one, even if the process is killed mid-write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_text_atomically(path: Path, text: str, root: Path | None = None) -> None:
+    """Readers see the old file or the new one, never half of one, even if the process is
+    killed mid-write; never through a symlink, never outside `root` (benchmark/files.py)."""
+    files.write_text(path, text, root)
 
 
 def remove_stale_temporaries(path: Path) -> None:
-    """The temporary files a killed writer of `path` left (`.NAME.*.tmp`). Only for a writer
+    """The temporary files a killed writer of `path` left (`.NAME.*.tmp*`). Only for a writer
     that owns `path` now (the cell's claim holder, the report's writer)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
         stale.unlink(missing_ok=True)
+
+
+def cell_root(path: Path) -> Path:
+    """The run folder (`--out`) a cell's file belongs to: OUT/results/SUITE/NAME, or
+    OUT/results/SUITE/history/NAME. Every write of a cell's files stays inside it."""
+    return path.parents[3] if path.parent.name == HISTORY else path.parents[2]
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
     """Atomically: never a half-written record."""
     text = json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n"
-    write_text_atomically(path, text)
+    write_text_atomically(path, text, cell_root(path))
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -239,14 +234,14 @@ def copy_to_history(path: Path, record: dict[str, Any]) -> Path:
     """Keep a copy of a record (and its images) in `history/` before it is changed into the
     record of another configuration of the same trained cell (`vaebench evaluate --sampler`).
     Its steps and checkpoint stay: they still belong to the cell."""
-    return _into_history(path, record["config_hash"], (), shutil.copy2)
+    root = cell_root(path)
+    return _into_history(path, record["config_hash"], (), lambda a, b: files.copy_file(a, b, root))
 
 
 def _into_history(path: Path, config_hash: str, also: tuple[str, ...], transfer) -> Path:
     """`transfer` (move or copy) the record at `path`, its images and the companions ending in
     `also` to `history/CELL.CONFIGHASH.*`."""
-    history = path.parent / HISTORY
-    history.mkdir(exist_ok=True)
+    history = files.make_folder(path.parent / HISTORY, cell_root(path))  # never a planted link
     stem = path.name[: -len(".json")]
     for companion in path.parent.glob(f"{stem}.*"):
         rest = companion.name[len(stem) :]

@@ -16,8 +16,6 @@ that a rerun after a crash in evaluation does not train again.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark import files
 from benchmark.config import RunConfig
 
 FORMAT = "vaebench-resume/1"
@@ -149,34 +148,32 @@ class RollingCheckpoint:
         except OSError as error:
             self.log(f"    rolling checkpoint not written ({error}); training goes on without")
             self.every = 0
-            with contextlib.suppress(OSError):
-                self.path.with_name(f".{self.path.name}.tmp").unlink(missing_ok=True)
 
     def write(self, state: TrainingState) -> None:
         """Atomically, whatever `every` says; raises OSError when it cannot be written."""
+        from benchmark.results import cell_root
+
         payload = {
             "format": FORMAT,
             "config_hash": self.config.config_hash(),
             **vars(state),
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # on disk before it replaces the previous state
-        os.replace(temporary, self.path)
+        # fsynced before it replaces the previous state (benchmark/files.py)
+        files.write_with(
+            self.path, lambda temporary: torch.save(payload, temporary), cell_root(self.path)
+        )
 
     def load(self) -> tuple[TrainingState | None, str | None]:
         """(state, None) to resume from; (None, why not) when there is a file that cannot be
         used (another config, unreadable); (None, None) when there is none."""
-        self.path.with_name(f".{self.path.name}.tmp").unlink(missing_ok=True)  # a killed write
+        for stale in self.path.parent.glob(f".{self.path.name}.*tmp*"):  # a killed write
+            stale.unlink(missing_ok=True)
         if not self.path.exists():
             return None, None
         try:
-            payload = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - truncated, foreign or unsafe file
-            return None, f"{self.path.name} is not a readable rolling checkpoint ({error})"
+            payload = files.load_tensors(self.path)
+        except files.RefusedFile as error:  # truncated, foreign or unsafe
+            return None, f"not a usable rolling checkpoint: {error}"
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             return None, f"{self.path.name} is not a vaebench rolling checkpoint"
         if payload.get("config_hash") != self.config.config_hash():

@@ -16,19 +16,20 @@ from typing import Any
 import pandas as pd
 import torch
 
-from benchmark import environment
+from benchmark import environment, files
 from benchmark.checkpoints import checkpoint_path, save_checkpoint
 from benchmark.claims import describe_owner, try_claim
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits, load_image_splits
 from benchmark.distribution import DistributionReference, InceptionFeatures
-from benchmark.errors import DatasetUnavailable, one_line
+from benchmark.errors import DatasetUnavailable, UserInputError, one_line
 from benchmark.evaluation import evaluate
 from benchmark.metrics import LPIPS
 from benchmark.models import FAMILIES
 from benchmark.results import (
     CHECKPOINT_SUFFIX,
     build_record,
+    cell_root,
     finished_record,
     make_way_for,
     read_record,
@@ -362,19 +363,21 @@ def write_grids(base: Path, grids: dict[str, torch.Tensor]) -> None:
     """Small PNG grids beside the record at `base`, for the report."""
     from torchvision.utils import save_image
 
-    base.parent.mkdir(parents=True, exist_ok=True)
     for name, grid in grids.items():
-        save_image(grid, base.with_suffix(f".{name}.png"))
+        files.write_with(
+            base.with_suffix(f".{name}.png"),
+            lambda temporary, grid=grid: save_image(grid, temporary),
+            cell_root(base),
+        )
 
 
 def _write_steps(out_dir: Path, config: RunConfig, steps: list[dict]) -> None:
     """Per-step training components beside the record (too long for the record itself)."""
     if steps:
         path = record_path(out_dir, config).with_suffix(".steps.csv")
-        path.parent.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame(steps)
         frame.insert(0, "step", range(1, len(frame) + 1))
-        frame.to_csv(path, index=False)
+        files.write_with(path, lambda temporary: frame.to_csv(temporary, index=False), out_dir)
 
 
 HEADLINE = ("recon/ssim", "recon/mse", "gen/ssim")  # the metrics a cell's line shows
@@ -479,6 +482,18 @@ def _score_without_training(path: Path, config: RunConfig, shared, log: Log, pre
         return None
 
 
+def open_datasets(cells: list[RunConfig], shared: SharedResources) -> None:
+    """Load each dataset the cells use (kept in `shared` for the cells run in this process) and
+    check that a training batch fits its training split."""
+    for config in cells:
+        data = shared.data(config)
+        if config.train.batch_size > len(data.train):
+            raise UserInputError(
+                f"train.batch_size={config.train.batch_size} is larger than the training split "
+                f"of {config.dataset} ({len(data.train)} images)"
+            )
+
+
 def run_suite(suite, out_dir: str | Path, **options) -> list[dict]:
     """`run_cells` over every cell of a resolved suite."""
     return run_cells(suite.cells(), out_dir, **options)
@@ -502,6 +517,10 @@ def run_cells(
     waits for them. Cells another runner is training are left to it (and not returned).
     `checkpoint_every`: epochs between a cell's rolling checkpoints (0: none); a cell that has
     one from an interrupted run resumes from it either way.
+
+    Cells run here (not as SLURM jobs, whose nodes may hold other data) have their datasets
+    opened before the first one starts: a missing or unreadable dataset, a wrong image column
+    or a batch larger than the training split is one line (UserInputError), before any cell.
     """
     out_dir = Path(out_dir)
     records: dict[int, dict] = {}
@@ -517,6 +536,9 @@ def run_cells(
         else:
             pending.append((index, config))
     settings = RunSettings(mirror, networks, checkpoint_every)
+    shared = SharedResources(settings)
+    if executor is None:
+        open_datasets([config for _, config in pending], shared)
     if executor is not None:
         outcomes = _run_as_jobs(
             pending, len(cells), executor, out_dir, settings, log, tracker_factory
@@ -528,7 +550,6 @@ def run_cells(
             pending, len(cells), jobs, out_dir, settings, log, tracker_factory
         )
     else:
-        shared = SharedResources(settings)
         outcomes = {}
         for index, config in pending:
             prefix = f"[{index}/{len(cells)}] {config.cell_id}"
@@ -552,13 +573,16 @@ def _run_as_jobs(pending, total, executor, out_dir, settings, log, tracker_facto
     if not pending:
         return {}
     jobs = []
-    with executor.batch():
-        for _, config in pending:
-            jobs.append(
-                executor.submit(
-                    CellJob(), config.model_dump_json(), str(out_dir), settings, tracker_factory
+    try:
+        with executor.batch():
+            for _, config in pending:
+                jobs.append(
+                    executor.submit(
+                        CellJob(), config.model_dump_json(), str(out_dir), settings, tracker_factory
+                    )
                 )
-            )
+    except Exception as error:  # noqa: BLE001 - sbatch refused (partition, account, limits)
+        raise UserInputError(f"the scheduler refused the jobs: {one_line(error)}") from None
     log(f"submitted {len(jobs)} jobs: {', '.join(str(job.job_id) for job in jobs)}")
     records = {}
     for (index, config), job in zip(pending, jobs, strict=True):

@@ -71,7 +71,12 @@ def read_suite_file(suite: str) -> dict[str, Any]:
     if suite.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
             raise UserInputError(f"suite file not found: {suite}")
-        text = path.read_text()
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserInputError(f"suite file {suite} is not a UTF-8 text file") from None
+        except OSError as error:
+            raise UserInputError(f"cannot read suite file {suite}: {error.strerror}") from None
     elif suite in builtin_suites():
         text = (resources.files("benchmark") / "suite_files" / f"{suite}.yaml").read_text()
     else:
@@ -137,6 +142,16 @@ def resolve_suite(
         check_dataset_name(dataset)
     if not (resolved.models and resolved.datasets and resolved.seeds):
         raise UserInputError("a suite needs at least one dataset, one model and one seed")
+    for kind, names in (
+        ("model", resolved.models),
+        ("dataset", resolved.datasets),
+        ("seed", resolved.seeds),
+    ):
+        twice = sorted({str(n) for n in names if list(names).count(n) > 1})
+        if twice:  # one cell would be trained once and counted twice
+            raise UserInputError(
+                f"{kind} {', '.join(twice)} given more than once: {kind}s are a set"
+            )
     return resolved
 
 

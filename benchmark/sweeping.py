@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from benchmark.errors import UserInputError
+from benchmark import files
+from benchmark.errors import UserInputError, one_line
 from benchmark.results import load_records
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -41,15 +42,43 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserInputError(f"sweep file not found: {path}")
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserInputError(f"{path} is not a UTF-8 text file") from None
     except yaml.YAMLError as error:
         raise UserInputError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise UserInputError(f"{path} must be a YAML mapping")
-    violations = sweeps.schema_violations_from_proposed_config(config)
+    _check_shape(path, config)
+    try:  # the engine's schema, then its own first proposal (it checks what the schema does not)
+        violations = sweeps.schema_violations_from_proposed_config(config)
+        if not violations:
+            sweeps.next_run(config, [], validate=True)
+    except Exception as error:  # noqa: BLE001 - the engine raises its own and builtin types
+        raise UserInputError(f"{path} is not a valid W&B sweep: {one_line(error)}") from None
     if violations:
         raise UserInputError(f"{path} is not a valid W&B sweep: {violations[0]}")
     return config
+
+
+def _check_shape(path: Path, config: dict[str, Any]) -> None:
+    """What the engine would trip over with a stack trace: one line each."""
+    parameters = config.get("parameters")
+    if not isinstance(parameters, dict) or not parameters:
+        raise UserInputError(
+            f"{path}: 'parameters' must be a mapping of parameter names to their settings "
+            "(value:, values: or distribution:)"
+        )
+    for name, settings in parameters.items():
+        if not isinstance(settings, dict):
+            raise UserInputError(
+                f"{path}: parameter '{name}' must be a mapping (value:, values: or distribution:)"
+            )
+    command = config.get("command")
+    if command is not None and not (
+        isinstance(command, list) and all(isinstance(part, str) for part in command)
+    ):
+        raise UserInputError(f"{path}: 'command' must be a list of strings")
 
 
 def expand_command(config: dict[str, Any], params: dict[str, Any]) -> list[str]:
@@ -122,8 +151,9 @@ def run_local_sweep(
             }
         )
         log(f"sweep: trial {index} exited {result.returncode}; {metric} = {value}")
-    (out / "sweep.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps({"sweep": str(path), "trials": trials}, indent=2))
+    files.write_text(
+        out / "sweep.json", json.dumps({"sweep": str(path), "trials": trials}, indent=2)
+    )
     return trials
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from benchmark import files
+
 OFFLINE_ENV = "VAEBENCH_OFFLINE"
 DOWNLOAD_TIMEOUT_S = 30  # per socket operation, not for the whole file
 CHUNK = 1 << 20
@@ -139,7 +141,7 @@ def download_verified(weights: PretrainedWeights, destination: Path) -> None:
 def load_state_dict(weights: PretrainedWeights, download: bool = True) -> dict:
     """The verified file's state dict, read without unpickling code (weights_only=True)."""
     path = verified_path(weights, download)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return files.load_tensors(path)
 
 
 def _reason(error: OSError) -> str:

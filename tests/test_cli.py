@@ -68,11 +68,16 @@ def test_run_writes_records_and_a_report_then_report_rebuilds_it(parquet_repo, t
     assert (tmp_path / "REPORT.md").read_text() == report
 
 
-def test_a_failed_cell_makes_the_run_exit_1(tmp_path, capsys):
-    code = main(["run", "--datasets", "cifar10", "--models", "betavae", "--out", str(tmp_path)])
+def test_a_failed_cell_makes_the_run_exit_1(parquet_repo, tmp_path, capsys):
+    sets = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
+    diverging = ["--set", "train.optimizer=SGD", "--set", "train.learning_rate=10"]
+    code = main(
+        ["run", "--datasets", str(parquet_repo), "--models", "betavae", "--out", str(tmp_path)]
+        + ["--wandb", "off", *sets, *diverging]
+    )
     out = capsys.readouterr().out
     assert code == 1
-    assert "FAILED: DatasetUnavailable: dataset 'cifar10'" in out
+    assert "FAILED: TrainingDiverged: non-finite" in out
 
 
 def test_dry_run_lists_cells_with_their_hashes(capsys):

@@ -21,7 +21,7 @@ from conftest import TINY_SETTINGS
 # Runs the CLI with one function wrapped so that the process SIGKILLs itself at POINT.
 LAUNCHER = r"""
 import os, signal, sys
-import benchmark.results as results
+import benchmark.files as files
 import benchmark.runner as runner
 from benchmark import cli
 
@@ -44,25 +44,25 @@ if point == "training":  # in the middle of the second cell's training
         return real_train(family, model, data, config, params, on_epoch, step, **k)
     runner.train = train
 elif point == "record":  # half-way through writing the second record
-    real_write, written = results.write_text_atomically, []
-    def write(path, text):
+    real_write, written = files.write_text, []
+    def write(path, text, root=None):
         if path.suffix == ".json" and "results" in path.parts:
             written.append(1)
             if len(written) == 2:
                 with open(path.with_name(f".{path.name}.partial.tmp"), "w") as handle:
                     handle.write(text[: len(text) // 2])
                 die()
-        real_write(path, text)
-    results.write_text_atomically = write
+        real_write(path, text, root)
+    files.write_text = write
 elif point == "report":  # half-way through writing REPORT.md
-    real_write = results.write_text_atomically
-    def write(path, text):
+    real_write = files.write_text
+    def write(path, text, root=None):
         if path.name == "REPORT.md":
             with open(path.with_name(f".{path.name}.partial.tmp"), "w") as handle:
                 handle.write(text[: len(text) // 2])
             die()
-        real_write(path, text)
-    results.write_text_atomically = write
+        real_write(path, text, root)
+    files.write_text = write
 sys.exit(cli.main(args))
 """
 

@@ -41,8 +41,15 @@ def learning_cases() -> list:
             )
             cell = expand_cells(suite)[0]
             cases.setdefault(cell.config_hash(), (cell, []))[1].append(name)
+    # pythae's networks take 15-130 s a family on this CPU: behind the `slow` marker, which CI
+    # runs after the default tests (`pytest -m slow`)
     return [
-        pytest.param(cell, id=f"{'+'.join(suites)}-{cell.model}") for cell, suites in cases.values()
+        pytest.param(
+            cell,
+            id=f"{'+'.join(suites)}-{cell.model}",
+            marks=[pytest.mark.slow] if cell.arch == "pythae" else [],
+        )
+        for cell, suites in cases.values()
     ]
 
 

@@ -12,6 +12,7 @@ import torch
 
 from benchmark import runner
 from benchmark.distribution import InceptionFeatures
+from benchmark.errors import UserInputError
 from benchmark.metrics import LPIPS
 from benchmark.results import SCHEMA_VERSION, record_path, write_record
 from benchmark.suites import expand_cells, resolve_suite
@@ -136,13 +137,12 @@ def test_rerun_skips_finished_cells_and_reruns_changed_ones(tiny_run, tiny_suite
 def test_a_diverging_cell_becomes_a_failed_record_and_the_suite_goes_on(tiny_suite_args, tmp_path):
     args = dict(
         tiny_suite_args,
-        models=["vaegan", "betavae"],
+        models=["betavae", "vaegan"],
         overrides=[
             *tiny_suite_args["overrides"],
             "train.optimizer=SGD",
             "train.learning_rate=0.01",
-            "vaegan.encoder_learning_rate=1e6",
-            "vaegan.decoder_learning_rate=1e6",
+            "betavae.learning_rate=10",  # the largest accepted: SGD diverges at once
         ],
     )
     suite = resolve_suite(**args)
@@ -150,7 +150,7 @@ def test_a_diverging_cell_becomes_a_failed_record_and_the_suite_goes_on(tiny_sui
     assert [r["status"] for r in records] == ["failed", "ok"]
     failed = records[0]
     assert failed["error"].startswith("TrainingDiverged: non-finite")
-    assert failed["metrics"] == {} and failed["model"] == "vaegan"
+    assert failed["metrics"] == {} and failed["model"] == "betavae"
     on_disk = record_path(tmp_path, expand_cells(suite)[0])
     assert json.loads(on_disk.read_text())["status"] == "failed"
     # a failed cell is retried on resume
@@ -159,11 +159,13 @@ def test_a_diverging_cell_becomes_a_failed_record_and_the_suite_goes_on(tiny_sui
     assert sum("skipped" in line for line in logs) == 1
 
 
-def test_an_unavailable_dataset_fails_its_cells_with_the_reason(tmp_path):
+def test_an_unavailable_dataset_is_one_line_before_any_cell(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(runner, "run_cell", lambda *a, **k: started.append(a))
     suite = resolve_suite("quick", ["train.epochs=1"], datasets=["cifar10"], models=["betavae"])
-    records = runner.run_suite(suite, tmp_path, log=lambda m: None)
-    assert records[0]["status"] == "failed"
-    assert "dataset 'cifar10'" in records[0]["error"] and "--data-mirror" in records[0]["error"]
+    with pytest.raises(UserInputError, match=r"dataset 'cifar10'.*--data-mirror"):
+        runner.run_suite(suite, tmp_path, log=lambda m: None)
+    assert not started and not (tmp_path / "results").exists()
 
 
 def test_interrupting_loses_nothing_finished(tiny_suite_args, tmp_path, monkeypatch):

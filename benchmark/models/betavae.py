@@ -10,7 +10,7 @@ from pydantic import Field
 from pythae.models import BetaVAE, BetaVAEConfig
 from pythae.trainers import BaseTrainer
 
-from benchmark.config import Section
+from benchmark.config import MAX_LEARNING_RATE, MAX_WIDTH, Section
 from benchmark.models.family import (
     COMMON_METRICS,
     GAUSSIAN_METRICS,
@@ -26,11 +26,13 @@ from benchmark.models.networks import CompactDecoder, CompactGaussianEncoder, py
 
 
 class BetaVAEParams(Section):
-    latent_dim: int = Field(16, ge=1)
-    beta: float = Field(1.0, ge=0)
+    latent_dim: int = Field(16, ge=1, le=MAX_WIDTH)
+    beta: float = Field(1.0, ge=0, le=10_000)
     reconstruction_loss: Literal["mse", "bce"] = "mse"
-    learning_rate: float | None = Field(None, gt=0)  # None: train.learning_rate
-    width: int = Field(32, ge=1)  # compact networks only
+    learning_rate: float | None = Field(
+        None, gt=0, le=MAX_LEARNING_RATE
+    )  # None: train.learning_rate
+    width: int = Field(32, ge=1, le=MAX_WIDTH)  # compact networks only
 
 
 def build(params: BetaVAEParams, input_shape, arch: str) -> BetaVAE:

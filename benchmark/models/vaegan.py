@@ -16,7 +16,7 @@ from pythae.trainers import (
     CoupledOptimizerAdversarialTrainerConfig,
 )
 
-from benchmark.config import Section, TrainConfig
+from benchmark.config import MAX_LEARNING_RATE, MAX_WIDTH, Section, TrainConfig
 from benchmark.errors import UserInputError
 from benchmark.models.family import (
     COMMON_METRICS,
@@ -38,16 +38,18 @@ from benchmark.models.networks import (
 
 
 class VAEGANParams(Section):
-    latent_dim: int = Field(16, ge=1)
+    latent_dim: int = Field(16, ge=1, le=MAX_WIDTH)
     adversarial_loss_scale: float = Field(0.5, ge=0, le=1)
-    reconstruction_layer: int = Field(2, ge=1)  # discriminator level whose features are compared
-    margin: float = Field(0.4, ge=0)
-    equilibrium: float = Field(0.68, ge=0)
+    reconstruction_layer: int = Field(
+        2, ge=1, le=16
+    )  # discriminator level whose features are compared
+    margin: float = Field(0.4, ge=0, le=1_000)
+    equilibrium: float = Field(0.68, ge=0, le=1_000)
     # None: train.learning_rate
-    encoder_learning_rate: float | None = Field(None, gt=0)
-    decoder_learning_rate: float | None = Field(None, gt=0)
-    discriminator_learning_rate: float | None = Field(None, gt=0)
-    width: int = Field(32, ge=1)  # compact networks only
+    encoder_learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE)
+    decoder_learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE)
+    discriminator_learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE)
+    width: int = Field(32, ge=1, le=MAX_WIDTH)  # compact networks only
 
 
 def build(params: VAEGANParams, input_shape, arch: str) -> VAEGAN:

@@ -9,7 +9,7 @@ from pydantic import Field
 from pythae.models import VQVAE, VQVAEConfig
 from pythae.trainers import BaseTrainer
 
-from benchmark.config import Section
+from benchmark.config import MAX_LEARNING_RATE, MAX_WIDTH, Section
 from benchmark.models.family import (
     COMMON_METRICS,
     BatchEval,
@@ -22,10 +22,10 @@ from benchmark.models.networks import CompactDecoder, CompactVQEncoder, pythae_n
 
 
 class VQVAEParams(Section):
-    latent_dim: int = Field(16, ge=1)  # dimension of each codebook vector
-    num_embeddings: int = Field(128, ge=2)
-    commitment_loss_factor: float = Field(0.25, ge=0)
-    quantization_loss_factor: float = Field(1.0, ge=0)
+    latent_dim: int = Field(16, ge=1, le=MAX_WIDTH)  # dimension of each codebook vector
+    num_embeddings: int = Field(128, ge=2, le=65_536)
+    commitment_loss_factor: float = Field(0.25, ge=0, le=10_000)
+    quantization_loss_factor: float = Field(1.0, ge=0, le=10_000)
     use_ema: bool = False
     decay: float = Field(0.99, ge=0, le=1)
     # pythae 0.1.2 averages the VQ loss over the h*w*D latent elements of the batch, while its
@@ -34,8 +34,10 @@ class VQVAEParams(Section):
     # factors by h*w*D of the encoder's output, so the VQ loss is a per-image sum like the
     # reconstruction loss, whatever the network and image size. "mean": pythae as it is.
     vq_loss_reduction: Literal["mean", "sum"] = "mean"
-    learning_rate: float | None = Field(None, gt=0)  # None: train.learning_rate
-    width: int = Field(32, ge=1)  # compact networks only
+    learning_rate: float | None = Field(
+        None, gt=0, le=MAX_LEARNING_RATE
+    )  # None: train.learning_rate
+    width: int = Field(32, ge=1, le=MAX_WIDTH)  # compact networks only
 
 
 def latent_elements(encoder: torch.nn.Module, input_shape) -> int:

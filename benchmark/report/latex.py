@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark import results
+from benchmark import files
 from benchmark.config import dataset_slug
 from benchmark.report.tables import (
     comparison,
@@ -72,5 +72,5 @@ def latex_tables(records: list[dict]) -> str:
 
 
 def write_latex(records: list[dict], path: Path) -> Path:
-    results.write_text_atomically(path, latex_tables(records))
+    files.write_text(path, latex_tables(records))
     return path

@@ -5,13 +5,12 @@ Built from records only; metrics are never recomputed here.
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from benchmark import results
+from benchmark import files, results
 from benchmark.claims import exclusive
 from benchmark.config import dataset_slug
 from benchmark.environment import hardware_id
@@ -140,9 +139,8 @@ def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
     for model, key in first_seed.items():
         for name, source in sorted(inputs.grids.get(key, {}).items()):
             target = out_dir / "images" / f"{slug}-{model}-seed{key[2]}.{name}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
             if source.resolve() != target.resolve():
-                shutil.copyfile(source, target)
+                files.copy_file(source, target, out_dir)
             what = (
                 "rows of 8 test images, each above its reconstructions"
                 if name == "reconstructions"
@@ -280,7 +278,7 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     path = out_dir / "REPORT.md"
     for name in ("summary.csv", "summary.tex", "REPORT.md"):  # what a killed writer left
         results.remove_stale_temporaries(out_dir / name)
-    results.write_text_atomically(out_dir / "summary.csv", summary_csv(records).to_csv(index=False))
+    files.write_text(out_dir / "summary.csv", summary_csv(records).to_csv(index=False))
     write_latex(records, out_dir / "summary.tex")
-    results.write_text_atomically(path, "\n".join(lines) + "\n")
+    files.write_text(path, "\n".join(lines) + "\n")
     return path

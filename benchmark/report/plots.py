@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from benchmark import files  # noqa: E402
 from benchmark.metrics import METRICS  # noqa: E402
 from benchmark.report.tables import (  # noqa: E402
     family_label,
@@ -72,7 +73,7 @@ def metric_bars(records: list[dict], dataset: str, prefix: str, path: Path) -> s
         axis.tick_params(axis="x", labelsize=8)
         axis.set_ylabel("")
     grid.figure.suptitle(f"{dataset}", y=1.04)
-    grid.savefig(path, dpi=110, bbox_inches="tight")
+    files.write_with(path, lambda temporary: grid.savefig(temporary, dpi=110, bbox_inches="tight"))
     plt.close(grid.figure)
     n_seeds = frame.groupby("model")["seed"].nunique().max()
     return (
@@ -109,7 +110,9 @@ def training_curves(histories: dict[str, pd.DataFrame], dataset: str, path: Path
         axis.legend(fontsize=7)
     figure.suptitle(f"{dataset}: training loss components (first seed)", y=1.02)
     figure.tight_layout()
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    files.write_with(
+        path, lambda temporary: figure.savefig(temporary, dpi=110, bbox_inches="tight")
+    )
     plt.close(figure)
     return (
         f"{dataset}: per-step training loss components of each family (first seed, rolling "

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from benchmark import files
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
 from benchmark.results import (
@@ -215,9 +216,9 @@ def from_wandb(
 
 def dump_records(inputs: ReportInputs, folder: Path) -> None:
     """Keep the records a W&B report was built from, beside it (a report is reproducible)."""
-    folder.mkdir(parents=True, exist_ok=True)
     for record in inputs.records:
         dataset, model, seed = cell_key(record)
         run = record["environment"].get("wandb_run")
         name = f"{run or f'{dataset}-{model}-seed{seed}'}.json"
-        (folder / name.replace("/", "_")).write_text(json.dumps(record, indent=2))
+        text = json.dumps(record, indent=2)
+        files.write_text(folder / name.replace("/", "_"), text, folder.parent)
