@@ -404,17 +404,17 @@ def _sweep(args, extra: list[str]) -> int:
 
 
 def _print_summary(records: list[dict]) -> None:
-    from benchmark.report.tables import sampler_phrase, summary_table
+    from benchmark.report.tables import sampler_phrase, seeds_phrase, summary_table, table_specs
 
     for dataset in sorted({r["dataset"] for r in records}):
-        for prefix in ("recon/", "gen/"):
-            table = summary_table(records, dataset, prefix)
+        for spec in table_specs():
+            table, n = summary_table(records, dataset, spec.prefix, list(spec.metrics))
             if not table.empty:
                 samplers = sampler_phrase(records, dataset, code=("", ""))
-                print(
-                    f"\n{dataset} {prefix}"
-                    + (f"  (samplers: {samplers})" if prefix == "gen/" else "")
-                )
+                title = spec.title.split(" (")[0].lower()
+                print(f"\n{dataset} {spec.prefix} {title}; {seeds_phrase(n)}")
+                if spec.prefix == "gen/":
+                    print(f"  samplers: {samplers}")
                 print(table.to_string())
     print()
 

@@ -80,6 +80,16 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def _output_of(command: list[str], timeout: float = 10) -> str:
+    """What a command prints, stripped; empty when it is missing, fails or hangs."""
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name (`/proc/cpuinfo` on Linux, sysctl on macOS), else the machine."""
@@ -90,33 +100,15 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    try:
-        out = subprocess.run(
-            ["sysctl", "-n", "machdep.cpu.brand_string"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        if out:
-            return out
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
+    brand = _output_of(["sysctl", "-n", "machdep.cpu.brand_string"])
+    return brand or platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=1)
 def nvidia_driver() -> str | None:
     """The NVIDIA driver version (nvidia-smi); torch knows only the CUDA API level."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.split()
-        return out[0] if out else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    versions = _output_of(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return versions.split()[0] if versions else None
 
 
 def hardware(device: str) -> dict:

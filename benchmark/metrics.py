@@ -31,14 +31,31 @@ class MetricInfo:
     # does `compare` call a move in its bad direction a regression? (adversarial quantities
     # move either way in a healthy run: shown, never judged)
     judged: bool = True
+    # a distance of the images to the data (FID, KID): in gen/, only these carry the realism
+    # verdict; gen/'s other metrics compare a sample with its own reconstruction
+    # (self-consistency) and are shown in a table of their own, never ranked
+    realism: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {
     m.key: m
     for m in [
         # set-level (benchmark/distribution.py): the realism verdict on gen/
-        MetricInfo("fid", False, "all", "Frechet Inception distance to the test set", plotted=True),
-        MetricInfo("kid", False, "all", "kernel Inception distance to the test set (gen/ only)"),
+        MetricInfo(
+            "fid",
+            False,
+            "all",
+            "Frechet Inception distance to the test set",
+            plotted=True,
+            realism=True,
+        ),
+        MetricInfo(
+            "kid",
+            False,
+            "all",
+            "kernel Inception distance to the test set (gen/ only)",
+            realism=True,
+        ),
         MetricInfo("mse", False, "all", "pixel squared error, per-image sum", plotted=True),
         MetricInfo("bce", False, "all", "pixel binary cross-entropy, per-image sum", plotted=True),
         MetricInfo("psnr", True, "all", "10 log10(1 / per-image MSE)", plotted=True),

@@ -32,6 +32,7 @@ ALWAYS = (
     Need("tabulate", "tabulate", "the report's markdown tables"),
     Need("matplotlib.pyplot", "matplotlib", "the report's plots"),
     Need("seaborn", "seaborn", "the report's plots"),
+    Need("scipy.stats", "scipy", "the report's significance tests"),
 )
 LPIPS = Need("lpips", "lpips", "the lpips metric (eval.lpips)")
 FID = Need("torch_fidelity", "torch-fidelity", "FID/KID (eval.fid)")

@@ -76,8 +76,14 @@ def fixture_dir(tmp_path_factory):
 
 
 def table_rows(markdown: str, title: str) -> dict[str, list[str]]:
-    section = markdown.split(title, 1)[1].split("\n\n", 2)[1]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
+    """The first table after `title` (tables may follow a line that says their n)."""
+    after = markdown.split(title, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(after) if line.startswith("|"))
+    lines = []
+    for line in after[start:]:
+        if not line.startswith("|"):
+            break
+        lines.append(line)
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[2:]:
@@ -91,8 +97,11 @@ def test_cells_are_mean_and_sample_std_of_the_seeds(fixture_dir):
     rows = table_rows(markdown, "(`recon/`)")
     for family, label in (("vaegan", "VAEGAN"), ("betavae", "BetaVAE"), ("vqvae", "VQVAE")):
         values = [fixture_value(family, "recon/ssim", s) for s in SEEDS]
-        expected = f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} (n=3)"
+        expected = f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
         assert rows["ssim"][label].replace("**", "") == expected
+    # n is said once per table, not in every cell
+    recon = markdown.split("(`recon/`)", 1)[1].split("###", 1)[0]
+    assert "*n = 3 seeds per family.*" in recon and "(n=" not in recon
 
 
 def test_best_marks_follow_each_metrics_direction(fixture_dir):
@@ -119,19 +128,20 @@ def test_not_applicable_and_unavailable_cells(fixture_dir):
 def test_latex_is_balanced_booktabs_with_the_same_numbers(fixture_dir):
     out, markdown = fixture_dir
     tex = (out / "report" / "summary.tex").read_text()
+    # recon/, gen/'s realism rows and gen/'s self-consistency rows
     for environment in ("table", "tabular"):
-        assert tex.count(rf"\begin{{{environment}}}") == tex.count(rf"\end{{{environment}}}") == 2
-    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 2
+        assert tex.count(rf"\begin{{{environment}}}") == tex.count(rf"\end{{{environment}}}") == 3
+    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 3
     assert tex.count("{") == tex.count("}")
     for line in tex.splitlines():
         if line.endswith(r"\\") and not line.startswith("Metric"):
             assert line.count("&") == 3
     values = [fixture_value("vqvae", "recon/ssim", s) for s in SEEDS]
     assert (
-        rf"\textbf{{{statistics.mean(values):.4g} $\pm$ {statistics.stdev(values):.2g}}} (n=3)"
-        in tex
+        rf"\textbf{{{statistics.mean(values):.4g} $\pm$ {statistics.stdev(values):.2g}}} \\" in tex
     )
-    assert r"recon\_loss" in tex and "---" in tex
+    assert r"recon\_loss $\downarrow$" in tex and r"ssim $\uparrow$" in tex and "---" in tex
+    assert "n = 3 seeds per family." in tex and "(n=" not in tex
 
 
 def test_csv_carries_raw_statistics(fixture_dir):

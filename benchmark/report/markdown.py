@@ -15,9 +15,11 @@ from benchmark.claims import exclusive
 from benchmark.config import dataset_slug
 from benchmark.environment import hardware_id
 from benchmark.report import plots
-from benchmark.report.latex import write_latex
+from benchmark.report.latex import figures_tex, write_latex
 from benchmark.report.sources import ReportInputs, cell_key
 from benchmark.report.tables import (
+    SIGNIFICANCE,
+    TIE_MARK,
     comparison,
     families_of,
     family_label,
@@ -26,14 +28,11 @@ from benchmark.report.tables import (
     ranked_metrics,
     sampler_phrase,
     samplers_used,
+    seeds_phrase,
     summary_csv,
     summary_table,
+    table_specs,
 )
-
-SETS = {
-    "recon/": "Reconstruction of held-out test images",
-    "gen/": "Generation: samples from each family's sampler",
-}
 
 
 def _codes(keys: list[str]) -> str:
@@ -41,10 +40,14 @@ def _codes(keys: list[str]) -> str:
 
 
 NOTES = [
-    "Cells are `mean ± sample std (n seeds)` over seeds; **bold** marks the best family where "
-    f"families are comparable ({_codes(ranked_metrics('all'))}; "
-    f"{_codes(ranked_metrics('gaussian'))} between the two Gaussian families), "
-    "in the metric's own direction. — : the metric does not "
+    "Cells are `mean ± sample std` over seeds (each table says how many). A best family is "
+    f"marked only where families are comparable ({_codes(ranked_metrics('all'))}; "
+    f"{_codes(ranked_metrics('gaussian'))} between the two Gaussian families; in `gen/` only "
+    "the realism rows), in the metric's own direction, and only where the seeds carry it: with "
+    "at least two seeds per family, **bold** marks the best mean where a two-sided Welch t-test "
+    f"against the runner-up gives p < {SIGNIFICANCE}; otherwise {TIE_MARK} marks the leaders "
+    "the test cannot separate (the best mean and every family whose difference from it has "
+    f"p ≥ {SIGNIFICANCE}). With one seed nothing is marked. — : the metric does not "
     "apply to the family; n/a : it could not be computed (reason below the table).",
     "Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE.",
     "`recon_loss` and `total_loss` are each family's own training objective, on family-specific "
@@ -54,9 +57,10 @@ NOTES = [
     "fooled\"), but a low value means VAEGAN's discriminator is winning; no winner is picked "
     "on it.",
     "In `gen/`, the pixel metrics compare each generated image with the model's own "
-    "reconstruction of it: they measure self-consistency, not realism. The realism verdict is "
-    "`gen/fid` and `gen/kid` (distances to the test set; n/a where the Inception weights are "
-    "missing). Each `gen/` table names the sampler of every family.",
+    "reconstruction of it: they measure self-consistency, not realism, and sit in a table of "
+    "their own that never marks a best family. The realism verdict is `gen/fid` and `gen/kid` "
+    "(distances to the test set; n/a where the Inception weights are missing or FID is off). "
+    "Each `gen/` table names the sampler of every family.",
     "`fid` and `kid` use torch-fidelity's Inception-v3 (2048-d pool features) on images "
     "quantised to uint8; grayscale images are replicated to 3 channels, so these FIDs compare "
     "only with FIDs computed the same way.",
@@ -67,14 +71,16 @@ def _sorted(records: list[dict]) -> list[dict]:
     return sorted(records, key=lambda r: (r["dataset"], family_rank(r["model"]), r["seed"]))
 
 
-def _unavailable_note(records: list[dict], dataset: str, prefix: str) -> list[str]:
+def _unavailable_note(
+    records: list[dict], dataset: str, prefix: str, metrics: tuple[str, ...]
+) -> list[str]:
     reasons = sorted(
         {
             (key[len(prefix) :], why)
             for r in records
             if r["dataset"] == dataset
             for key, why in r.get("unavailable", {}).items()
-            if key.startswith(prefix)
+            if key.startswith(prefix) and key[len(prefix) :] in metrics
         }
     )
     return [f"n/a — `{metric}`: {why}" for metric, why in reasons]
@@ -89,23 +95,30 @@ def _diagnostics(records: list[dict], dataset: str) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
+def _section(
+    inputs: ReportInputs, dataset: str, out_dir: Path, figures: list[dict[str, str]]
+) -> list[str]:
+    """The dataset's tables, plots and image grids; its grids are added to `figures` (for
+    figures.tex)."""
     records = inputs.records
     lines = [f"## {dataset}", ""]
     slug = dataset_slug(dataset)
-    for prefix, title in SETS.items():
-        table = summary_table(records, dataset, prefix)
+    specs = table_specs()
+    for index, spec in enumerate(specs):
+        table, n = summary_table(records, dataset, spec.prefix, list(spec.metrics))
         if table.empty:
             continue
-        lines += [f"### {title} (`{prefix}`)", ""]
-        if prefix == "gen/":
+        lines += [f"### {spec.title} (`{spec.prefix}`)", ""]
+        if spec.prefix == "gen/":
             lines += [f"Samplers: {sampler_phrase(records, dataset)}.", ""]
-        lines += [table.to_markdown(), ""]
-        lines += [f"- {note}" for note in _unavailable_note(records, dataset, prefix)]
-        figure = f"{slug}-{prefix[:-1]}-metrics.png"
-        caption = plots.metric_bars(records, dataset, prefix, out_dir / figure)
-        if caption:
-            lines += ["", f"![{prefix} metrics]({figure})", "", f"*{caption}*", ""]
+        lines += [f"*{seeds_phrase(n)}.*", "", table.to_markdown(), ""]
+        notes = _unavailable_note(records, dataset, spec.prefix, spec.metrics)
+        lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+        last_of_set = index + 1 == len(specs) or specs[index + 1].prefix != spec.prefix
+        figure = f"{slug}-{spec.prefix[:-1]}-metrics.png"
+        caption = plots.metric_bars(records, dataset, spec.prefix, out_dir / figure)
+        if caption and last_of_set:
+            lines += ["", f"![{spec.prefix} metrics]({figure})", "", f"*{caption}*", ""]
     diagnostics = _diagnostics(records, dataset)
     if not diagnostics.empty:
         lines += [
@@ -137,10 +150,16 @@ def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
     grid_lines = []
     samplers = samplers_used(records, dataset)
     for model, key in first_seed.items():
+        figure_entry = {
+            "dataset": dataset,
+            "family": model,
+            "sampler": "/".join(samplers.get(model, [])),
+        }
         for name, source in sorted(inputs.grids.get(key, {}).items()):
             target = out_dir / "images" / f"{slug}-{model}-seed{key[2]}.{name}.png"
             if source.resolve() != target.resolve():
                 files.copy_file(source, target, out_dir)
+            figure_entry[name] = f"images/{target.name}"
             what = (
                 "rows of 8 test images, each above its reconstructions"
                 if name == "reconstructions"
@@ -149,6 +168,7 @@ def _section(inputs: ReportInputs, dataset: str, out_dir: Path) -> list[str]:
             grid_lines.append(
                 f"| {family_label(model)} | {what} | ![{model} {name}](images/{target.name}) |"
             )
+        figures.append(figure_entry)
     if grid_lines:
         lines += [
             "### Images (first seed)",
@@ -251,7 +271,8 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
         "# vaebench report",
         "",
         f"Suites: {', '.join(suites)}. Cells: {len(records)} ({ok} ok, "
-        f"{len(records) - ok} failed). Also here: `summary.tex` (booktabs), `summary.csv`.",
+        f"{len(records) - ok} failed). Also here: `summary.tex` (booktabs tables), `figures.tex` "
+        "(the image grids), `summary.csv`.",
         "",
         *[f"- {note}" for note in NOTES],
         "",
@@ -265,8 +286,9 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
             "the config hash in the provenance table.",
             "",
         ]
+    figures: list[dict[str, str]] = []
     for dataset in sorted({r["dataset"] for r in records}):
-        lines += _section(inputs, dataset, out_dir)
+        lines += _section(inputs, dataset, out_dir, figures)
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         lines += ["## Failed cells", ""]
@@ -276,9 +298,10 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
         lines += [""]
     lines += _provenance(records)
     path = out_dir / "REPORT.md"
-    for name in ("summary.csv", "summary.tex", "REPORT.md"):  # what a killed writer left
+    for name in ("summary.csv", "summary.tex", "figures.tex", "REPORT.md"):  # a killed writer's
         results.remove_stale_temporaries(out_dir / name)
     files.write_text(out_dir / "summary.csv", summary_csv(records).to_csv(index=False))
     write_latex(records, out_dir / "summary.tex")
+    files.write_text(out_dir / "figures.tex", figures_tex(figures))
     files.write_text(path, "\n".join(lines) + "\n")
     return path

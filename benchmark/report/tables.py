@@ -1,13 +1,17 @@
 """Records -> aggregated statistics -> the family-comparison tables (markdown, LaTeX, CSV).
 
 Aggregation over seeds: mean, sample standard deviation (ddof = 1) and n. The best family is
-marked only where docs/metrics.md allows ranking, in the direction the metric registry says.
+marked only where docs/metrics.md allows ranking, in the direction the metric registry says,
+and only where the seeds carry it: with at least two seeds per family, the best mean is marked
+where a two-sided Welch t-test against the runner-up gives p < 0.05; otherwise the best and
+every family the test cannot tell from it are marked tied. With one seed nothing is marked.
+In gen/, only the realism metrics (FID, KID) are ranked: the others measure self-consistency.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -68,6 +72,17 @@ def sampler_phrase(records: list[dict], dataset: str, code: tuple[str, str] = ("
 
 NOT_APPLICABLE = "—"
 UNAVAILABLE = "n/a"
+SIGNIFICANCE = 0.05  # a best family is marked where Welch's test against the runner-up is below
+TIE_MARK = "†"  # beside each of the leaders the test cannot separate
+
+
+@dataclass(frozen=True)
+class Marks:
+    """How a table writes a cell: bold, tie mark, ± (markdown's; LaTeX has its own)."""
+
+    bold: tuple[str, str] = ("**", "**")
+    tie: str = f" {TIE_MARK}"
+    pm: str = "±"
 
 
 @dataclass(frozen=True)
@@ -77,16 +92,40 @@ class Cell:
     std: float = math.nan
     n: int = 0
     best: bool = False
+    tied: bool = False  # one of the leaders, not separable by the seeds
 
-    def text(self, bold: tuple[str, str] = ("**", "**"), pm: str = "±") -> str:
+    def text(self, marks: Marks = Marks(), show_n: bool = True) -> str:
         if self.state == "not_applicable":
             return NOT_APPLICABLE
         if self.state == "unavailable":
             return UNAVAILABLE
-        spread = "" if self.n < 2 or math.isnan(self.std) else f" {pm} {self.std:.2g}"
+        spread = "" if self.n < 2 or math.isnan(self.std) else f" {marks.pm} {self.std:.2g}"
         value = f"{self.mean:.4g}{spread}"
-        value = f"{bold[0]}{value}{bold[1]}" if self.best else value
-        return f"{value} (n={self.n})"
+        value = f"{marks.bold[0]}{value}{marks.bold[1]}" if self.best else value
+        value += marks.tie if self.tied else ""
+        return f"{value} (n={self.n})" if show_n else value
+
+
+def welch_p(a: Cell, b: Cell) -> float:
+    """Two-sided Welch t-test between two families' seeds, from their means, sample stds and
+    counts (n >= 2 each). Two sets without spread differ certainly or not at all."""
+    from scipy.stats import ttest_ind_from_stats
+
+    if a.std == 0 and b.std == 0:
+        return 0.0 if a.mean != b.mean else 1.0
+    result = ttest_ind_from_stats(a.mean, a.std, a.n, b.mean, b.std, b.n, equal_var=False)
+    return float(result.pvalue)
+
+
+def table_n(table: dict[str, dict[str, Cell]], records: list[dict], dataset: str) -> int | None:
+    """The number of seeds behind every value of a table, when it is one number (then a table
+    says it once instead of in every cell); for a table without values (all n/a), the number
+    of ok seeds of every family, when it is one."""
+    counts = {cell.n for row in table.values() for cell in row.values() if cell.state == "value"}
+    if not counts:
+        ok = [r for r in records if r["dataset"] == dataset and r.get("status") == "ok"]
+        counts = {sum(r["model"] == f for r in ok) for f in families_of(ok)}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def metric_frame(records: list[dict]) -> pd.DataFrame:
@@ -137,39 +176,86 @@ def comparison(
             else:
                 row[family] = Cell("not_applicable")
         if any(cell.state != "not_applicable" for cell in row.values()):
-            table[metric] = _mark_best(metric, row)
+            table[metric] = _mark_best(metric, row) if is_ranked(prefix, metric) else row
     return table
+
+
+def is_ranked(prefix: str, metric: str) -> bool:
+    """Whether a best family is ever marked on this row (docs/metrics.md, "Ranking")."""
+    info = METRICS[metric]
+    return info.ranked != "never" and (prefix != "gen/" or info.realism)
 
 
 def _mark_best(metric: str, row: dict[str, Cell]) -> dict[str, Cell]:
     info = METRICS[metric]
-    if info.ranked == "never":
-        return row
     eligible = {
         f: c
         for f, c in row.items()
         if c.state == "value" and (info.ranked == "all" or is_gaussian(f))
     }
-    if len(eligible) < 2:
-        return row
-    pick = max if info.higher_is_better else min
-    best = pick(c.mean for c in eligible.values())
-    return {
-        f: Cell(c.state, c.mean, c.std, c.n, best=f in eligible and c.mean == best)
-        for f, c in row.items()
-    }
+    if len(eligible) < 2 or any(c.n < 2 for c in eligible.values()):
+        return row  # one seed (or one family) carries no verdict
+    ordered = sorted(eligible.items(), key=lambda fc: fc[1].mean, reverse=info.higher_is_better)
+    (leader, top), (_, runner_up) = ordered[0], ordered[1]
+    if welch_p(top, runner_up) < SIGNIFICANCE:
+        return {f: replace(c, best=f == leader) for f, c in row.items()}
+    tied = {f for f, c in ordered if f == leader or welch_p(top, c) >= SIGNIFICANCE}
+    return {f: replace(c, tied=f in tied) for f, c in row.items()}
 
 
 def summary_table(
     records: list[dict], dataset: str, prefix: str, metrics: list[str] | None = None
-) -> pd.DataFrame:
-    """The comparison as text cells (markdown bold for the best): rows metrics, cols families."""
+) -> tuple[pd.DataFrame, int | None]:
+    """The comparison as text cells (markdown bold for the best, † for tied leaders): rows
+    metrics, columns families; and the number of seeds when every cell has the same (the cells
+    then leave it out: the table says it once)."""
     table = comparison(records, dataset, prefix, metrics)
     families = families_of([r for r in records if r["dataset"] == dataset])
-    return pd.DataFrame(
-        {family_label(f): [table[m][f].text() for m in table] for f in families},
+    n = table_n(table, records, dataset)
+    frame = pd.DataFrame(
+        {family_label(f): [table[m][f].text(show_n=n is None) for m in table] for f in families},
         index=list(table),
     )
+    return frame, n
+
+
+def seeds_phrase(n: int | None) -> str:
+    """What a table says once about its seeds."""
+    if n is None:
+        return "n seeds per cell as shown"
+    if n == 1:
+        return "n = 1 seed per family: no best family is marked"
+    return f"n = {n} seeds per family"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One comparison table of a dataset: its evaluation set, its title and its rows."""
+
+    prefix: str
+    title: str
+    metrics: tuple[str, ...]
+
+
+def table_specs() -> list[TableSpec]:
+    """The comparison tables every report (markdown, LaTeX, the terminal summary) shows per
+    dataset, in order: reconstruction; generation's realism rows, which carry its verdict; and
+    generation's self-consistency rows, a table of their own, never ranked."""
+    main = metrics_in("main")
+    return [
+        TableSpec("recon/", "Reconstruction of held-out test images", tuple(main)),
+        TableSpec(
+            "gen/",
+            "Generation: realism (distance of the samples to the test set)",
+            tuple(m for m in main if METRICS[m].realism),
+        ),
+        TableSpec(
+            "gen/",
+            "Generation: self-consistency (each sample against the model's own reconstruction "
+            "of it; never ranked, not realism)",
+            tuple(m for m in main if not METRICS[m].realism),
+        ),
+    ]
 
 
 def summary_csv(records: list[dict]) -> pd.DataFrame:
@@ -192,6 +278,7 @@ def summary_csv(records: list[dict]) -> pd.DataFrame:
                             "std": cell.std,
                             "n": cell.n,
                             "best": cell.best,
+                            "tied": cell.tied,
                             "status": cell.state,
                         }
                     )

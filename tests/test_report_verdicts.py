@@ -1,0 +1,123 @@
+"""A best family is marked only where the evidence carries it: a two-sided Welch t-test against
+the runner-up with at least two seeds a family, ties marked where it cannot separate them,
+nothing with one seed, never on gen/'s self-consistency rows."""
+
+from __future__ import annotations
+
+import pytest
+from scipy.stats import ttest_ind
+
+from benchmark.report import from_directory, write_report
+from benchmark.report.tables import Cell, comparison, welch_p
+from benchmark.results import build_record, record_path, write_record
+from benchmark.suites import expand_cells, resolve_suite
+
+# recon/ssim per family and seed: VQVAE clearly ahead of both; VAEGAN and BetaVAE overlap
+SSIM = {
+    "vqvae": [0.90, 0.91, 0.92],
+    "vaegan": [0.60, 0.70, 0.65],
+    "betavae": [0.62, 0.66, 0.71],
+}
+# recon/mse: VAEGAN and VQVAE overlap at the top (lower is better), BetaVAE far behind
+MSE = {"vqvae": [10.0, 14.0, 12.0], "vaegan": [11.0, 13.0, 15.0], "betavae": [30.0, 31.0, 32.0]}
+
+
+def write_records(out, seeds: list[int]):
+    suite = resolve_suite("quick", ["train.epochs=1"], None, None, seeds)
+    for cell in expand_cells(suite):
+        i = seeds.index(cell.seed)
+        metrics = {
+            "recon/ssim": SSIM[cell.model][i],
+            "recon/mse": MSE[cell.model][i],
+            "gen/ssim": SSIM[cell.model][i],  # self-consistency: never ranked
+            "gen/fid": 100.0 - 50 * SSIM[cell.model][i],  # realism: ranked
+        }
+        record = build_record(cell, status="ok", metrics=metrics)
+        write_record(record_path(out, cell), record)
+    return out
+
+
+def rows_of(markdown: str, title: str) -> dict[str, dict[str, str]]:
+    after = markdown.split(title, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(after) if line.startswith("|"))
+    lines = []
+    for line in after[start:]:
+        if not line.startswith("|"):
+            break
+        lines.append(line)
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return {
+        cells[0]: dict(zip(header[1:], cells[1:], strict=True))
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
+    }
+
+
+def test_welch_p_equals_scipys_test_on_the_raw_seeds():
+    a, b = SSIM["vaegan"], SSIM["betavae"]
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    std = lambda v: (sum((x - mean(v)) ** 2 for x in v) / (len(v) - 1)) ** 0.5  # noqa: E731
+    cells = [Cell("value", mean(v), std(v), len(v)) for v in (a, b)]
+    assert welch_p(*cells) == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def test_three_seeds_bold_where_the_test_separates_and_tie_marks_where_it_does_not(tmp_path):
+    out = write_records(tmp_path / "three", [0, 1, 2])
+    table = comparison(from_directory(out).records, "mnist-5k", "recon/", ["ssim", "mse"])
+    # ssim: VQVAE against the runner-up (VAEGAN or BetaVAE): p < 0.001 -> bold
+    assert table["ssim"]["vqvae"].best and not any(c.tied for c in table["ssim"].values())
+    # mse: VQVAE 12 +- 2 against VAEGAN 13 +- 2 (p = 0.58): tied; BetaVAE is clearly behind
+    assert {f for f, c in table["mse"].items() if c.tied} == {"vqvae", "vaegan"}
+    assert not any(c.best for c in table["mse"].values())
+
+    report = write_report(from_directory(out), out / "report").read_text()
+    recon = rows_of(report, "(`recon/`)")
+    assert recon["ssim"]["VQVAE"].startswith("**") and "†" not in recon["ssim"]["VQVAE"]
+    assert recon["mse"]["VQVAE"].endswith("†") and recon["mse"]["VAEGAN"].endswith("†")
+    assert not recon["mse"]["BetaVAE"].endswith("†")
+    tex = (out / "report" / "summary.tex").read_text()
+    assert r"\textbf{0.91 $\pm$ 0.01}" in tex
+    assert r"12 $\pm$ 2$^\dagger$" in tex and r"13 $\pm$ 2$^\dagger$" in tex
+    assert "n = 3 seeds per family" in tex
+
+
+def test_one_seed_marks_nothing_and_says_n_once(tmp_path):
+    out = write_records(tmp_path / "one", [0])
+    report = write_report(from_directory(out), out / "report").read_text()
+    for title in ("(`recon/`)", "Generation: realism"):
+        section = report.split(title, 1)[1].split("###", 1)[0]
+        assert "*n = 1 seed per family: no best family is marked.*" in section
+        assert "**" not in section.split("|", 1)[1] and "†" not in section
+        assert "(n=" not in section
+    tex = (out / "report" / "summary.tex").read_text()
+    assert r"\textbf" not in tex.split("\n", 1)[1] and r"$^\dagger$" not in tex.split("\n", 1)[1]
+
+
+def test_gen_pixel_rows_are_a_self_consistency_table_never_ranked(tmp_path):
+    out = write_records(tmp_path / "three", [0, 1, 2])
+    report = write_report(from_directory(out), out / "report").read_text()
+    realism = rows_of(report, "Generation: realism")
+    assert set(realism) == {"fid"} and realism["fid"]["VQVAE"].startswith("**")
+    consistency = rows_of(report, "Generation: self-consistency")
+    assert "ssim" in consistency and "fid" not in consistency
+    assert not any("**" in c or "†" in c for c in consistency["ssim"].values())
+
+
+def test_figures_tex_includes_each_familys_grids_with_its_sampler(tmp_path):
+    import torch
+    from torchvision.utils import save_image
+
+    out = write_records(tmp_path / "grids", [0])
+    for path in (out / "results" / "quick").glob("*.json"):
+        for name in ("samples", "reconstructions"):
+            save_image(torch.rand(1, 8, 8), path.with_suffix(f".{name}.png"))
+    write_report(from_directory(out), out / "report")
+    tex = (out / "report" / "figures.tex").read_text()
+    assert tex.count(r"\begin{figure}") == tex.count(r"\end{figure}") == 3
+    for family in ("vaegan", "betavae", "vqvae"):
+        graphic = (
+            rf"\includegraphics[width=0.45\linewidth]{{images/mnist-5k-{family}-seed0.samples.png}}"
+        )
+        assert graphic in tex
+        assert (out / "report" / "images" / f"mnist-5k-{family}-seed0.samples.png").exists()
+    assert r"samples from the \texttt{fixed prior} sampler" in tex
+    assert tex.count("{") == tex.count("}")
