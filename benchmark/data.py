@@ -322,8 +322,15 @@ def _load_local(path: Path):
             loaded = datasets.load_from_disk(str(path))
         elif path.is_file() and path.suffix == ".parquet":
             loaded = datasets.load_dataset("parquet", data_files=str(path))
+        elif path.is_file():  # datasets would look for it on the hub
+            raise UserInputError(
+                f"cannot read dataset at {path}: a file that is not .parquet (give a parquet "
+                "file, a save_to_disk or image folder, or a hub id owner/name)"
+            )
         else:
             loaded = datasets.load_dataset(str(path))
+    except UserInputError:
+        raise
     except Exception as error:
         raise UserInputError(f"cannot read dataset at {path}: {_first_line(error)}") from None
     return _as_dict(loaded)

@@ -111,7 +111,7 @@ def _section(
         lines += [f"### {spec.title} (`{spec.prefix}`)", ""]
         if spec.prefix == "gen/":
             lines += [f"Samplers: {sampler_phrase(records, dataset)}.", ""]
-        lines += [f"*{seeds_phrase(n)}.*", "", table.to_markdown(), ""]
+        lines += [f"*{seeds_phrase(n)}.*", "", table.to_markdown(disable_numparse=True), ""]
         notes = _unavailable_note(records, dataset, spec.prefix, spec.metrics)
         lines += [f"- {note}" for note in notes] + ([""] if notes else [])
         last_of_set = index + 1 == len(specs) or specs[index + 1].prefix != spec.prefix
@@ -124,7 +124,7 @@ def _section(
         lines += [
             "### Diagnostics",
             "",
-            diagnostics.to_markdown(),
+            diagnostics.to_markdown(disable_numparse=True),
             "",
             "*Active units: latent dimensions with Cov_x(E_q[z_i]) > 0.01 (posterior "
             "collapse shows as few); codebook usage/perplexity: how much of VQVAE's "
