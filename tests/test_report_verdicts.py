@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from scipy.stats import ttest_ind
+from test_report import table_rows
 
 from benchmark.report import from_directory, write_report
 from benchmark.report.tables import Cell, comparison, welch_p
@@ -37,21 +38,6 @@ def write_records(out, seeds: list[int]):
     return out
 
 
-def rows_of(markdown: str, title: str) -> dict[str, dict[str, str]]:
-    after = markdown.split(title, 1)[1].splitlines()
-    start = next(i for i, line in enumerate(after) if line.startswith("|"))
-    lines = []
-    for line in after[start:]:
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return {
-        cells[0]: dict(zip(header[1:], cells[1:], strict=True))
-        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
-    }
-
-
 def test_welch_p_equals_scipys_test_on_the_raw_seeds():
     a, b = SSIM["vaegan"], SSIM["betavae"]
     mean = lambda v: sum(v) / len(v)  # noqa: E731
@@ -70,7 +56,7 @@ def test_three_seeds_bold_where_the_test_separates_and_tie_marks_where_it_does_n
     assert not any(c.best for c in table["mse"].values())
 
     report = write_report(from_directory(out), out / "report").read_text()
-    recon = rows_of(report, "(`recon/`)")
+    recon = table_rows(report, "(`recon/`)")
     assert recon["ssim"]["VQVAE"].startswith("**") and "†" not in recon["ssim"]["VQVAE"]
     assert recon["mse"]["VQVAE"].endswith("†") and recon["mse"]["VAEGAN"].endswith("†")
     assert not recon["mse"]["BetaVAE"].endswith("†")
@@ -95,9 +81,9 @@ def test_one_seed_marks_nothing_and_says_n_once(tmp_path):
 def test_gen_pixel_rows_are_a_self_consistency_table_never_ranked(tmp_path):
     out = write_records(tmp_path / "three", [0, 1, 2])
     report = write_report(from_directory(out), out / "report").read_text()
-    realism = rows_of(report, "Generation: realism")
+    realism = table_rows(report, "Generation: realism")
     assert set(realism) == {"fid"} and realism["fid"]["VQVAE"].startswith("**")
-    consistency = rows_of(report, "Generation: self-consistency")
+    consistency = table_rows(report, "Generation: self-consistency")
     assert "ssim" in consistency and "fid" not in consistency
     assert not any("**" in c or "†" in c for c in consistency["ssim"].values())
 
