@@ -81,14 +81,13 @@ def _open_claim(path: Path) -> int:
     (which would have us truncate its target) is removed, once; a second one is refused."""
     from benchmark.results import cell_root
 
-    for attempt in range(2):
-        try:
-            return files.open_in_place(path, cell_root(path))
-        except files.UnsafePath:
-            if attempt or not path.is_symlink():
-                raise
-            path.unlink()  # the link itself, never its target
-    raise AssertionError("unreachable")
+    try:
+        return files.open_in_place(path, cell_root(path))
+    except files.UnsafePath:
+        if not path.is_symlink():
+            raise
+    path.unlink()  # the link itself, never its target
+    return files.open_in_place(path, cell_root(path))
 
 
 def describe_owner(record_path: Path) -> str:

@@ -33,16 +33,16 @@ ALWAYS = (
     Need("matplotlib.pyplot", "matplotlib", "the report's plots"),
     Need("seaborn", "seaborn", "the report's plots"),
     Need("scipy.stats", "scipy", "the report's significance tests"),
+    Need("threadpoolctl", "threadpoolctl", "a cell's thread count (train.threads)"),
 )
 LPIPS = Need("lpips", "lpips", "the lpips metric (eval.lpips)")
 FID = Need("torch_fidelity", "torch-fidelity", "FID/KID (eval.fid)")
 GMM = Need("sklearn.mixture", "scikit-learn", "the gmm sampler")
-THREADS = Need("threadpoolctl", "threadpoolctl", "a cell's thread count (train.threads)")
 
 
 def needs(cells: Iterable[RunConfig]) -> list[Need]:
     """What the cells need after training, each piece once, in a fixed order."""
-    wanted: dict[Need, None] = dict.fromkeys((*ALWAYS, THREADS))
+    wanted: dict[Need, None] = dict.fromkeys(ALWAYS)
     for cell in cells:
         if cell.eval.lpips:
             wanted[LPIPS] = None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmark.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from benchmark.claims import try_claim
-from benchmark.config import RunConfig
+from benchmark.config import RunConfig, TrainConfig
 from benchmark.environment import code_version
 from benchmark.errors import UserInputError, unknown_name
 from benchmark.metrics import METRICS
@@ -109,7 +109,7 @@ def rescore(
         if claim is None:
             log(f"{cell}: being trained by another runner; left to it")
             continue
-        threads = int(record["config"]["train"].get("threads", 2))
+        threads = TrainConfig.model_validate(record["config"]["train"]).threads
         try:
             with cell_threads(threads):  # the numbers the run computed, with its thread count
                 rescored = _rescore_one(path, record, checkpoint, wanted, sampler, shared, log)

@@ -154,12 +154,6 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def write_text_atomically(path: Path, text: str, root: Path | None = None) -> None:
-    """Readers see the old file or the new one, never half of one, even if the process is
-    killed mid-write; never through a symlink, never outside `root` (benchmark/files.py)."""
-    files.write_text(path, text, root)
-
-
 def remove_stale_temporaries(path: Path) -> None:
     """The temporary files a killed writer of `path` left (`.NAME.*.tmp*`). Only for a writer
     that owns `path` now (the cell's claim holder, the report's writer)."""
@@ -176,7 +170,7 @@ def cell_root(path: Path) -> Path:
 def write_record(path: Path, record: dict[str, Any]) -> None:
     """Atomically: never a half-written record."""
     text = json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n"
-    write_text_atomically(path, text, cell_root(path))
+    files.write_text(path, text, cell_root(path))  # atomic, never through a symlink
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

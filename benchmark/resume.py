@@ -86,7 +86,10 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def capture(trainer, model: torch.nn.Module, epochs_done: int, history, seconds: float):
-    optimizers, schedulers = trainer_parts(trainer)
+    """The state after `epochs_done` epochs. `trainer` None: the weights alone (what a cell
+    keeps after its last epoch, when its checkpoint could not be written: no epoch is left to
+    run, so no optimiser is needed)."""
+    optimizers, schedulers = trainer_parts(trainer) if trainer is not None else ({}, {})
     return TrainingState(
         epochs_done=epochs_done,
         model={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},

@@ -36,7 +36,7 @@ from benchmark.results import (
     record_path,
     write_record,
 )
-from benchmark.resume import RollingCheckpoint, TrainingState, capture_rng, resume_path
+from benchmark.resume import RollingCheckpoint, TrainingState, capture, resume_path
 from benchmark.samplers import fit_sampler
 from benchmark.tracking import NullTracker
 from benchmark.training import cell_threads, resolve_device, train
@@ -320,14 +320,7 @@ class AfterTraining:
     def keep_weights(self, rolling: RollingCheckpoint, model, history) -> None:
         """The trained weights as the cell's final rolling state (weights, steps, epochs, RNG:
         all a rerun needs to complete the cell without training it again)."""
-        state = TrainingState(
-            epochs_done=rolling.config.train.epochs,
-            model={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-            rng=capture_rng(),
-            steps=list(history.steps),
-            epochs=list(history.epochs),
-            train_seconds=history.seconds,
-        )
+        state = capture(None, model, rolling.config.train.epochs, history, history.seconds)
         try:
             rolling.write(state)
         except OSError as error:
