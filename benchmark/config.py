@@ -37,6 +37,9 @@ class DataConfig(Section):
     """How a dataset becomes train / val / test uint8 tensors."""
 
     image_column: str | None = None  # None: the first column with an Image feature
+    # class indices for the dataset's own classifier (gen/cfd, precision, recall); None: the
+    # registered dataset's, else the first ClassLabel column; no labels: those metrics n/a
+    label_column: str | None = None
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)  # carved from train, for per-epoch val losses
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # only for sources without a test split
     max_train: int | None = Field(
@@ -100,6 +103,9 @@ class EvalConfig(Section):
     batch_size: int = Field(500, ge=1, le=MAX_BATCH)
     lpips: bool = True  # computed only when the pretrained VGG16 weights are available
     fid: bool = True  # gen/fid, gen/kid, recon/fid: only when the Inception weights are available
+    # gen/cfd, recon/cfd, gen/precision, gen/recall in the dataset's own classifier (trained on
+    # its labelled training split, cached): realism without downloaded weights
+    classifier: bool = True
     # where gen/ samples come from: None = each family's default; a name for every family of
     # the suite; or {model: name}. A cell's config holds the name it resolved to.
     sampler: str | dict[str, str] | None = None

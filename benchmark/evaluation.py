@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import torch
 from pythae.models import BaseAE
 
+from benchmark.classifier import ClassifierReference
 from benchmark.config import EvalConfig
 from benchmark.data import float_batches
 from benchmark.distribution import DistributionReference
@@ -71,30 +72,31 @@ def evaluate_set(
     images,
     batch_size: int,
     lpips=None,
-    features=None,
+    features: dict | None = None,
     failures: dict[str, str] | None = None,
 ):
     """Per-image metrics of one evaluation set, averaged; set-level diagnostics added.
 
-    ``images``: uint8 (N, C, H, W) or float in [0, 1]. With ``features`` (a SetFeatures), the
-    reconstructions' features are gathered too, batch by batch (for recon/fid). A metric that
-    raises is left out and named in ``failures`` (key -> reason), when given; without it, it
-    raises. Returns (metrics, grid pairs, reconstruction features or None).
+    ``images``: uint8 (N, C, H, W) or float in [0, 1]. ``features``: {metric: images ->
+    (B, d) features} (`fid`: Inception, `cfd`: the dataset's classifier); the reconstructions'
+    features are gathered batch by batch for each. A metric that raises is left out and named
+    in ``failures`` (key -> reason), when given; without it, it raises. Returns (metrics,
+    grid pairs, {metric: the reconstructions' features}).
     """
     guard = _Guard(failures)
     device = next(model.parameters()).device
     per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
     stats: dict[str, list[torch.Tensor]] = defaultdict(list)
-    recon_features: list[torch.Tensor] = []
+    recon_features: dict[str, list[torch.Tensor]] = defaultdict(list)
     pairs = None
     for x in float_batches(images, batch_size, device):
         out = family.evaluate_batch(model, x, params)
         if pairs is None:  # a few inputs and their reconstructions, for image grids
             pairs = (x[:GRID_PAIRS].cpu(), out.x_hat[:GRID_PAIRS].clamp(0, 1).cpu())
-        if features is not None:
-            batch_features = guard("fid", features, out.x_hat.clamp(0, 1))
+        for name, extract in (features or {}).items():
+            batch_features = guard(name, extract, out.x_hat.clamp(0, 1))
             if batch_features is not None:
-                recon_features.append(batch_features)
+                recon_features[name].append(batch_features)
         computed = {key: guard(key, metric, x, out.x_hat) for key, metric in PIXEL_METRICS.items()}
         if lpips is not None:
             computed["lpips"] = guard("lpips", lpips, x, out.x_hat)
@@ -123,8 +125,10 @@ def evaluate_set(
             "codebook", codebook_stats, torch.cat(stats["codes"]), params.num_embeddings
         )
         metrics.update(codebook or {})
-    ok_features = recon_features and "fid" not in failed
-    return metrics, pairs, (torch.cat(recon_features) if ok_features else None)
+    gathered = {
+        name: torch.cat(chunks) for name, chunks in recon_features.items() if name not in failed
+    }
+    return metrics, pairs, gathered
 
 
 def generate(sampler: Sampler, n: int, batch_size: int) -> torch.Tensor:
@@ -151,17 +155,24 @@ def evaluate(
     lpips=None,
     reference: DistributionReference | None = None,
     failures: dict[str, str] | None = None,
+    realism: ClassifierReference | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Return ({"recon/mse": ..., "gen/ssim": ..., "gen/fid": ...}, image grids).
 
     `gen/` images come from the fitted `sampler` (None: no gen/ set); FID/KID are computed
-    where a `reference` (the test set's features) is given. Grids: `reconstructions` (rows of
-    8 inputs, each above its 8 reconstructions) and `samples`, as (C, H, W) tensors in [0, 1].
+    where a `reference` (the test set's Inception features) is given; `cfd`, `precision` and
+    `recall` where `realism` (the test set's features in the dataset's own classifier) is.
+    Grids: `reconstructions` (rows of 8 inputs, each above its 8 reconstructions) and
+    `samples`, as (C, H, W) tensors in [0, 1].
     With `failures` (a dict), a metric that raises is left out and named there with its
     reason (`recon/ssim` -> `failed: ...`); the others are computed as usual.
     """
     n_gen = config.n_gen or len(test_images)
-    features = reference.features if reference is not None else None
+    features = {}
+    if reference is not None:
+        features["fid"] = reference.features
+    if realism is not None:
+        features["cfd"] = realism.classifier.features
     recon_failed: dict[str, str] | None = None if failures is None else {}
     gen_failed: dict[str, str] | None = None if failures is None else {}
     guard_recon, guard_gen = _Guard(recon_failed), _Guard(gen_failed)
@@ -176,18 +187,28 @@ def evaluate(
             gen, _, _ = evaluate_set(
                 family, model, params, x_gen, config.batch_size, lpips, None, gen_failed
             )
-        if reference is not None and recon_features is not None:
-            fid = guard_recon("fid", reference.fid_of, recon_features)
+        if reference is not None and "fid" in recon_features:
+            fid = guard_recon("fid", reference.fid_of, recon_features["fid"])
             if fid is not None:
                 recon["fid"] = fid
+        if realism is not None and "cfd" in recon_features:
+            cfd = guard_recon("cfd", realism.cfd_of, recon_features["cfd"])
+            if cfd is not None:
+                recon["cfd"] = cfd
         if reference is not None and x_gen is not None:
             pair = guard_gen(
-                "fid", lambda images: reference.fid_and_kid_of(features(images)), x_gen
+                "fid", lambda images: reference.fid_and_kid_of(features["fid"](images)), x_gen
             )
             if pair is not None:
                 gen["fid"], gen["kid"] = pair
             elif gen_failed is not None:
                 gen_failed["kid"] = gen_failed["fid"]
+        if realism is not None and x_gen is not None:
+            trio = guard_gen("cfd", _realism_of, realism, x_gen)
+            if trio is not None:
+                gen["cfd"], gen["precision"], gen["recall"] = trio
+            elif gen_failed is not None:
+                gen_failed["precision"] = gen_failed["recall"] = gen_failed["cfd"]
     metrics = {f"recon/{k}": v for k, v in sorted(recon.items())}
     metrics.update({f"gen/{k}": v for k, v in sorted(gen.items())})
     if failures is not None:
@@ -198,6 +219,12 @@ def evaluate(
     if x_gen is not None:
         grids["samples"] = image_grid(x_gen[:GRID_SAMPLES].cpu())
     return metrics, grids
+
+
+def _realism_of(realism: ClassifierReference, images: torch.Tensor) -> tuple[float, ...]:
+    """gen/cfd, gen/precision, gen/recall of generated images."""
+    features = realism.classifier.features(images)
+    return (realism.cfd_of(features), *realism.precision_recall_of(features))
 
 
 def _failed_keys(prefix: str, failed: dict[str, str] | None, computed: dict) -> dict[str, str]:

@@ -31,9 +31,9 @@ class MetricInfo:
     # does `compare` call a move in its bad direction a regression? (adversarial quantities
     # move either way in a healthy run: shown, never judged)
     judged: bool = True
-    # a distance of the images to the data (FID, KID): in gen/, only these carry the realism
-    # verdict; gen/'s other metrics compare a sample with its own reconstruction
-    # (self-consistency) and are shown in a table of their own, never ranked
+    # how the images sit against the data (FID, KID, CFD, precision, recall): in gen/, only
+    # these carry the realism verdict; gen/'s other metrics compare a sample with its own
+    # reconstruction (self-consistency) and are shown in a table of their own, never ranked
     realism: bool = False
 
 
@@ -54,6 +54,30 @@ METRICS: dict[str, MetricInfo] = {
             False,
             "all",
             "kernel Inception distance to the test set (gen/ only)",
+            realism=True,
+        ),
+        # set-level in the dataset's own classifier (benchmark/classifier.py): realism on every
+        # machine, no downloaded weights
+        MetricInfo(
+            "cfd",
+            False,
+            "all",
+            "Frechet distance to the test set in the dataset's own classifier's features",
+            plotted=True,
+            realism=True,
+        ),
+        MetricInfo(
+            "precision",
+            True,
+            "all",
+            "share of samples inside the test set's k-NN manifold (k=3; gen/ only)",
+            realism=True,
+        ),
+        MetricInfo(
+            "recall",
+            True,
+            "all",
+            "share of test images inside the samples' k-NN manifold (k=3; gen/ only)",
             realism=True,
         ),
         MetricInfo("mse", False, "all", "pixel squared error, per-image sum", plotted=True),

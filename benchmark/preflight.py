@@ -37,6 +37,9 @@ ALWAYS = (
 )
 LPIPS = Need("lpips", "lpips", "the lpips metric (eval.lpips)")
 FID = Need("torch_fidelity", "torch-fidelity", "FID/KID (eval.fid)")
+CLASSIFIER = Need(
+    "torch_fidelity.metric_prc", "torch-fidelity", "cfd, precision and recall (eval.classifier)"
+)
 GMM = Need("sklearn.mixture", "scikit-learn", "the gmm sampler")
 
 
@@ -48,6 +51,8 @@ def needs(cells: Iterable[RunConfig]) -> list[Need]:
             wanted[LPIPS] = None
         if cell.eval.fid:
             wanted[FID] = None
+        if cell.eval.classifier:
+            wanted[CLASSIFIER] = None
         if cell.eval.sampler == "gmm":
             wanted[GMM] = None
     return list(wanted)

@@ -42,6 +42,7 @@ from benchmark.training import cell_threads, resolve_device
 
 Log = Callable[[str], None]
 SETS = ("recon/", "gen/")
+CLASSIFIER_METRICS = ("/cfd", "/precision", "/recall")  # the dataset's own classifier
 
 
 def parse_metric_names(names: list[str] | None) -> set[str] | None:
@@ -147,6 +148,8 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
         switches = {
             "lpips": config.eval.lpips or any(k.endswith("/lpips") for k in wanted),
             "fid": config.eval.fid or any(k.endswith(("/fid", "/kid")) for k in wanted),
+            "classifier": config.eval.classifier
+            or any(k.endswith(CLASSIFIER_METRICS) for k in wanted),
         }
     scoring = config.model_copy(update={"eval": config.eval.model_copy(update=switches)})
     scores = score(scoring, model, params, shared.data(config), shared, device)
@@ -176,6 +179,8 @@ def _update_metrics(record: dict, scores, chosen: set[str]) -> None:
         record["sampler"] = scores.sampler
     if any(k.endswith(("/fid", "/kid")) and k in scores.metrics for k in chosen):
         record["distribution"] = scores.distribution
+    if any(k.endswith(CLASSIFIER_METRICS) and k in scores.metrics for k in chosen):
+        record["classifier"] = scores.classifier
 
 
 def _log_rescored(cell: str, record: dict, chosen: set[str], log: Log) -> None:
@@ -205,7 +210,7 @@ def score_as(path, record, checkpoint, loaded, target: RunConfig, shared, log, p
     kept = copy_to_history(path, record)
     record = json.loads(json.dumps(record))
     record["metrics"], record["unavailable"] = {}, {}
-    record["provenance"], record["distribution"] = {}, None
+    record["provenance"], record["distribution"], record["classifier"] = {}, None, None
     _update_metrics(record, scores, set(scores.metrics) | set(scores.unavailable))
     record["config"] = target.model_dump(mode="json")
     record["config_hash"] = target.config_hash()

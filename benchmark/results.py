@@ -56,6 +56,9 @@ class Record(BaseModel):
     sampler: dict[str, Any] | None = None
     # how gen/fid, gen/kid and recon/fid were made (features, set sizes, KID subset size)
     distribution: dict[str, Any] | None = None
+    # the dataset's own classifier behind recon/cfd, gen/cfd, gen/precision and gen/recall:
+    # its recipe, test accuracy and floor, weights' SHA-256, k and the set sizes
+    classifier: dict[str, Any] | None = None
     # per metric key: when and by which code version it was computed ({"at": ..., "code": ...});
     # `vaebench evaluate` updates the entries of the metrics it recomputes
     provenance: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -118,6 +121,7 @@ def build_record(
     training: dict[str, Any] | None = None,
     sampler: dict[str, Any] | None = None,
     distribution: dict[str, Any] | None = None,
+    classifier: dict[str, Any] | None = None,
     wandb_run: dict[str, str] | None = None,
     incomplete: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -142,6 +146,7 @@ def build_record(
             "training": training or {},
             "sampler": sampler,
             "distribution": distribution,
+            "classifier": classifier,
             "provenance": {key: dict(stamp) for key in (metrics or {})},
             "wandb_run": wandb_run,
             "incomplete": dict(incomplete or {}),

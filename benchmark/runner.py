@@ -19,6 +19,7 @@ import torch
 from benchmark import environment, files
 from benchmark.checkpoints import checkpoint_path, save_checkpoint
 from benchmark.claims import describe_owner, try_claim
+from benchmark.classifier import ClassifierReference, load_or_train
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits, load_image_splits
 from benchmark.distribution import DistributionReference, InceptionFeatures
@@ -44,6 +45,7 @@ from benchmark.training import cell_threads, resolve_device, train
 Log = Callable[[str], None]
 DISABLED = "disabled by eval.%s=false"
 DISTRIBUTION_KEYS = ("recon/fid", "gen/fid", "gen/kid")
+CLASSIFIER_KEYS = ("recon/cfd", "gen/cfd", "gen/precision", "gen/recall")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class SharedResources:
         self._networks = settings.networks
         self._loaded: dict[tuple[str, str], tuple[Any, str | None]] = {}
         self._references: dict[tuple, DistributionReference] = {}
+        self._realism: dict[tuple, tuple[ClassifierReference | None, str | None]] = {}
 
     def data(self, config: RunConfig) -> ImageSplits:
         key = (config.dataset, config.data)
@@ -112,6 +115,32 @@ class SharedResources:
             self._references[key] = DistributionReference(features, features(data.test))
         return self._references[key], None
 
+    def realism(
+        self, config: RunConfig, data: ImageSplits, device: str, log: Log | None = None
+    ) -> tuple[ClassifierReference | None, str | None]:
+        """The test set's features in the dataset's own classifier (trained here, or read from
+        the cache), once per dataset and device; or None and why it is unavailable."""
+        key = (config.dataset, config.data, device)
+        if key not in self._realism:
+            self._realism[key] = _realism_reference(data, device, log)
+        return self._realism[key]
+
+
+def _realism_reference(data: ImageSplits, device: str, log: Log | None):
+    if data.labels is None:
+        return None, f"no classifier: {data.labels_missing}"
+    try:
+        classifier = load_or_train(data, device, log)
+    except Exception as error:  # noqa: BLE001 - the cell's other metrics go on
+        return None, f"failed: the dataset's classifier could not be trained ({one_line(error)})"
+    if not classifier.accurate_enough:
+        info = classifier.info
+        return None, (
+            f"the dataset's classifier reaches a test accuracy of {info['test_accuracy']:.3f}, "
+            f"below its recipe's floor of {info['accuracy_floor']}"
+        )
+    return ClassifierReference.of(classifier, data.test), None
+
 
 @dataclass
 class Scores:
@@ -126,6 +155,7 @@ class Scores:
     distribution: dict[str, Any] | None
     timings: dict[str, float]
     failed: dict[str, str] = field(default_factory=dict)
+    classifier: dict[str, Any] | None = None  # how cfd, precision and recall were made
 
 
 def score(
@@ -156,6 +186,13 @@ def score(
     )
     if reference is None:
         unavailable.update({key: reason for key in DISTRIBUTION_KEYS})
+    realism, reason = (
+        shared.realism(config, data, device)
+        if config.eval.classifier
+        else (None, DISABLED % "classifier")
+    )
+    if realism is None:
+        unavailable.update({key: reason for key in CLASSIFIER_KEYS})
     metric_failures: dict[str, str] = {}
     try:
         metrics, grids = evaluate(
@@ -168,6 +205,7 @@ def score(
             lpips,
             reference,
             failures=metric_failures,
+            realism=realism,
         )
     except Exception as error:  # noqa: BLE001 - the model itself failed to evaluate
         metrics, grids, failed["evaluation"] = {}, {}, f"failed: {one_line(error)}"
@@ -176,17 +214,20 @@ def score(
     if sampler is None:  # the gen/ counterpart of every recon/ metric, with the reason
         gen = {f"gen/{key.split('/', 1)[1]}" for key in metrics if key != "recon/fid"}
         gen |= {"gen/fid", "gen/kid"} if reference is not None else set()
+        gen |= set(CLASSIFIER_KEYS[1:]) if realism is not None else set()
         unavailable.update({key: f"{failed['sampler']} (the sampler)" for key in sorted(gen)})
-    distribution = None
+    distribution = classifier = None
+    n_gen = (config.eval.n_gen or len(data.test)) if sampler is not None else 0
     if reference is not None and sampler is not None:
-        n_gen = config.eval.n_gen or len(data.test)
         distribution = reference.settings(n_recon=len(data.test), n_gen=n_gen)
+    if realism is not None:
+        classifier = realism.settings(n_recon=len(data.test), n_gen=n_gen)
     timings = {
         "sampler_fit": sampler.fit_seconds if sampler is not None else 0.0,
         "eval": time.perf_counter() - eval_started,
     }
     described = sampler.describe() if sampler is not None else None
-    return Scores(metrics, unavailable, grids, described, distribution, timings, failed)
+    return Scores(metrics, unavailable, grids, described, distribution, timings, failed, classifier)
 
 
 def run_cell(
@@ -202,6 +243,7 @@ def run_cell(
     dataset_info: dict[str, Any] = {}
     sampler_info: dict[str, Any] | None = None
     distribution_info: dict[str, Any] | None = None
+    classifier_info: dict[str, Any] | None = None
     timings: dict[str, float] = {}
     grids: dict[str, torch.Tensor] = {}
     checkpoint = None
@@ -267,6 +309,7 @@ def run_cell(
         scores = score(config, model, params, data, shared, device)
         metrics, unavailable, grids = scores.metrics, scores.unavailable, scores.grids
         sampler_info, distribution_info = scores.sampler, scores.distribution
+        classifier_info = scores.classifier
         timings.update(scores.timings)
         after.failed.update(scores.failed)
         after.attempt("images", lambda: write_grids(base, grids))
@@ -294,6 +337,7 @@ def run_cell(
         training=training,
         sampler=sampler_info,
         distribution=distribution_info,
+        classifier=classifier_info,
         wandb_run=tracker.run_info(),
         incomplete=incomplete,
     )
@@ -475,9 +519,10 @@ def _score_without_training(path: Path, config: RunConfig, shared, log: Log, pre
         return None
 
 
-def open_datasets(cells: list[RunConfig], shared: SharedResources) -> None:
-    """Load each dataset the cells use (kept in `shared` for the cells run in this process) and
-    check that a training batch fits its training split."""
+def open_datasets(cells: list[RunConfig], shared: SharedResources, log: Log = print) -> None:
+    """Load each dataset the cells use (kept in `shared` for the cells run in this process),
+    check that a training batch fits its training split, and make each dataset's own
+    classifier ready (trained once, cached: `--jobs` workers read it from the cache)."""
     for config in cells:
         data = shared.data(config)
         if config.train.batch_size > len(data.train):
@@ -485,6 +530,11 @@ def open_datasets(cells: list[RunConfig], shared: SharedResources) -> None:
                 f"train.batch_size={config.train.batch_size} is larger than the training split "
                 f"of {config.dataset} ({len(data.train)} images)"
             )
+    for config in cells:
+        if config.eval.classifier:
+            device = resolve_device(config.train.device)
+            with cell_threads(config.train.threads):  # its weights, as a cell would train them
+                shared.realism(config, shared.data(config), device, log)
 
 
 def run_suite(suite, out_dir: str | Path, **options) -> list[dict]:
@@ -531,7 +581,7 @@ def run_cells(
     settings = RunSettings(mirror, networks, checkpoint_every)
     shared = SharedResources(settings)
     if executor is None:
-        open_datasets([config for _, config in pending], shared)
+        open_datasets([config for _, config in pending], shared, log)
     if executor is not None:
         outcomes = _run_as_jobs(
             pending, len(cells), executor, out_dir, settings, log, tracker_factory

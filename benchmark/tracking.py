@@ -368,10 +368,12 @@ class WandbTracker:
 
 def summary_values(record: dict) -> dict[str, Any]:
     """What a record puts in its run's summary: the metrics, the reasons for the unavailable
-    ones, and how gen/ and the FID numbers were made (for reports built from W&B)."""
+    ones, and how gen/, the FID and the classifier numbers were made (for reports built from
+    W&B)."""
     values: dict[str, Any] = dict(record["metrics"])
     values.update({f"unavailable/{k}": why for k, why in record["unavailable"].items()})
-    values.update({k: record[k] for k in ("sampler", "distribution") if record.get(k) is not None})
+    made = ("sampler", "distribution", "classifier")
+    values.update({k: record[k] for k in made if record.get(k) is not None})
     return values
 
 

@@ -46,11 +46,13 @@ def sample_images():
     )
 
 
-def evaluate(family, model, params, images, config, lpips=None, reference=None):
+def evaluate(family, model, params, images, config, lpips=None, reference=None, realism=None):
     """Fit the family's default sampler on `images` (tiny), then evaluate on them."""
     config = config.model_copy(update={"prior": config.prior.model_copy(update={"epochs": 1})})
     sampler = fit_sampler(family.samplers[0], model, params, images, images, config)
-    return evaluate_with(family, model, params, images, config, sampler, lpips, reference)
+    return evaluate_with(
+        family, model, params, images, config, sampler, lpips, reference, realism=realism
+    )
 
 
 def random_reference(images) -> DistributionReference:
@@ -65,7 +67,8 @@ def test_exactly_the_applicable_metrics_are_reported(name):
     for prefix in ("recon/", "gen/"):
         keys = {k[len(prefix) :] for k in metrics if k.startswith(prefix)}
         assert keys == APPLICABLE[name]
-    assert set(family.metric_keys) == APPLICABLE[name] | {"lpips", "fid", "kid"}
+    set_level = {"lpips", "fid", "kid", "cfd", "precision", "recall"}
+    assert set(family.metric_keys) == APPLICABLE[name] | set_level
 
 
 def test_set_level_metrics_are_reported_when_features_are_given():
@@ -80,6 +83,27 @@ def test_set_level_metrics_are_reported_when_features_are_given():
         "gen/kid",
     }
     assert all(metrics[k] >= 0 for k in ("recon/fid", "gen/fid"))
+
+
+def test_classifier_metrics_are_reported_when_a_classifier_reference_is_given():
+    """recon/cfd, gen/cfd, gen/precision, gen/recall; an untrained network stands in (tests
+    only: a run uses the dataset's trained classifier, or none)."""
+    from benchmark.classifier import (
+        ClassifierNet,
+        ClassifierReference,
+        DatasetClassifier,
+        recipe_for,
+    )
+
+    family, model, params = make("betavae")
+    images = sample_images()
+    recipe = recipe_for(tuple(images.shape[1:]), 10)
+    net = ClassifierNet(recipe, images.shape[1])
+    reference = ClassifierReference.of(DatasetClassifier(net, recipe, {}), images)
+    metrics, _ = evaluate(family, model, params, images, EvalConfig(n_gen=16), realism=reference)
+    keys = {k for k in metrics if k.endswith(("/cfd", "/precision", "/recall"))}
+    assert keys == {"recon/cfd", "gen/cfd", "gen/precision", "gen/recall"}
+    assert metrics["recon/cfd"] >= 0 and 0 <= metrics["gen/recall"] <= 1
 
 
 def test_lpips_is_reported_when_a_network_is_given():

@@ -107,3 +107,41 @@ def test_figures_tex_includes_each_familys_grids_with_its_sampler(tmp_path):
         assert (out / "report" / "images" / f"mnist-5k-{family}-seed0.samples.png").exists()
     assert r"samples from the \texttt{fixed prior} sampler" in tex
     assert tex.count("{") == tex.count("}")
+
+
+def _classifier(sha: str) -> dict:
+    return {
+        "recipe": {"name": "cnn2-v1"},
+        "test_accuracy": 0.957,
+        "accuracy_floor": 0.55,
+        "sha256": sha * 64,
+    }
+
+
+def test_the_realism_table_carries_cfd_precision_recall_and_names_the_classifier(tmp_path):
+    """gen/cfd (lower), gen/precision and gen/recall (higher) are ranked realism rows; the
+    classifier behind them is named under the table (and in the LaTeX caption); two different
+    classifiers are said to be not comparable."""
+    out = tmp_path / "cfd"
+    suite = resolve_suite("quick", ["train.epochs=1"], ["vaegan", "betavae"], None, [0, 1, 2])
+    for cell in expand_cells(suite):
+        good = cell.model == "vaegan"
+        metrics = {
+            "gen/cfd": (80.0 if good else 500.0) + cell.seed,
+            "gen/precision": (0.70 if good else 0.48) + 0.01 * cell.seed,
+            "gen/recall": (0.72 if good else 0.12) + 0.01 * cell.seed,
+            "gen/ssim": 0.9 if good else 0.5,
+        }
+        sha = "b" if cell.model == "betavae" and cell.seed == 2 else "a"
+        record = build_record(cell, status="ok", metrics=metrics, classifier=_classifier(sha))
+        write_record(record_path(out, cell), record)
+    report = write_report(from_directory(out), out / "report").read_text()
+    realism = table_rows(report, "Generation: realism")
+    assert all(realism[m]["VAEGAN"].startswith("**") for m in ("cfd", "precision", "recall"))
+    section = report.split("Generation: realism", 1)[1].split("###", 1)[0]
+    assert "the dataset's own classifier (several: their cfds do not compare)" in section
+    assert "cnn2-v1, test accuracy 0.957 (floor 0.55), weights SHA-256 `aaaaaaaaaaaaaaaa…`" in (
+        section
+    )
+    tex = (out / "report" / "summary.tex").read_text()
+    assert "classifier trained on the dataset (test accuracy 0.957, 0.957)" in tex

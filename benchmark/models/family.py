@@ -137,6 +137,9 @@ COMMON_METRICS = (
     "total_loss",
     "fid",  # recon/ and gen/
     "kid",  # gen/ only
+    "cfd",  # recon/ and gen/: the dataset's own classifier
+    "precision",  # gen/ only
+    "recall",  # gen/ only
 )
 GAUSSIAN_METRICS = ("kl", "elbo", "active_units")
 

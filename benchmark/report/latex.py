@@ -11,6 +11,7 @@ from benchmark.metrics import METRICS
 from benchmark.report.tables import (
     SIGNIFICANCE,
     Marks,
+    classifiers_used,
     comparison,
     families_of,
     family_label,
@@ -74,6 +75,13 @@ def latex_tables(records: list[dict]) -> str:
             if spec.prefix == "gen/":
                 samplers = sampler_phrase(records, dataset, code=(r"\texttt{", "}"))
                 caption += f"; samplers: {samplers}"  # slugs: nothing to escape
+            used = classifiers_used(records, dataset, spec.prefix) if "cfd" in table else []
+            if used:
+                accuracies = ", ".join(f"{c.accuracy:.3f}" for c in used)
+                caption += (
+                    "; cfd, precision and recall in the features of a classifier trained on the "
+                    f"dataset (test accuracy {accuracies})"
+                )
             caption += f" (\\texttt{{{spec.prefix}}}); {escape(seeds_phrase(n))}."
             kind = "realism" if spec.metrics and METRICS[spec.metrics[0]].realism else "table"
             label = f"{dataset_slug(dataset)}-{spec.prefix[:-1]}"

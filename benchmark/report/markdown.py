@@ -20,6 +20,7 @@ from benchmark.report.sources import ReportInputs, cell_key
 from benchmark.report.tables import (
     SIGNIFICANCE,
     TIE_MARK,
+    classifiers_used,
     comparison,
     families_of,
     family_label,
@@ -58,9 +59,19 @@ NOTES = [
     "on it.",
     "In `gen/`, the pixel metrics compare each generated image with the model's own "
     "reconstruction of it: they measure self-consistency, not realism, and sit in a table of "
-    "their own that never marks a best family. The realism verdict is `gen/fid` and `gen/kid` "
-    "(distances to the test set; n/a where the Inception weights are missing or FID is off). "
-    "Each `gen/` table names the sampler of every family.",
+    "their own that never marks a best family. The realism verdict is `gen/cfd`, "
+    "`gen/precision` and `gen/recall` (in the features of the dataset's own classifier, on "
+    "every machine, for datasets with labels) and `gen/fid` and `gen/kid` (Inception; n/a "
+    "where its weights are missing or FID is off). Each `gen/` table names the sampler of "
+    "every family.",
+    "`cfd` is the Fréchet distance between the penultimate-layer features of a small "
+    "classifier trained on the dataset's labelled training split (fixed recipe per image "
+    "shape; it never sees generated images) for the images and for the test set. `precision` "
+    "is the share of samples inside the test set's k-nearest-neighbour manifold (k = 3), "
+    "`recall` the share of test images inside the samples' manifold (Kynkäänniemi et al. "
+    "2019): blurry or invalid samples lose precision, samples covering few modes lose recall. "
+    "A cfd compares only with cfds of the same recipe on the same dataset; each dataset's "
+    "classifier (recipe, test accuracy, weights' SHA-256) is named under its tables.",
     "`fid` and `kid` use torch-fidelity's Inception-v3 (2048-d pool features) on images "
     "quantised to uint8; grayscale images are replicated to 3 channels, so these FIDs compare "
     "only with FIDs computed the same way.",
@@ -84,6 +95,21 @@ def _unavailable_note(
         }
     )
     return [f"n/a — `{metric}`: {why}" for metric, why in reasons]
+
+
+def _classifier_note(records: list[dict], dataset: str, prefix: str) -> list[str]:
+    """Which classifier the cfd/precision/recall of this table were measured with: every
+    distinct one (cells run on other machines may have trained their own)."""
+    used = classifiers_used(records, dataset, prefix)
+    if not used:
+        return []
+    named = "; ".join(
+        f"{c.recipe}, test accuracy {c.accuracy:.3f} (floor {c.floor}), weights SHA-256 "
+        f"`{c.sha256[:16]}…`"
+        for c in used
+    )
+    several = " (several: their cfds do not compare)" if len(used) > 1 else ""
+    return [f"`cfd`, `precision`, `recall`: the dataset's own classifier{several}: {named}"]
 
 
 def _diagnostics(records: list[dict], dataset: str) -> pd.DataFrame:
@@ -113,6 +139,8 @@ def _section(
             lines += [f"Samplers: {sampler_phrase(records, dataset)}.", ""]
         lines += [f"*{seeds_phrase(n)}.*", "", table.to_markdown(disable_numparse=True), ""]
         notes = _unavailable_note(records, dataset, spec.prefix, spec.metrics)
+        if "cfd" in spec.metrics:
+            notes += _classifier_note(records, dataset, spec.prefix)
         lines += [f"- {note}" for note in notes] + ([""] if notes else [])
         last_of_set = index + 1 == len(specs) or specs[index + 1].prefix != spec.prefix
         figure = f"{slug}-{spec.prefix[:-1]}-metrics.png"

@@ -125,6 +125,7 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
         # still name their sampler in the config (eval.sampler)
         "sampler": _mapping(summary.get("sampler")) or ({"name": sampler} if sampler else None),
         "distribution": _mapping(summary.get("distribution")),
+        "classifier": _mapping(summary.get("classifier")),
         "created_at": str(summary.get("_timestamp", "")),
     }
 

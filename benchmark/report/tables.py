@@ -246,7 +246,7 @@ def table_specs() -> list[TableSpec]:
         TableSpec("recon/", "Reconstruction of held-out test images", tuple(main)),
         TableSpec(
             "gen/",
-            "Generation: realism (distance of the samples to the test set)",
+            "Generation: realism (the samples against the test set)",
             tuple(m for m in main if METRICS[m].realism),
         ),
         TableSpec(
@@ -256,6 +256,26 @@ def table_specs() -> list[TableSpec]:
             tuple(m for m in main if not METRICS[m].realism),
         ),
     ]
+
+
+@dataclass(frozen=True, order=True)
+class ClassifierUsed:
+    """A dataset classifier behind some cells' cfd, precision and recall (record.classifier)."""
+
+    recipe: str
+    accuracy: float
+    floor: float
+    sha256: str
+
+
+def classifiers_used(records: list[dict], dataset: str, prefix: str) -> list[ClassifierUsed]:
+    """Each distinct classifier whose cfd a table of `prefix` on `dataset` shows."""
+    used = {
+        ClassifierUsed(c["recipe"]["name"], c["test_accuracy"], c["accuracy_floor"], c["sha256"])
+        for r in records
+        if r["dataset"] == dataset and (c := r.get("classifier")) and f"{prefix}cfd" in r["metrics"]
+    }
+    return sorted(used)
 
 
 def summary_csv(records: list[dict]) -> pd.DataFrame:
