@@ -486,6 +486,7 @@ def _compare(args, extra: list[str]) -> int:
 
     from benchmark.compare import (
         check_thresholds,
+        classifier_difference,
         compare,
         delta_table,
         hardware_difference,
@@ -513,8 +514,12 @@ def _compare(args, extra: list[str]) -> int:
     deltas = compare(baseline, current, k=args.k, rel_tol=args.rel_tol)
     table = delta_table(deltas)
     print(table)
-    if (difference := hardware_difference(baseline, current)) is not None:
-        print(difference)
+    for difference in (
+        hardware_difference(baseline, current),
+        classifier_difference(baseline, current),
+    ):
+        if difference is not None:
+            print(difference)
     if args.markdown:
         files.write_text(args.markdown, table + "\n")
     bad = [d for d in deltas if d.verdict in ("regression", "missing")]

@@ -58,16 +58,19 @@ def summarise(records: list[dict]) -> dict[str, Any]:
             for metric, v in sorted(values.items())
         }
     hardware = {hardware_id(r.get("environment") or {}) for r in records}
+    # the dataset classifiers behind cfd/precision/recall (their weights' SHA-256, short)
+    classifiers = {(r.get("classifier") or {}).get("sha256", "")[:16] for r in records}
     return {
         "schema": BASELINE_SCHEMA,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hardware": sorted(h for h in hardware if h),
+        "classifiers": sorted(c for c in classifiers if c),
         "cells": cells,
     }
 
 
-def _hardware_of(side: dict[str, Any]) -> list[str]:
-    listed = side.get("hardware")
+def _listed(side: dict[str, Any], key: str) -> list[str]:
+    listed = side.get(key)
     if not isinstance(listed, list):
         return []
     return [str(kind) for kind in listed]
@@ -77,12 +80,25 @@ def hardware_difference(baseline: dict[str, Any], current: dict[str, Any]) -> st
     """One line when the two sides ran on different hardware (float results differ between
     CPU types and GPUs, so a delta may be the machine's); None when they match or a side (a
     baseline written before hardware was recorded) does not say."""
-    before, now = _hardware_of(baseline), _hardware_of(current)
+    before, now = _listed(baseline, "hardware"), _listed(current, "hardware")
     if not before or not now or before == now:
         return None
     return (
         f"vaebench: note: baseline and run come from different hardware (baseline: "
         f"{'; '.join(before)}; run: {'; '.join(now)}): float results differ between them"
+    )
+
+
+def classifier_difference(baseline: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """One line when the two sides measured cfd/precision/recall with different dataset
+    classifiers (docs/metrics.md: a cfd compares only with cfds of the same classifier)."""
+    before, now = _listed(baseline, "classifiers"), _listed(current, "classifiers")
+    if not before or not now or before == now:
+        return None
+    return (
+        f"vaebench: note: baseline and run measured cfd, precision and recall with different "
+        f"dataset classifiers (weights SHA-256 baseline: {', '.join(before)}; run: "
+        f"{', '.join(now)}): their deltas are partly the classifiers'"
     )
 
 

@@ -233,3 +233,30 @@ def test_a_run_on_a_labelled_dataset_records_the_classifier_metrics(reference, t
     assert made["sha256"] == reference.classifier.info["sha256"]
     assert made["test_accuracy"] == reference.classifier.info["test_accuracy"]
     assert (made["k"], made["n_reference"], made["n_gen"]) == (3, 1000, 200)
+
+
+def test_compare_says_when_the_two_sides_used_different_classifiers(tmp_path, capsys):
+    from benchmark.cli import main
+    from benchmark.results import build_record, record_path, write_record
+    from benchmark.suites import expand_cells, resolve_suite
+
+    def write(folder, sha: str):
+        suite = resolve_suite("quick", ["train.epochs=1"], ["betavae"], None, [0, 1])
+        for cell in expand_cells(suite):
+            metrics = {"gen/cfd": 80.0 + cell.seed, "recon/ssim": 0.5 + cell.seed / 100}
+            made = {"sha256": sha * 64, "test_accuracy": 0.95}
+            record = build_record(cell, status="ok", metrics=metrics, classifier=made)
+            write_record(record_path(folder, cell), record)
+        return folder
+
+    baseline, same = write(tmp_path / "a", "a"), write(tmp_path / "b", "a")
+    other = write(tmp_path / "c", "c")
+    assert main(["compare", str(baseline), str(same)]) == 0
+    assert "classifiers" not in capsys.readouterr().out
+    assert main(["compare", str(baseline), str(other)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "classifiers" in line]
+    assert notes == [
+        "vaebench: note: baseline and run measured cfd, precision and recall with different "
+        f"dataset classifiers (weights SHA-256 baseline: {'a' * 16}; run: {'c' * 16}): their "
+        "deltas are partly the classifiers'"
+    ]

@@ -196,3 +196,57 @@ def test_one_channel_mode_for_every_split(train_modes, test_modes, declared, cha
     assert splits.info["channels"] == channels
     rule = splits.info["channel_rule"]
     assert rule.startswith("declared") if declared else rule.startswith("mode of most images")
+
+
+# ---- labels, for the dataset's own classifier ------------------------------------------------
+
+
+def _labelled(images: torch.Tensor) -> torch.Tensor:
+    """The label each blob image was given below: a function of its pixels, so a test can
+    check that every image kept its own label through splitting, carving and the cache."""
+    return (images.flatten(1).float().sum(dim=1) / 255).round().long() % 7
+
+
+def _labelled_dataset(n: int, seed: int, class_label: bool):
+    import datasets
+    from PIL import Image
+
+    images = blob_images(n, seed=seed)
+    labels = _labelled(torch.from_numpy(images)[:, None]).tolist()
+    kind = datasets.ClassLabel(num_classes=7) if class_label else datasets.Value("int64")
+    features = datasets.Features({"image": datasets.Image(), "digit": kind})
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(a) for a in images], "digit": labels}, features=features
+    )
+
+
+@pytest.mark.parametrize("class_label", [True, False])
+def test_labels_follow_their_images_through_every_split_and_the_cache(class_label, tmp_path):
+    """A ClassLabel column is found by itself; an integer column is used when data.label_column
+    names it. The single split is carved into train/val/test: each image keeps its label, also
+    when read back from the tensor cache."""
+    import datasets
+
+    folder = tmp_path / "labelled"
+    datasets.DatasetDict({"train": _labelled_dataset(120, 1, class_label)}).save_to_disk(folder)
+    config = DataConfig(val_fraction=0.1, label_column=None if class_label else "digit")
+    for _ in range(2):  # decoded, then from the cache
+        splits = load_image_splits(str(folder), config)
+        assert splits.labels is not None and splits.info["label_column"] == "digit"
+        assert splits.info["classes"] == 7
+        for name in ("train", "val", "test"):
+            images = getattr(splits, name)
+            assert torch.equal(splits.labels[name], _labelled(images)), name
+
+
+def test_a_dataset_without_labels_says_why_and_a_bad_label_column_is_one_line(tmp_path):
+    import datasets
+
+    folder = tmp_path / "unlabelled"
+    datasets.DatasetDict({"train": _labelled_dataset(40, 1, False)}).save_to_disk(folder)
+    splits = load_image_splits(str(folder), DataConfig())  # an int column is not auto-detected
+    assert splits.labels is None and "no label column" in splits.labels_missing
+    with pytest.raises(UserInputError, match="no label column 'kind'"):
+        load_image_splits(str(folder), DataConfig(label_column="kind"))
+    with pytest.raises(UserInputError, match="does not hold class indices"):
+        load_image_splits(str(folder), DataConfig(label_column="image"))

@@ -248,3 +248,16 @@ def test_a_sweep_run_stopped_by_sigterm_is_marked_preempting_and_its_rerun_resum
     folder = tmp_path / "vaebench-runs" / "sweep-sweep1" / "trial1"
     record = json.loads(next(folder.rglob("*-betavae-seed0.json")).read_text())
     assert record["status"] == "ok" and record["training"]["resumed_after_epoch"] == 2
+
+
+def test_every_sweep_optimises_a_registered_metric_in_its_direction_never_self_consistency():
+    from benchmark.metrics import METRICS
+
+    for path in SWEEPS:
+        metric = load_sweep(path)["metric"]
+        prefix, _, name = metric["name"].partition("/")
+        info = METRICS[name]
+        assert prefix in ("recon", "gen"), path.name
+        assert metric["goal"] == ("maximize" if info.higher_is_better else "minimize"), path.name
+        # gen/'s pixel metrics compare a sample with its own reconstruction (docs/metrics.md)
+        assert prefix == "recon" or info.realism, path.name
