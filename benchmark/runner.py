@@ -131,15 +131,15 @@ def _realism_reference(data: ImageSplits, device: str, log: Log | None):
         return None, f"no classifier: {data.labels_missing}"
     try:
         classifier = load_or_train(data, device, log)
+        if classifier.accurate_enough:
+            return ClassifierReference.of(classifier, data.test), None
     except Exception as error:  # noqa: BLE001 - the cell's other metrics go on
         return None, f"failed: the dataset's classifier could not be trained ({one_line(error)})"
-    if not classifier.accurate_enough:
-        info = classifier.info
-        return None, (
-            f"the dataset's classifier reaches a test accuracy of {info['test_accuracy']:.3f}, "
-            f"below its recipe's floor of {info['accuracy_floor']}"
-        )
-    return ClassifierReference.of(classifier, data.test), None
+    info = classifier.info
+    return None, (
+        f"the dataset's classifier reaches a test accuracy of {info['test_accuracy']:.3f}, "
+        f"below its recipe's floor of {info['accuracy_floor']}"
+    )
 
 
 @dataclass

@@ -144,4 +144,7 @@ def test_the_realism_table_carries_cfd_precision_recall_and_names_the_classifier
         section
     )
     tex = (out / "report" / "summary.tex").read_text()
-    assert "classifier trained on the dataset (test accuracy 0.957, 0.957)" in tex
+    assert (
+        "cfd, precision and recall in the features of a classifier trained on the dataset (test "
+        "accuracy 0.957, 0.957)" in tex
+    )

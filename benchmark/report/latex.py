@@ -78,9 +78,11 @@ def latex_tables(records: list[dict]) -> str:
             used = classifiers_used(records, dataset, spec.prefix) if "cfd" in table else []
             if used:
                 accuracies = ", ".join(f"{c.accuracy:.3f}" for c in used)
+                shown = [m for m in ("cfd", "precision", "recall") if m in table]
+                names = ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "cfd"
                 caption += (
-                    "; cfd, precision and recall in the features of a classifier trained on the "
-                    f"dataset (test accuracy {accuracies})"
+                    f"; {names} in the features of a classifier trained on the dataset (test "
+                    f"accuracy {accuracies})"
                 )
             caption += f" (\\texttt{{{spec.prefix}}}); {escape(seeds_phrase(n))}."
             kind = "realism" if spec.metrics and METRICS[spec.metrics[0]].realism else "table"
