@@ -161,6 +161,13 @@ class RunConfig(Section):
         return f"{dataset_slug(self.dataset)}-{self.model}-seed{self.seed}"
 
 
+def same_training(a: RunConfig, b: RunConfig) -> bool:
+    """Whether two cell configs train the very same model: all but `eval` (and the suite's
+    name) equal. Evaluation settings never reach training."""
+    exclude = {"suite", "eval"}
+    return a.model_dump(mode="json", exclude=exclude) == b.model_dump(mode="json", exclude=exclude)
+
+
 def dataset_slug(dataset: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9._-]+", dataset):
         return dataset

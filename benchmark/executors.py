@@ -1,6 +1,6 @@
 """Where cells run: in this process (`local`), or one SLURM job per cell through submitit.
 
-Every job runs the same `run_cell` and writes its record into the same results folder, so a
+Every job runs the same `cell.execute_cell` and writes its record into the same results folder, so a
 SLURM suite resumes, fails and reports exactly like a local one.
 """
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmark.cell import SharedResources, execute_cell
 from benchmark.config import RunConfig, SlurmConfig
 from benchmark.errors import UserInputError
 
@@ -51,8 +52,6 @@ class CellJob:
     """
 
     def __call__(self, config_json: str, out_dir: str, settings, tracker_factory: Callable):
-        from benchmark.runner import SharedResources, execute_cell
-
         config = RunConfig.model_validate_json(config_json)
         shared = SharedResources(settings)
         log = lambda message: print(message, flush=True)  # noqa: E731

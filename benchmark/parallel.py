@@ -35,6 +35,7 @@ try:  # hands lambdas and closures (tracker factories, test doubles) to the work
 except ImportError:  # stripped GPU images: plain pickle carries the default factories
     import pickle as pickler
 
+from benchmark.cell import report_outcome
 from benchmark.claims import try_claim
 from benchmark.config import RunConfig
 from benchmark.results import build_record, finished_record, record_path, write_record
@@ -106,7 +107,8 @@ def _worker_main(slot, tasks, events, out_dir: str, payload: bytes, total: int) 
     """One worker: cells from `tasks` until the None sentinel; events back to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it sends SIGTERM
     signal.signal(signal.SIGTERM, _interrupt)
-    from benchmark.runner import SharedResources, execute_cell
+    # imported here, after the signal handlers: a Ctrl-C while torch loads is the parent's
+    from benchmark.cell import SharedResources, execute_cell
 
     tracker_factory, settings = pickler.loads(payload)
     shared = SharedResources(settings)
@@ -179,8 +181,6 @@ class _WorkerPool:
         return process
 
     def run(self, payload: bytes) -> dict[int, Any]:
-        from benchmark.runner import report_outcome
-
         self.workers = [self._start(slot, payload) for slot in range(len(self.plan))]
         gpus = sorted({env.get("CUDA_VISIBLE_DEVICES", "") for env in self.plan} - {""})
         where = f"GPUs {', '.join(gpus)} (round-robin)" if gpus else "the CPU"

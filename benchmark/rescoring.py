@@ -1,7 +1,7 @@
 """`vaebench evaluate OUT`: re-score finished cells from their checkpoints, without retraining.
 
 Each ok record with a checkpoint beside it is rebuilt (same config, same weights, same data),
-scored by the very function a run uses (`runner.score`), and updated in place: the chosen
+scored by the very function a run uses (`cell.score`), and updated in place: the chosen
 metrics (all by default), their unavailability reasons, the sampler and FID settings, and each
 recomputed metric's provenance (when, which code version). The config and its hash do not
 change, so `vaebench run` still sees the cell as finished.
@@ -14,27 +14,31 @@ differs only in `eval`); the record it was is copied to `history/`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from benchmark.cell import (
+    CLASSIFIER_METRICS,
+    MetricNetworks,
+    RunSettings,
+    SharedResources,
+    score,
+    score_as,
+    update_metrics,
+)
+from benchmark.checkpoints import CheckpointError, load_checkpoint
 from benchmark.claims import try_claim
-from benchmark.config import RunConfig, TrainConfig
-from benchmark.environment import code_version
+from benchmark.config import TrainConfig
 from benchmark.errors import UserInputError, unknown_name
 from benchmark.metrics import METRICS
 from benchmark.models import FAMILIES
 from benchmark.results import (
     CHECKPOINT_SUFFIX,
     Record,
-    copy_to_history,
     iter_records,
-    now_iso,
     warn_on_stderr,
     write_record,
 )
-from benchmark.runner import MetricNetworks, RunSettings, SharedResources, score, write_grids
 from benchmark.samplers import SAMPLERS
 from benchmark.suites import sampler_for
 from benchmark.tracking import update_run
@@ -42,7 +46,6 @@ from benchmark.training import cell_threads, resolve_device
 
 Log = Callable[[str], None]
 SETS = ("recon/", "gen/")
-CLASSIFIER_METRICS = ("/cfd", "/precision", "/recall")  # the dataset's own classifier
 
 
 def parse_metric_names(names: list[str] | None) -> set[str] | None:
@@ -156,7 +159,7 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
     chosen = set(scores.metrics) | set(scores.unavailable)
     if wanted is not None:
         chosen &= wanted
-    _update_metrics(record, scores, chosen)
+    update_metrics(record, scores, chosen)
     record = Record.parse(record, str(path)).as_dict()
     write_record(path, record)
     _log_rescored(cell, record, chosen, log)
@@ -164,69 +167,8 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
     return record
 
 
-def _update_metrics(record: dict, scores, chosen: set[str]) -> None:
-    stamp = {"at": now_iso(), "code": code_version()}
-    for key in sorted(chosen):
-        if key in scores.metrics:
-            record["metrics"][key] = float(scores.metrics[key])
-            record["unavailable"].pop(key, None)
-            record["provenance"][key] = dict(stamp)
-        else:
-            record["metrics"].pop(key, None)
-            record["unavailable"][key] = scores.unavailable[key]
-            record["provenance"].pop(key, None)
-    if any(k.startswith("gen/") for k in chosen):
-        record["sampler"] = scores.sampler
-    if any(k.endswith(("/fid", "/kid")) and k in scores.metrics for k in chosen):
-        record["distribution"] = scores.distribution
-    if any(k.endswith(CLASSIFIER_METRICS) and k in scores.metrics for k in chosen):
-        record["classifier"] = scores.classifier
-
-
 def _log_rescored(cell: str, record: dict, chosen: set[str], log: Log) -> None:
     shown = [k for k in sorted(chosen) if k in record["metrics"]]
     values = ", ".join(f"{k} {record['metrics'][k]:.4g}" for k in shown[:4])
     more = f", ... ({len(shown) - 4} more)" if len(shown) > 4 else ""
     log(f"{cell}: re-scored {len(chosen)} metrics ({values + more if shown else 'none available'})")
-
-
-def same_training(a: RunConfig, b: RunConfig) -> bool:
-    """Whether two cell configs train the very same model: all but `eval` (and the suite's
-    name) equal. Evaluation settings never reach training."""
-    exclude = {"suite", "eval"}
-    return a.model_dump(mode="json", exclude=exclude) == b.model_dump(mode="json", exclude=exclude)
-
-
-def score_as(path, record, checkpoint, loaded, target: RunConfig, shared, log, prefix) -> dict:
-    """Turn a finished cell's record into the record of `target`, a config that trains the same
-    model with other evaluation settings (a sampler, n_gen, ...): every metric is computed
-    again from the checkpoint; training, its history and timings stay. The record it was is
-    copied to `history/`; the checkpoint is rewritten with `target` (the same tensors)."""
-    model, config, params = loaded
-    assert same_training(config, target)
-    device = resolve_device(target.train.device)
-    data = shared.data(target)
-    scores = score(target, model, params, data, shared, device)
-    kept = copy_to_history(path, record)
-    record = json.loads(json.dumps(record))
-    record["metrics"], record["unavailable"] = {}, {}
-    record["provenance"], record["distribution"], record["classifier"] = {}, None, None
-    _update_metrics(record, scores, set(scores.metrics) | set(scores.unavailable))
-    record["config"] = target.model_dump(mode="json")
-    record["config_hash"] = target.config_hash()
-    record["suite"] = target.suite
-    record["timings"].update(scores.timings)
-    save_checkpoint(checkpoint, model, target, data.shape)
-    write_grids(path, scores.grids)
-    record = Record.parse(record, str(path)).as_dict()
-    write_record(path, record)
-    update_run(record, log)
-    changed = {
-        k: v for k, v in target.eval.model_dump().items() if v != config.eval.model_dump()[k]
-    }
-    settings = ", ".join(f"eval.{k}={v}" for k, v in changed.items())
-    log(
-        f"{prefix}: scored from its checkpoint with {settings} (no retraining); the record "
-        f"before is kept in {kept}"
-    )
-    return record

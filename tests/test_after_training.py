@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from benchmark import cell as cell_module
 from benchmark import runner
 from benchmark.cli import main
 from benchmark.metrics import PIXEL_METRICS
@@ -48,7 +49,7 @@ def test_a_checkpoint_writer_that_raises_keeps_the_cell_ok_and_a_rerun_completes
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner, "save_checkpoint", disk_full)
+    monkeypatch.setattr(cell_module, "save_checkpoint", disk_full)
     logs: list[str] = []
     first = run(suite, tmp_path, logs)
     assert trained(logs)
@@ -112,7 +113,7 @@ def test_a_sampler_that_fails_to_fit_leaves_recon_measured(one_cell, tmp_path, m
     def no_fit(*args, **kwargs):
         raise ValueError("singular covariance")
 
-    monkeypatch.setattr(runner, "fit_sampler", no_fit)
+    monkeypatch.setattr(cell_module, "fit_sampler", no_fit)
     record = run(suite, tmp_path, [])
     assert record["status"] == "ok"
     assert record["incomplete"] == {"sampler": "failed: ValueError: singular covariance"}
@@ -130,7 +131,7 @@ def test_images_that_cannot_be_written_keep_the_cell_ok(one_cell, tmp_path, monk
     def unwritable(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(runner, "write_grids", unwritable)
+    monkeypatch.setattr(cell_module, "write_grids", unwritable)
     record = run(suite, tmp_path, [])
     assert record["status"] == "ok"
     assert set(record["incomplete"]) == {"images"}

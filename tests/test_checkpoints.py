@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 
+from benchmark import cell as one_cell
 from benchmark import runner
 from benchmark.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 from benchmark.cli import main
@@ -18,7 +19,7 @@ from benchmark.results import Record, record_path
 from benchmark.suites import resolve_suite
 from conftest import random_set_features
 
-NO_WEIGHTS = runner.MetricNetworks(
+NO_WEIGHTS = one_cell.MetricNetworks(
     lpips=lambda device: (None, "no VGG16 here"), features=lambda device: (None, "no Inception")
 )
 
@@ -95,7 +96,7 @@ def test_evaluate_adds_a_metric_the_run_did_not_compute(finished):
     _, out, records = finished
     assert all("gen/fid" not in r["metrics"] for r in records)
     assert records[0]["unavailable"]["gen/fid"] == "disabled by eval.fid=false"
-    networks = runner.MetricNetworks(lpips=NO_WEIGHTS.lpips, features=random_set_features)
+    networks = one_cell.MetricNetworks(lpips=NO_WEIGHTS.lpips, features=random_set_features)
     updated = rescore(out, metrics=["fid", "gen/kid"], log=lambda m: None, networks=networks)
     updated = {r["model"]: r for r in updated}
     for before in records:

@@ -22,7 +22,7 @@ from conftest import TINY_SETTINGS
 LAUNCHER = r"""
 import os, signal, sys
 import benchmark.files as files
-import benchmark.runner as runner
+import benchmark.cell as one_cell
 from benchmark import cli
 
 point, args = sys.argv[1], sys.argv[2:]
@@ -31,7 +31,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if point == "training":  # in the middle of the second cell's training
-    real_train, trained = runner.train, []
+    real_train, trained = one_cell.train, []
     def train(family, model, data, config, params, on_epoch=None, on_step=None, **k):
         trained.append(1)
         steps = []
@@ -42,7 +42,7 @@ if point == "training":  # in the middle of the second cell's training
             if on_step:
                 on_step(values)
         return real_train(family, model, data, config, params, on_epoch, step, **k)
-    runner.train = train
+    one_cell.train = train
 elif point == "record":  # half-way through writing the second record
     real_write, written = files.write_text, []
     def write(path, text, root=None):

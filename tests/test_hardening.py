@@ -33,7 +33,7 @@ def one_line_exit(args: list[str], capsys, code: int = 2) -> str:
 
 def test_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
     trained = []
-    monkeypatch.setattr("benchmark.runner.run_cell", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("benchmark.cell.run_cell", lambda *a, **k: trained.append(1))
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     err = one_line_exit(["run", "--wandb", "off", "--out", str(blocker)], capsys)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_compare import write_suite
 
+from benchmark import cell as one_cell
 from benchmark import files, runner
 from benchmark.cli import main
 from benchmark.results import build_record, record_path, write_record
@@ -38,7 +39,7 @@ def tiny_run(repo: Path, out: Path, *more: str) -> list[str]:
 @pytest.fixture
 def no_training(monkeypatch):
     started: list = []
-    monkeypatch.setattr(runner, "run_cell", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(one_cell, "run_cell", lambda *a, **k: started.append(a))
     return started
 
 

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from benchmark import runner
+from benchmark import cell as one_cell
 from benchmark.data import load_image_splits
 from benchmark.evaluation import evaluate
 from benchmark.models import FAMILIES
@@ -63,9 +63,9 @@ def test_every_built_in_suite_and_family_is_covered():
 @pytest.mark.parametrize("cell", learning_cases())
 def test_trained_models_learn_with_bounded_losses(cell, tmp_path):
     not_needed = lambda device: (None, "not needed")  # noqa: E731
-    networks = runner.MetricNetworks(not_needed, not_needed)
-    shared = runner.SharedResources(runner.RunSettings(None, networks))
-    record = runner.run_cell(cell, shared, lambda m: None, tmp_path)
+    networks = one_cell.MetricNetworks(not_needed, not_needed)
+    shared = one_cell.SharedResources(one_cell.RunSettings(None, networks))
+    record = one_cell.run_cell(cell, shared, lambda m: None, tmp_path)
     assert record["status"] == "ok", record["error"]
     for epoch in record["training"]["epochs"]:
         for key, value in epoch.items():

@@ -42,11 +42,11 @@ def run_args(repo: Path, out: Path, model: str, every: int) -> list[str]:
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import benchmark.resume, benchmark.runner
+    import benchmark.resume, benchmark.cell
     from benchmark.cli import main
 
     where, signum = sys.argv[1], getattr(signal, sys.argv[2])
-    save, score = benchmark.resume.RollingCheckpoint.save, benchmark.runner.score
+    save, score = benchmark.resume.RollingCheckpoint.save, benchmark.cell.score
 
     def save_then_die(self, state):
         save(self, state)
@@ -58,7 +58,7 @@ KILLER = textwrap.dedent(
 
     benchmark.resume.RollingCheckpoint.save = save_then_die
     if where == "evaluation":
-        benchmark.runner.score = die_in_evaluation
+        benchmark.cell.score = die_in_evaluation
     sys.exit(main(sys.argv[3:]))
     """
 )
@@ -220,7 +220,7 @@ def test_a_slurm_job_is_requeued_as_the_same_call():
 
 
 def test_a_resumed_cells_tracker_gets_the_steps_and_epochs_trained_before():
-    from benchmark.runner import _replay
+    from benchmark.cell import _replay
 
     class Tracker:
         def __init__(self):
@@ -262,7 +262,7 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
 
     import submitit
 
-    from benchmark.runner import MetricNetworks, RunSettings
+    from benchmark.cell import MetricNetworks, RunSettings
     from benchmark.tracking import NullTracker
 
     config = tiny_config(parquet_repo, "vaegan")

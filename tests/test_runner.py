@@ -10,17 +10,18 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmark import cell as one_cell
 from benchmark import runner
+from benchmark.cell import CLASSIFIER_METRICS
 from benchmark.distribution import InceptionFeatures
 from benchmark.errors import UserInputError
 from benchmark.metrics import LPIPS
-from benchmark.rescoring import CLASSIFIER_METRICS
 from benchmark.results import SCHEMA_VERSION, record_path, write_record
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import random_set_features
 
 
-def no_weights(tmp_path_factory) -> runner.MetricNetworks:
+def no_weights(tmp_path_factory) -> one_cell.MetricNetworks:
     """The real loaders, on an empty hub cache: they find neither VGG16 nor Inception."""
     folder = tmp_path_factory.mktemp("torch-hub")
 
@@ -35,7 +36,7 @@ def no_weights(tmp_path_factory) -> runner.MetricNetworks:
 
         return load
 
-    return runner.MetricNetworks(
+    return one_cell.MetricNetworks(
         lpips=in_empty_cache(LPIPS.load), features=in_empty_cache(InceptionFeatures.load)
     )
 
@@ -170,7 +171,7 @@ def test_a_diverging_cell_becomes_a_failed_record_and_the_suite_goes_on(tiny_sui
 
 def test_an_unavailable_dataset_is_one_line_before_any_cell(tmp_path, monkeypatch):
     started = []
-    monkeypatch.setattr(runner, "run_cell", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(one_cell, "run_cell", lambda *a, **k: started.append(a))
     suite = resolve_suite("quick", ["train.epochs=1"], datasets=["cifar10"], models=["betavae"])
     with pytest.raises(UserInputError, match=r"dataset 'cifar10'.*--data-mirror"):
         runner.run_suite(suite, tmp_path, log=lambda m: None)
@@ -178,7 +179,7 @@ def test_an_unavailable_dataset_is_one_line_before_any_cell(tmp_path, monkeypatc
 
 
 def test_interrupting_loses_nothing_finished(tiny_suite_args, tmp_path, monkeypatch):
-    real_train = runner.train
+    real_train = one_cell.train
     calls = []
 
     def interrupted_second_cell(*args, **kwargs):
@@ -187,7 +188,7 @@ def test_interrupting_loses_nothing_finished(tiny_suite_args, tmp_path, monkeypa
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "train", interrupted_second_cell)
+    monkeypatch.setattr(one_cell, "train", interrupted_second_cell)
     suite = resolve_suite(**tiny_suite_args)
     with pytest.raises(KeyboardInterrupt):
         runner.run_suite(suite, tmp_path, log=lambda m: None)
@@ -195,7 +196,7 @@ def test_interrupting_loses_nothing_finished(tiny_suite_args, tmp_path, monkeypa
     assert record_path(tmp_path, cells[0]).exists()
     assert not record_path(tmp_path, cells[1]).exists()
     assert not list(tmp_path.rglob("*.tmp"))
-    monkeypatch.setattr(runner, "train", real_train)
+    monkeypatch.setattr(one_cell, "train", real_train)
     logs: list[str] = []
     records = runner.run_suite(suite, tmp_path, log=logs.append)
     assert "skipped" in logs[0] and all(r["status"] == "ok" for r in records)
@@ -225,8 +226,8 @@ def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
         references.append(len(test_features))
         return DistributionReference(features, test_features)
 
-    monkeypatch.setattr(runner, "DistributionReference", counted_reference)
-    networks = runner.MetricNetworks(lpips=lambda device: (None, "no"), features=random_features)
+    monkeypatch.setattr(one_cell, "DistributionReference", counted_reference)
+    networks = one_cell.MetricNetworks(lpips=lambda device: (None, "no"), features=random_features)
     records = runner.run_suite(
         resolve_suite(**tiny_suite_args), tmp_path, log=lambda m: None, networks=networks
     )

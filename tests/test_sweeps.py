@@ -201,9 +201,11 @@ def test_under_a_sweep_agent_the_run_attaches_and_takes_its_parameters(tmp_path,
     assert run.run.run_id == "trial1" and run.run.sweep_id == "sweep1"
     assert run.config["betavae.beta"] == 3.0
     assert run.summary["recon/ssim"] == pytest.approx(record["metrics"]["recon/ssim"])
-    # every sweep's metric.name is a key such a run really logs
+    # every sweep's metric.name is a key such a run really logs (gen/cfd: as unavailable on
+    # this dataset, which has no class labels)
     for path in SWEEPS:
-        assert load_sweep(path)["metric"]["name"] in run.summary
+        name = load_sweep(path)["metric"]["name"]
+        assert name in run.summary or f"unavailable/{name}" in run.summary, name
 
 
 def test_a_sweep_run_stopped_by_sigterm_is_marked_preempting_and_its_rerun_resumes(
