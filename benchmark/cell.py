@@ -55,7 +55,7 @@ from benchmark.results import (
 )
 from benchmark.resume import RollingCheckpoint, TrainingState, capture, resume_path
 from benchmark.samplers import fit_sampler
-from benchmark.tracking import NullTracker, update_run
+from benchmark.trackers import NullTracker, RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device, train
 
 Log = Callable[[str], None]
@@ -77,13 +77,15 @@ class MetricNetworks:
 @dataclass(frozen=True)
 class RunSettings:
     """What every cell of a run shares, in whichever process it runs (here, a `--jobs` worker,
-    a SLURM job): where hub datasets are mirrored, how the metric networks load, and how often
+    a SLURM job): where hub datasets are mirrored, how the metric networks load, how often
     a cell keeps a rolling checkpoint (epochs, 0: never; it changes no result, so it is a
-    setting of the run, not of any cell)."""
+    setting of the run, not of any cell), and how a cell scored again from its checkpoint
+    updates its tracker run."""
 
     mirror: str | None = None
     networks: MetricNetworks = MetricNetworks()
     checkpoint_every: int = 0
+    update_run: RunUpdater = no_update
 
 
 class SharedResources:
@@ -355,7 +357,7 @@ def run_cell(
         sampler=sampler_info,
         distribution=distribution_info,
         classifier=classifier_info,
-        wandb_run=tracker.run_info(),
+        tracker_run=tracker.run_info(),
         incomplete=incomplete,
     )
     tracker.finish(record, grids, checkpoint)
@@ -583,7 +585,7 @@ def score_as(path, record, checkpoint, loaded, target: RunConfig, shared, log, p
     write_grids(path, scores.grids)
     record = Record.parse(record, str(path)).as_dict()
     write_record(path, record)
-    update_run(record, log)
+    shared.settings.update_run(record, log)
     changed = {
         k: v for k, v in target.eval.model_dump().items() if v != config.eval.model_dump()[k]
     }

@@ -321,6 +321,7 @@ def _run(args, extra: list[str]) -> int:
         executor=executor,
         jobs=args.jobs,
         checkpoint_every=checkpoint_every,
+        update_run=tracking.update_run,
     )
     report = write_report(from_directory(out / "results"), out)
     _print_summary(records)
@@ -457,7 +458,11 @@ def _evaluate(args, extra: list[str]) -> int:
     check_mirror(args.data_mirror)
     if not any(True for _ in iter_records(args.results)):
         raise UserInputError(f"no result records under {args.results}")
-    updated = rescore(args.results, args.metrics, args.data_mirror, sampler=sampler)
+    from benchmark.tracking import update_run
+
+    updated = rescore(
+        args.results, args.metrics, args.data_mirror, sampler=sampler, update_run=update_run
+    )
     if updated:
         inputs = from_directory(args.results)
         path = write_report(inputs, args.results)

@@ -41,7 +41,7 @@ from benchmark.results import (
 )
 from benchmark.samplers import SAMPLERS
 from benchmark.suites import sampler_for
-from benchmark.tracking import update_run
+from benchmark.trackers import RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device
 
 Log = Callable[[str], None]
@@ -95,11 +95,14 @@ def rescore(
     log: Log = print,
     networks: MetricNetworks | None = None,
     sampler: str | dict[str, str] | None = None,
+    update_run: RunUpdater = no_update,
 ) -> list[dict]:
     """Re-score every ok cell under `out_dir` that has a checkpoint; returns the updated
-    records. Cells without a checkpoint, of another config, or being trained are left alone."""
+    records. Cells without a checkpoint, of another config, or being trained are left alone.
+    `update_run` pushes each updated record to the tracker run it names."""
     wanted = parse_metric_names(metrics)
-    shared = SharedResources(RunSettings(mirror, networks or MetricNetworks()))
+    settings = RunSettings(mirror, networks or MetricNetworks(), update_run=update_run)
+    shared = SharedResources(settings)
     updated = []
     for path, record in iter_records(out_dir, warn_on_stderr):
         cell = path.name[: -len(".json")]
@@ -163,7 +166,7 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
     record = Record.parse(record, str(path)).as_dict()
     write_record(path, record)
     _log_rescored(cell, record, chosen, log)
-    update_run(record, log)
+    shared.settings.update_run(record, log)
     return record
 
 

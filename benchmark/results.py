@@ -21,11 +21,20 @@ from benchmark import files
 from benchmark.config import SLUG, RunConfig
 from benchmark.environment import code_version
 
-SCHEMA_VERSION = 1
-# schema_version -> the function that lifts a record of that version to the next one
+SCHEMA_VERSION = 2
 CHECKPOINT_SUFFIX = ".safetensors"  # a cell's final weights, beside its record
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+def _name_the_tracker(record: dict[str, Any]) -> dict[str, Any]:
+    """1 -> 2: `wandb_run` ({"path", "mode"}) became the tracker-neutral `tracker_run`."""
+    record = dict(record)
+    run = record.pop("wandb_run", None)
+    record["tracker_run"] = {"tracker": "wandb", **run} if run else None
+    return record
+
+
+# schema_version -> the function that lifts a record of that version to the next one
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _name_the_tracker}
 
 
 class RecordError(ValueError):
@@ -62,9 +71,9 @@ class Record(BaseModel):
     # per metric key: when and by which code version it was computed ({"at": ..., "code": ...});
     # `vaebench evaluate` updates the entries of the metrics it recomputes
     provenance: dict[str, dict[str, str]] = Field(default_factory=dict)
-    # the cell's W&B run ({"path": "entity/project/id", "mode": "online" | "offline"}), so that
-    # re-scoring can update its summary; None when W&B was off
-    wandb_run: dict[str, str] | None = None
+    # the cell's tracker run ({"tracker": "wandb", "path": "entity/project/id", "mode":
+    # "online" | "offline"}), so that re-scoring can update it; None when tracking was off
+    tracker_run: dict[str, str] | None = None
     # pieces that failed after the model had trained (`checkpoint`, `steps`, `images`,
     # `sampler`, `evaluation`, or a metric key), with the reason: the cell is `ok` with all
     # else it measured, and a rerun fills these in from its kept weights without training
@@ -122,7 +131,7 @@ def build_record(
     sampler: dict[str, Any] | None = None,
     distribution: dict[str, Any] | None = None,
     classifier: dict[str, Any] | None = None,
-    wandb_run: dict[str, str] | None = None,
+    tracker_run: dict[str, str] | None = None,
     incomplete: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     created_at = now_iso()
@@ -148,7 +157,7 @@ def build_record(
             "distribution": distribution,
             "classifier": classifier,
             "provenance": {key: dict(stamp) for key in (metrics or {})},
-            "wandb_run": wandb_run,
+            "tracker_run": tracker_run,
             "incomplete": dict(incomplete or {}),
             "created_at": created_at,
         }

@@ -25,7 +25,7 @@ from benchmark.errors import UserInputError, one_line
 from benchmark.executors import CellJob
 from benchmark.parallel import run_in_workers
 from benchmark.results import build_record, finished_record, record_path, write_record
-from benchmark.tracking import NullTracker
+from benchmark.trackers import NullTracker, RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device
 
 
@@ -62,6 +62,7 @@ def run_cells(
     executor=None,
     jobs: int = 1,
     checkpoint_every: int = 0,
+    update_run: RunUpdater = no_update,
 ) -> list[dict]:
     """Run every cell not already finished; return all the suite's records (old and new).
 
@@ -88,7 +89,7 @@ def run_cells(
             records[index] = done
         else:
             pending.append((index, config))
-    settings = RunSettings(mirror, networks, checkpoint_every)
+    settings = RunSettings(mirror, networks, checkpoint_every, update_run)
     shared = SharedResources(settings)
     if executor is None:
         open_datasets([config for _, config in pending], shared, log)

@@ -26,7 +26,9 @@ import torch
 
 from benchmark.config import RunConfig
 from benchmark.metrics import METRICS
+from benchmark.trackers import NullTracker
 
+TRACKER = "wandb"  # how a record's `tracker_run` names this tracker
 MODES = ("auto", "online", "offline", "off")
 DEFAULT_PROJECT = "vaebench"
 Log = Callable[[str], None]
@@ -141,30 +143,6 @@ def summary_directions() -> dict[str, str]:
         for key, info in METRICS.items()
         for prefix in ("recon/", "gen/")
     }
-
-
-class NullTracker:
-    seconds = 0.0  # time spent in tracking calls (kept out of the cell's train/eval timings)
-
-    def start(self, config: RunConfig, environment: dict) -> None:
-        pass
-
-    def log_step(self, values: dict[str, float]) -> None:
-        pass
-
-    def log_epoch(self, summary: dict[str, float]) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def finish(
-        self, record: dict, images: dict[str, torch.Tensor], checkpoint: Path | None = None
-    ) -> None:
-        pass
-
-    def run_info(self) -> dict[str, str] | None:
-        return None
 
 
 class WandbTracker:
@@ -325,10 +303,11 @@ class WandbTracker:
         self.run = None
 
     def run_info(self) -> dict[str, str] | None:
-        """The run's path and mode, for the record (None when tracking is off or failed)."""
+        """The record's `tracker_run`: W&B, the run's path and mode (None when tracking is off
+        or failed)."""
         if self.run is None:
             return None
-        return {"path": self.run.path, "mode": self.mode}
+        return {"tracker": TRACKER, "path": self.run.path, "mode": self.mode}
 
     def _log_model(self, record: dict, checkpoint: Path) -> None:
         """`model-CELL`, one artifact per cell: each retraining of the cell (a new config) is a
@@ -381,8 +360,8 @@ def update_run(record: dict, log: Log) -> bool:
     """After a re-score: the cell's online W&B run gets the record's summary and config (the
     run is finished; W&B's public API writes to it). Offline runs are left as their log has
     them. A failure is one line; the local record stands either way."""
-    where = record.get("wandb_run")
-    if not where or where.get("mode") != "online":
+    where = record.get("tracker_run")
+    if not where or where.get("tracker") != TRACKER or where.get("mode") != "online":
         return False
     try:
         import wandb

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmark import cell as one_cell
-from benchmark import runner
+from benchmark import runner, tracking
 from benchmark.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 from benchmark.cli import main
 from benchmark.models import FAMILIES
@@ -223,12 +223,12 @@ def test_evaluate_updates_the_cells_online_wandb_run(finished, monkeypatch):
     config = suite.cells()[0]
     path = record_path(out, config)
     record = json.loads(path.read_text())
-    record["wandb_run"] = {"path": "me/proj/run1", "mode": "online"}
+    record["tracker_run"] = {"tracker": "wandb", "path": "me/proj/run1", "mode": "online"}
     path.write_text(json.dumps(record))
     monkeypatch.setattr(wandb, "Api", StandInApi)
     StandInApi.written = {}
-    (updated,) = [r for r in rescore(out, log=lambda m: None, networks=NO_WEIGHTS)
-                  if r["model"] == config.model]  # fmt: skip
+    rescored = rescore(out, log=lambda m: None, networks=NO_WEIGHTS, update_run=tracking.update_run)
+    (updated,) = [r for r in rescored if r["model"] == config.model]
     summary = StandInApi.written["me/proj/run1"]
     assert {k: summary[k] for k in updated["metrics"]} == updated["metrics"]
     assert len(StandInApi.written) == 2  # that run's summary and config; the others are off

@@ -263,7 +263,7 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
     import submitit
 
     from benchmark.cell import MetricNetworks, RunSettings
-    from benchmark.tracking import NullTracker
+    from benchmark.trackers import NullTracker
 
     config = tiny_config(parquet_repo, "vaegan")
     config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 40})})

@@ -9,6 +9,7 @@ from wandb_log import find_runs, read_run
 from benchmark import runner, tracking
 from benchmark.models import FAMILIES
 from benchmark.suites import expand_cells, resolve_suite
+from benchmark.trackers import NullTracker
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +224,7 @@ def test_a_key_without_a_reachable_server_goes_offline_after_one_short_check(mon
 def test_tracking_time_is_kept_out_of_training_and_evaluation(tiny_suite_args, tmp_path):
     import time
 
-    class SlowTracker(tracking.NullTracker):
+    class SlowTracker(NullTracker):
         def __init__(self):
             self.seconds = 0.0
 
@@ -308,9 +309,10 @@ def test_superseded_artifact_versions_are_pruned_online(monkeypatch):
 def test_the_record_names_its_wandb_run(tracked_run):
     _, records, runs, _ = tracked_run
     for record in records:
-        where = record["wandb_run"]
+        where = record["tracker_run"]
         run = runs[record_cell(record)]
-        assert where["mode"] == "offline" and where["path"].endswith("/" + run.run.run_id)
+        assert where["tracker"] == "wandb" and where["mode"] == "offline"
+        assert where["path"].endswith("/" + run.run.run_id)
 
 
 def record_cell(record) -> str:
@@ -350,7 +352,7 @@ def test_a_rescored_record_updates_its_online_runs_summary_and_config(monkeypatc
         "sampler": {"name": "gmm"},
         "distribution": None,
         "config": resolve_suite("quick").cells()[0].model_dump(mode="json"),
-        "wandb_run": {"path": "me/proj/abc123", "mode": "online"},
+        "tracker_run": {"tracker": "wandb", "path": "me/proj/abc123", "mode": "online"},
     }
     logs = []
     assert tracking.update_run(record, logs.append)
@@ -361,8 +363,10 @@ def test_a_rescored_record_updates_its_online_runs_summary_and_config(monkeypatc
     }
     assert StandInApi.written["me/proj/abc123:config"]["eval.sampler"] == "normal"
     # offline runs are left as their log has them; W&B off: nothing to update
-    for where in ({"path": "me/proj/x", "mode": "offline"}, None):
-        assert not tracking.update_run({**record, "wandb_run": where}, logs.append)
+    offline = {"tracker": "wandb", "path": "me/proj/x", "mode": "offline"}
+    another = {"tracker": "mlflow", "path": "me/proj/abc123", "mode": "online"}
+    for where in (offline, another, None):
+        assert not tracking.update_run({**record, "tracker_run": where}, logs.append)
     assert logs == []
 
 
@@ -373,6 +377,28 @@ def test_a_wandb_failure_while_updating_a_run_is_one_line(monkeypatch):
 
     monkeypatch.setattr(wandb, "Api", Broken)
     logs = []
-    record = {"wandb_run": {"path": "me/proj/abc", "mode": "online"}}
+    record = {"tracker_run": {"tracker": "wandb", "path": "me/proj/abc", "mode": "online"}}
     assert not tracking.update_run(record, logs.append)
     assert logs == ["W&B: run me/proj/abc not updated (ConnectionError: no route to api.wandb.ai)"]
+
+
+def test_a_version_1_record_is_read_with_its_wandb_run_as_the_tracker_run(tmp_path):
+    """Schema 2 names a record's run tracker-neutrally; a version-1 record (`wandb_run`) is
+    migrated when read, and a version-1 record of tracking off gets no run."""
+    import json
+
+    from benchmark.results import SCHEMA_VERSION, Record, build_record
+
+    cell = resolve_suite("quick").cells()[0]
+    current = build_record(cell, status="ok", metrics={"recon/mse": 1.0})
+    assert current["schema_version"] == SCHEMA_VERSION == 2
+    version_1 = {k: v for k, v in current.items() if k != "tracker_run"}
+    version_1.update(schema_version=1, wandb_run={"path": "me/proj/abc", "mode": "online"})
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(version_1))
+    record = Record.read(path)
+    assert record.schema_version == 2
+    assert record.tracker_run == {"tracker": "wandb", "path": "me/proj/abc", "mode": "online"}
+    assert record.metrics == {"recon/mse": 1.0}
+    version_1["wandb_run"] = None
+    assert Record.parse(version_1).tracker_run is None
