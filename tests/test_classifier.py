@@ -198,8 +198,17 @@ def test_the_recipe_depends_on_the_image_shape_and_classes_only():
     reason="the shared MNIST mirror is absent",
 )
 def test_validity_on_the_shared_mnist_mirror():
-    """Full MNIST (10,000 training images of the mirror, its whole test split): the same order
-    as on mnist-5k."""
+    """Full MNIST (the mirror's first 10,000 training images train the classifier: test
+    accuracy 0.981), 1,000 images each against the first 1,000 test images:
+
+        real training images   cfd 15.9   precision 0.87  recall 0.90
+        blur sigma 2           cfd 1325   precision 0.05
+        digits 0-4 only        cfd 161    precision 0.87  recall 0.54
+        one image repeated     cfd 2123               recall 0.00
+
+    (With all 10,000 test images and 10,000 images each, real gives cfd 1.3, but blurred
+    images reach precision 0.97: a few real outliers' k-NN balls cover them. cfd still sees the
+    blur, 1411; docs/metrics.md says so.)"""
     data = load_image_splits(
         str(SHARED_MNIST_MIRROR / "ylecun" / "mnist"), DataConfig(max_train=10_000)
     )
@@ -210,53 +219,8 @@ def test_validity_on_the_shared_mnist_mirror():
     cfd_real, precision_real, recall_real = measure(reference, images)
     cfd_blur, precision_blur, _ = measure(reference, TF.gaussian_blur(images, 9, 2.0))
     _, precision_five, recall_five = measure(reference, data.train[data.labels["train"] < 5][:N])
-    assert cfd_real < 10 and precision_real > 0.85 and recall_real > 0.85
+    _, _, recall_repeated = measure(reference, data.train[:1].expand(N, -1, -1, -1))
+    assert cfd_real < 25 and precision_real > 0.8 and recall_real > 0.85
     assert cfd_blur > 50 * cfd_real and precision_blur < 0.3
-    assert precision_five > 0.85 and recall_five < 0.7
-
-
-def test_a_run_on_a_labelled_dataset_records_the_classifier_metrics(reference, tmp_path):
-    """A cell on mnist-5k: recon/cfd, gen/cfd, gen/precision, gen/recall in its record, and the
-    record's `classifier` entry names the classifier (the one the fixture cached)."""
-    from benchmark.runner import run_suite
-    from benchmark.suites import resolve_suite
-
-    settings = ["train.epochs=1", "eval.fid=false", "eval.lpips=false", "eval.n_gen=200"]
-    settings += ["betavae.width=8"]
-    suite = resolve_suite("quick", settings, ["betavae"])
-    (record,) = run_suite(suite, tmp_path, log=lambda line: None)
-    assert record["status"] == "ok", record["error"]
-    for key in ("recon/cfd", "gen/cfd", "gen/precision", "gen/recall"):
-        assert key in record["metrics"] and key not in record["unavailable"], key
-    assert 0 <= record["metrics"]["gen/precision"] <= 1
-    made = record["classifier"]
-    assert made["sha256"] == reference.classifier.info["sha256"]
-    assert made["test_accuracy"] == reference.classifier.info["test_accuracy"]
-    assert (made["k"], made["n_reference"], made["n_gen"]) == (3, 1000, 200)
-
-
-def test_compare_says_when_the_two_sides_used_different_classifiers(tmp_path, capsys):
-    from benchmark.cli import main
-    from benchmark.results import build_record, record_path, write_record
-    from benchmark.suites import expand_cells, resolve_suite
-
-    def write(folder, sha: str):
-        suite = resolve_suite("quick", ["train.epochs=1"], ["betavae"], None, [0, 1])
-        for cell in expand_cells(suite):
-            metrics = {"gen/cfd": 80.0 + cell.seed, "recon/ssim": 0.5 + cell.seed / 100}
-            made = {"sha256": sha * 64, "test_accuracy": 0.95}
-            record = build_record(cell, status="ok", metrics=metrics, classifier=made)
-            write_record(record_path(folder, cell), record)
-        return folder
-
-    baseline, same = write(tmp_path / "a", "a"), write(tmp_path / "b", "a")
-    other = write(tmp_path / "c", "c")
-    assert main(["compare", str(baseline), str(same)]) == 0
-    assert "classifiers" not in capsys.readouterr().out
-    assert main(["compare", str(baseline), str(other)]) == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if "classifiers" in line]
-    assert notes == [
-        "vaebench: note: baseline and run measured cfd, precision and recall with different "
-        f"dataset classifiers (weights SHA-256 baseline: {'a' * 16}; run: {'c' * 16}): their "
-        "deltas are partly the classifiers'"
-    ]
+    assert precision_five > 0.8 and recall_five < 0.7
+    assert recall_repeated < 0.01
