@@ -341,7 +341,7 @@ def run_cell(
     except Exception as exc:  # failures are results
         metrics, unavailable, training, incomplete = {}, {}, {}, {}
         status, error = "failed", one_line(exc)
-        sampler_info = distribution_info = None
+        sampler_info = distribution_info = classifier_info = None
     timings["total"] = time.perf_counter() - started
     timings["tracking"] = tracker.seconds  # W&B calls so far (start, steps, epochs)
     record = build_record(

@@ -69,20 +69,25 @@ def summarise(records: list[dict]) -> dict[str, Any]:
     }
 
 
-def _listed(side: dict[str, Any], key: str) -> list[str]:
-    listed = side.get(key)
-    if not isinstance(listed, list):
-        return []
-    return [str(kind) for kind in listed]
+def _differing(baseline: dict[str, Any], current: dict[str, Any], key: str):
+    """(baseline's, current's) list under `key` where both sides say and they differ; else
+    None (a baseline written before the key existed does not say)."""
+
+    def listed(side: dict[str, Any]) -> list[str]:
+        values = side.get(key)
+        return [str(value) for value in values] if isinstance(values, list) else []
+
+    before, now = listed(baseline), listed(current)
+    return (before, now) if before and now and before != now else None
 
 
 def hardware_difference(baseline: dict[str, Any], current: dict[str, Any]) -> str | None:
     """One line when the two sides ran on different hardware (float results differ between
     CPU types and GPUs, so a delta may be the machine's); None when they match or a side (a
     baseline written before hardware was recorded) does not say."""
-    before, now = _listed(baseline, "hardware"), _listed(current, "hardware")
-    if not before or not now or before == now:
+    if (differing := _differing(baseline, current, "hardware")) is None:
         return None
+    before, now = differing
     return (
         f"vaebench: note: baseline and run come from different hardware (baseline: "
         f"{'; '.join(before)}; run: {'; '.join(now)}): float results differ between them"
@@ -92,9 +97,9 @@ def hardware_difference(baseline: dict[str, Any], current: dict[str, Any]) -> st
 def classifier_difference(baseline: dict[str, Any], current: dict[str, Any]) -> str | None:
     """One line when the two sides measured cfd/precision/recall with different dataset
     classifiers (docs/metrics.md: a cfd compares only with cfds of the same classifier)."""
-    before, now = _listed(baseline, "classifiers"), _listed(current, "classifiers")
-    if not before or not now or before == now:
+    if (differing := _differing(baseline, current, "classifiers")) is None:
         return None
+    before, now = differing
     return (
         f"vaebench: note: baseline and run measured cfd, precision and recall with different "
         f"dataset classifiers (weights SHA-256 baseline: {', '.join(before)}; run: "
