@@ -523,10 +523,13 @@ def _score_without_training(path: Path, config: RunConfig, shared, log: Log, pre
     if record["config_hash"] == config.config_hash():  # this config, incomplete: completed
         return None  # by the run itself, from its kept weights
     try:  # the metadata first: a checkpoint of other training is not loaded at all
-        stored = RunConfig.model_validate_json(read_metadata(checkpoint)["config"])
-    except (CheckpointError, ValueError):
+        metadata = read_metadata(checkpoint)
+        stored = RunConfig.model_validate_json(metadata["config"])
+    except (CheckpointError, ValueError, KeyError):
         return None
-    if stored.config_hash() != record["config_hash"] or not same_training(stored, config):
+    # the hash as written beside the weights: a checkpoint of an older vaebench, whose config
+    # lacks settings added since (at their defaults now), is still the record's
+    if metadata.get("config_hash") != record["config_hash"] or not same_training(stored, config):
         return None
     try:
         loaded = load_checkpoint(checkpoint, resolve_device(config.train.device))

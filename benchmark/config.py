@@ -162,9 +162,11 @@ class RunConfig(Section):
 
 
 def same_training(a: RunConfig, b: RunConfig) -> bool:
-    """Whether two cell configs train the very same model: all but `eval` (and the suite's
-    name) equal. Evaluation settings never reach training."""
-    exclude = {"suite", "eval"}
+    """Whether two cell configs train the very same model: all but `eval`, the label column
+    (read only by the classifier metrics) and the suite's name equal. Evaluation settings
+    never reach training: a finished cell that differs only in them is scored again from its
+    checkpoint, not retrained."""
+    exclude = {"suite": True, "eval": True, "data": {"label_column"}}
     return a.model_dump(mode="json", exclude=exclude) == b.model_dump(mode="json", exclude=exclude)
 
 

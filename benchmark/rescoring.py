@@ -26,7 +26,7 @@ from benchmark.cell import (
     score_as,
     update_metrics,
 )
-from benchmark.checkpoints import CheckpointError, load_checkpoint
+from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadata
 from benchmark.claims import try_claim
 from benchmark.config import TrainConfig
 from benchmark.errors import UserInputError, unknown_name
@@ -131,10 +131,11 @@ def rescore(
 def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict | None:
     cell = path.name[: -len(".json")]
     device = resolve_device(record["config"]["train"]["device"])
-    model, config, params = load_checkpoint(checkpoint, device)
-    if config.config_hash() != record["config_hash"]:
-        log(f"{cell}: the checkpoint is of another config ({config.config_hash()}); kept as it is")
+    written = read_metadata(checkpoint).get("config_hash")  # as saved, by whichever version
+    if written != record["config_hash"]:
+        log(f"{cell}: the checkpoint is of another config ({written}); kept as it is")
         return None
+    model, config, params = load_checkpoint(checkpoint, device)
     new_sampler = _sampler_of(sampler, config.model)
     if sampler is not None and new_sampler is None:
         if isinstance(sampler, str):  # one name for all: say why this family keeps its own

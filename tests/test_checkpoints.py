@@ -10,7 +10,7 @@ import torch
 
 from benchmark import cell as one_cell
 from benchmark import runner, tracking
-from benchmark.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
+from benchmark.checkpoints import CheckpointError, checkpoint_path, load_checkpoint, read_metadata
 from benchmark.cli import main
 from benchmark.models import FAMILIES
 from benchmark.report import from_directory, write_report
@@ -232,3 +232,42 @@ def test_evaluate_updates_the_cells_online_wandb_run(finished, monkeypatch):
     summary = StandInApi.written["me/proj/run1"]
     assert {k: summary[k] for k in updated["metrics"]} == updated["metrics"]
     assert len(StandInApi.written) == 2  # that run's summary and config; the others are off
+
+
+def test_cells_finished_by_an_older_version_are_scored_again_not_retrained(finished):
+    """Results written before `data.label_column` and `eval.classifier` existed: their configs
+    hash differently now, yet they train the same model. `vaebench run` scores them from their
+    checkpoints (the classifier metrics join in) instead of training them again, and
+    `vaebench evaluate` accepts their checkpoints."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    suite, out, _ = finished
+    for config in suite.cells():
+        path = record_path(out, config)
+        old = config.model_dump(mode="json")
+        del old["data"]["label_column"], old["eval"]["classifier"]
+        canonical = json.dumps(
+            {k: v for k, v in old.items() if k != "suite"}, sort_keys=True, separators=(",", ":")
+        )
+        old_hash = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        record = json.loads(path.read_text())
+        record.update(config=old, config_hash=old_hash)
+        record["unavailable"] = {
+            k: v for k, v in record["unavailable"].items() if not k.endswith("cfd")
+        }
+        path.write_text(json.dumps(record))
+        checkpoint = checkpoint_path(out, config)
+        metadata = read_metadata(checkpoint)
+        metadata.update(config=json.dumps(old), config_hash=old_hash)
+        save_file(load_file(checkpoint), checkpoint, metadata=metadata)
+
+    assert rescore(out, metrics=["mse"], log=lambda m: None, networks=NO_WEIGHTS)
+    logs: list[str] = []
+    records = runner.run_suite(suite, out, log=logs.append, networks=NO_WEIGHTS)
+    assert not any("training " in line for line in logs), logs
+    assert sum("scored from its checkpoint" in line for line in logs) == len(records)
+    for record, config in zip(records, suite.cells(), strict=True):
+        assert record["config_hash"] == config.config_hash()
+        assert "gen/cfd" in record["unavailable"]  # measured now (this dataset: no labels)

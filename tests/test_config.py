@@ -83,3 +83,21 @@ def test_paper_suite_uses_pythae_networks_and_hub_datasets():
     assert suite.arch == "pythae"
     assert suite.datasets == ["mnist", "fashion_mnist", "cifar10", "celeba"]
     assert len(suite.seeds) == 3
+
+
+def test_evaluation_settings_and_the_label_column_do_not_make_another_training():
+    """A finished cell whose config differs only in `eval` or `data.label_column` (read only by
+    the classifier metrics) is scored again from its checkpoint, not retrained."""
+    from benchmark.config import same_training
+    from benchmark.suites import resolve_suite
+
+    (cell,) = resolve_suite("quick", models=["betavae"]).cells()
+
+    def changed(section: str, **values):
+        part = getattr(cell, section).model_copy(update=values)
+        return cell.model_copy(update={section: part})
+
+    assert same_training(cell, changed("eval", classifier=False, fid=True))
+    assert same_training(cell, changed("data", label_column="digit"))
+    assert not same_training(cell, changed("data", max_train=100))
+    assert not same_training(cell, changed("train", epochs=2))
