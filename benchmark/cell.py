@@ -38,7 +38,7 @@ from benchmark.distribution import DistributionReference, InceptionFeatures
 from benchmark.environment import code_version
 from benchmark.errors import DatasetUnavailable, one_line
 from benchmark.evaluation import evaluate
-from benchmark.metrics import LPIPS
+from benchmark.metrics import LPIPS, keys_switched_by, switch_of
 from benchmark.models import FAMILIES
 from benchmark.results import (
     CHECKPOINT_SUFFIX,
@@ -60,9 +60,6 @@ from benchmark.training import cell_threads, resolve_device, train
 
 Log = Callable[[str], None]
 DISABLED = "disabled by eval.%s=false"
-DISTRIBUTION_KEYS = ("recon/fid", "gen/fid", "gen/kid")
-CLASSIFIER_KEYS = ("recon/cfd", "gen/cfd", "gen/precision", "gen/recall")
-CLASSIFIER_METRICS = ("/cfd", "/precision", "/recall")  # the dataset's own classifier
 
 
 @dataclass(frozen=True)
@@ -199,19 +196,19 @@ def score(
     unavailable: dict[str, str] = {}
     lpips, reason = shared.lpips(device) if config.eval.lpips else (None, DISABLED % "lpips")
     if lpips is None:
-        unavailable.update({f"{p}/lpips": reason for p in ("recon", "gen")})
+        unavailable.update(dict.fromkeys(keys_switched_by("lpips"), reason))
     reference, reason = (
         shared.reference(config, data, device) if config.eval.fid else (None, DISABLED % "fid")
     )
     if reference is None:
-        unavailable.update({key: reason for key in DISTRIBUTION_KEYS})
+        unavailable.update(dict.fromkeys(keys_switched_by("fid"), reason))
     realism, reason = (
         shared.realism(config, data, device)
         if config.eval.classifier
         else (None, DISABLED % "classifier")
     )
     if realism is None:
-        unavailable.update({key: reason for key in CLASSIFIER_KEYS})
+        unavailable.update(dict.fromkeys(keys_switched_by("classifier"), reason))
     metric_failures: dict[str, str] = {}
     try:
         metrics, grids = evaluate(
@@ -232,8 +229,8 @@ def score(
     unavailable.update(metric_failures)
     if sampler is None:  # the gen/ counterpart of every recon/ metric, with the reason
         gen = {f"gen/{key.split('/', 1)[1]}" for key in metrics if key != "recon/fid"}
-        gen |= {"gen/fid", "gen/kid"} if reference is not None else set()
-        gen |= set(CLASSIFIER_KEYS[1:]) if realism is not None else set()
+        gen |= set(keys_switched_by("fid", ("gen",))) if reference is not None else set()
+        gen |= set(keys_switched_by("classifier", ("gen",))) if realism is not None else set()
         unavailable.update({key: f"{failed['sampler']} (the sampler)" for key in sorted(gen)})
     distribution = classifier = None
     n_gen = (config.eval.n_gen or len(data.test)) if sampler is not None else 0
@@ -559,9 +556,9 @@ def update_metrics(record: dict, scores, chosen: set[str]) -> None:
             record["provenance"].pop(key, None)
     if any(k.startswith("gen/") for k in chosen):
         record["sampler"] = scores.sampler
-    if any(k.endswith(("/fid", "/kid")) and k in scores.metrics for k in chosen):
+    if any(switch_of(k) == "fid" and k in scores.metrics for k in chosen):
         record["distribution"] = scores.distribution
-    if any(k.endswith(CLASSIFIER_METRICS) and k in scores.metrics for k in chosen):
+    if any(switch_of(k) == "classifier" and k in scores.metrics for k in chosen):
         record["classifier"] = scores.classifier
 
 

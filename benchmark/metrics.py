@@ -35,6 +35,12 @@ class MetricInfo:
     # these carry the realism verdict; gen/'s other metrics compare a sample with its own
     # reconstruction (self-consistency) and are shown in a table of their own, never ranked
     realism: bool = False
+    # the evaluation sets whose records carry it
+    sets: tuple[str, ...] = ("recon", "gen")
+    # the eval switch that turns it on, for a metric computed by a network of its own
+    # ("lpips": VGG16, "fid": Inception-v3, "classifier": the dataset's own classifier):
+    # a switch that is off, or a network that cannot load, makes it unavailable
+    switch: str | None = None
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -48,6 +54,7 @@ METRICS: dict[str, MetricInfo] = {
             "Frechet Inception distance to the test set",
             plotted=True,
             realism=True,
+            switch="fid",
         ),
         MetricInfo(
             "kid",
@@ -55,6 +62,8 @@ METRICS: dict[str, MetricInfo] = {
             "all",
             "kernel Inception distance to the test set (gen/ only)",
             realism=True,
+            sets=("gen",),
+            switch="fid",
         ),
         # set-level in the dataset's own classifier (benchmark/classifier.py): realism on every
         # machine, no downloaded weights
@@ -65,6 +74,7 @@ METRICS: dict[str, MetricInfo] = {
             "Frechet distance to the test set in the dataset's own classifier's features",
             plotted=True,
             realism=True,
+            switch="classifier",
         ),
         MetricInfo(
             "precision",
@@ -72,6 +82,8 @@ METRICS: dict[str, MetricInfo] = {
             "all",
             "share of samples inside the test set's k-NN manifold (k=3; gen/ only)",
             realism=True,
+            sets=("gen",),
+            switch="classifier",
         ),
         MetricInfo(
             "recall",
@@ -79,11 +91,15 @@ METRICS: dict[str, MetricInfo] = {
             "all",
             "share of test images inside the samples' k-NN manifold (k=3; gen/ only)",
             realism=True,
+            sets=("gen",),
+            switch="classifier",
         ),
         MetricInfo("mse", False, "all", "pixel squared error, per-image sum", plotted=True),
         MetricInfo("bce", False, "all", "pixel binary cross-entropy, per-image sum", plotted=True),
         MetricInfo("psnr", True, "all", "10 log10(1 / per-image MSE)", plotted=True),
-        MetricInfo("lpips", False, "all", "LPIPS, VGG backbone, v0.1", plotted=True),
+        MetricInfo(
+            "lpips", False, "all", "LPIPS, VGG backbone, v0.1", plotted=True, switch="lpips"
+        ),
         MetricInfo("ssim", True, "all", "SSIM, 11x11 Gaussian window, sigma 1.5", plotted=True),
         MetricInfo("gmsd", False, "all", "gradient magnitude similarity deviation", plotted=True),
         MetricInfo("kl", False, "gaussian", "KL(q(z|x) || N(0, I))"),
@@ -141,6 +157,25 @@ METRICS: dict[str, MetricInfo] = {
         ),
     ]
 }
+
+SWITCHES = ("lpips", "fid", "classifier")  # EvalConfig's switches of network metrics
+
+
+def keys_switched_by(switch: str, sets: tuple[str, ...] = ("recon", "gen")) -> tuple[str, ...]:
+    """The record keys (`recon/fid`, `gen/kid`, ...) of the metrics an eval switch turns on."""
+    return tuple(
+        f"{prefix}/{key}"
+        for key, info in METRICS.items()
+        if info.switch == switch
+        for prefix in info.sets
+        if prefix in sets
+    )
+
+
+def switch_of(record_key: str) -> str | None:
+    """The eval switch behind a record key (`gen/precision` -> `classifier`), or None."""
+    return METRICS[record_key.rsplit("/", 1)[-1]].switch
+
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmark.cell import (
-    CLASSIFIER_METRICS,
     MetricNetworks,
     RunSettings,
     SharedResources,
@@ -30,7 +29,7 @@ from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadat
 from benchmark.claims import try_claim
 from benchmark.config import TrainConfig
 from benchmark.errors import UserInputError, unknown_name
-from benchmark.metrics import METRICS
+from benchmark.metrics import METRICS, SWITCHES, switch_of
 from benchmark.models import FAMILIES
 from benchmark.results import (
     CHECKPOINT_SUFFIX,
@@ -152,12 +151,8 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
     # asking for a metric computes it, even where the run had it switched off (eval.fid: false)
     switches = {}
     if wanted is not None:
-        switches = {
-            "lpips": config.eval.lpips or any(k.endswith("/lpips") for k in wanted),
-            "fid": config.eval.fid or any(k.endswith(("/fid", "/kid")) for k in wanted),
-            "classifier": config.eval.classifier
-            or any(k.endswith(CLASSIFIER_METRICS) for k in wanted),
-        }
+        asked = {switch_of(key) for key in wanted}
+        switches = {s: getattr(config.eval, s) or s in asked for s in SWITCHES}
     scoring = config.model_copy(update={"eval": config.eval.model_copy(update=switches)})
     scores = score(scoring, model, params, shared.data(config), shared, device)
     chosen = set(scores.metrics) | set(scores.unavailable)

@@ -71,3 +71,17 @@ def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
     deltas = compare(summarise(base.records), summarise(worse.records))
     assert {d.verdict for d in deltas if d.metric == "recon/sharpness"} == {"regression"}
     assert tracking.summary_directions()["recon/sharpness"] == "max"
+
+
+def test_each_metrics_sets_and_switch_are_what_the_docs_and_the_config_say():
+    """`gen/` only in the docs exactly where the registry's `sets` is gen alone; every switch a
+    metric names is a boolean of EvalConfig."""
+    from benchmark.config import EvalConfig
+    from benchmark.metrics import SWITCHES
+
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.*) \| (?:lower|higher) \|$", DOC, re.MULTILINE))
+    for key, info in METRICS.items():
+        assert ("`gen/` only" in rows[key]) == (info.sets == ("gen",)), key
+        assert info.switch is None or info.switch in SWITCHES, key
+    for switch in SWITCHES:
+        assert EvalConfig.model_fields[switch].annotation is bool, switch
