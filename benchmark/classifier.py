@@ -24,7 +24,7 @@ from torch import nn
 
 from benchmark import files
 from benchmark.data import cache_dir
-from benchmark.distribution import frechet_distance
+from benchmark.distribution import frechet_distance, to_uint8
 
 FORMAT = 1  # bump when the network, training or the cached file's layout changes
 NEIGHBOURHOOD = 3  # k of the k-NN manifolds (Kynkäänniemi et al. 2019)
@@ -80,10 +80,9 @@ class ClassifierNet(nn.Module):
 
 
 def quantised(images: torch.Tensor) -> torch.Tensor:
-    """Floats in [0, 1] (or uint8) as a saved PNG would hold them, back in [0, 1]."""
-    if images.dtype != torch.uint8:
-        images = images.clamp(0, 1).mul(255).round()
-    return images.float().div(255)
+    """Images quantised as for every set-level metric (`distribution.to_uint8`), as floats in
+    [0, 1]: the classifier's input."""
+    return to_uint8(images).float().div(255)
 
 
 class DatasetClassifier:

@@ -26,10 +26,17 @@ KID_SUBSET_SIZE = 1000
 FEATURE_BATCH = 100
 
 
-def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) floats in [0, 1] (or uint8) -> uint8 (N, 3, H, W)."""
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Floats in [0, 1] (or uint8) as a saved PNG would hold them: uint8, round to nearest.
+    Every feature network of the set-level metrics sees images quantised this way."""
     if images.dtype != torch.uint8:
         images = images.clamp(0, 1).mul(255).round().to(torch.uint8)
+    return images
+
+
+def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) floats in [0, 1] (or uint8) -> uint8 (N, 3, H, W)."""
+    images = to_uint8(images)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 

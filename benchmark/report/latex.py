@@ -75,11 +75,11 @@ def latex_tables(records: list[dict]) -> str:
             if spec.prefix == "gen/":
                 samplers = sampler_phrase(records, dataset, code=(r"\texttt{", "}"))
                 caption += f"; samplers: {samplers}"  # slugs: nothing to escape
-            used = classifiers_used(records, dataset, spec.prefix) if "cfd" in table else []
+            shown = [m for m in table if METRICS[m].switch == "classifier"]
+            used = classifiers_used(records, dataset, spec.prefix) if shown else []
             if used:
                 accuracies = ", ".join(f"{c.accuracy:.3f}" for c in used)
-                shown = [m for m in ("cfd", "precision", "recall") if m in table]
-                names = ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "cfd"
+                names = ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0]
                 caption += (
                     f"; {names} in the features of a classifier trained on the dataset (test "
                     f"accuracy {accuracies})"
