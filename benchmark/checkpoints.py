@@ -8,25 +8,20 @@ evaluate`) without retraining. A record whose checkpoint is missing is still a v
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from benchmark import files
+from benchmark.cellfiles import run_folder
 from benchmark.config import RunConfig
 from benchmark.models import FAMILIES
-from benchmark.results import CHECKPOINT_SUFFIX, cell_root, record_path
 
 FORMAT = "vaebench-checkpoint/1"
 
 
 class CheckpointError(ValueError):
     """A file that is not a readable vaebench checkpoint; the message is one line."""
-
-
-def checkpoint_path(out_dir: str | os.PathLike, config: RunConfig) -> Path:
-    return record_path(out_dir, config).with_suffix(CHECKPOINT_SUFFIX)
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: RunConfig, input_shape) -> Path:
@@ -44,7 +39,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, config: RunConfig, input
     files.write_with(
         path,
         lambda temporary: save_model(model, str(temporary), metadata=metadata),
-        cell_root(path),
+        run_folder(path),
     )
     return path
 

@@ -19,6 +19,7 @@ import socket
 from pathlib import Path
 
 from benchmark import files
+from benchmark.cellfiles import CellFiles, run_folder
 
 
 class CellClaim:
@@ -43,13 +44,9 @@ class CellClaim:
         self.release()
 
 
-def claim_path(record_path: Path) -> Path:
-    return record_path.with_suffix(".claim")
-
-
-def try_claim(record_path: Path) -> CellClaim | None:
+def try_claim(cell: CellFiles) -> CellClaim | None:
     """The cell's claim, or None when another live process holds it."""
-    path = claim_path(record_path)
+    path = cell.claim
     while True:
         fd = _open_claim(path)
         try:
@@ -79,21 +76,19 @@ def try_claim(record_path: Path) -> CellClaim | None:
 def _open_claim(path: Path) -> int:
     """The claim file, opened where it is, never through a symlink: a link planted at its path
     (which would have us truncate its target) is removed, once; a second one is refused."""
-    from benchmark.results import cell_root
-
     try:
-        return files.open_in_place(path, cell_root(path))
+        return files.open_in_place(path, run_folder(path))
     except files.UnsafePath:
         if not path.is_symlink():
             raise
     path.unlink()  # the link itself, never its target
-    return files.open_in_place(path, cell_root(path))
+    return files.open_in_place(path, run_folder(path))
 
 
-def describe_owner(record_path: Path) -> str:
+def describe_owner(cell: CellFiles) -> str:
     """`host:pid since TIME`, from the claim file (best effort: it may be gone already)."""
     try:
-        owner = json.loads(claim_path(record_path).read_text())
+        owner = json.loads(cell.claim.read_text())
         return f"{owner['host']}:{owner['pid']} since {owner['since']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "another runner"

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from benchmark import files
-from benchmark.data import cache_dir
+from benchmark.decoding import cache_dir
 from benchmark.distribution import frechet_distance, to_uint8
 
 FORMAT = 1  # bump when the network, training or the cached file's layout changes

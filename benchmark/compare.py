@@ -8,7 +8,6 @@ Both sides must have run the same configuration (seeds and suite name aside).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -17,35 +16,35 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.cellfiles import is_in_history
+from benchmark.config import identity
 from benchmark.environment import hardware_id
 from benchmark.errors import UserInputError
 from benchmark.metrics import METRICS
-from benchmark.results import in_history, iter_records, warn_on_stderr
+from benchmark.results import Record, iter_records, warn_on_stderr
 
 BASELINE_SCHEMA = "vaebench-baseline/1"
 
 
-def config_identity(record: dict) -> str:
-    """The cell's configuration without the seed and the suite label."""
-    config = {k: v for k, v in record.get("config", {}).items() if k not in ("seed", "suite")}
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+def config_identity(record: Record) -> str:
+    """The cell's configuration across seeds (`config.SAMENESS["seeds"]`)."""
+    return identity(record.config, "seeds")
 
 
-def summarise(records: list[dict]) -> dict[str, Any]:
+def summarise(records: list[Record]) -> dict[str, Any]:
     """Baseline summary: per dataset|model, the config identity and mean/std/n of each metric."""
     cells: dict[str, Any] = {}
     for record in records:
-        key = f"{record['dataset']}|{record['model']}"
+        key = f"{record.dataset}|{record.model}"
         cell = cells.setdefault(
             key, {"config": config_identity(record), "values": {}, "failed_seeds": []}
         )
         if cell["config"] != config_identity(record):
             raise UserInputError(f"records of {key} mix different configurations")
-        if record["status"] != "ok":
-            cell["failed_seeds"].append(record["seed"])
+        if record.status != "ok":
+            cell["failed_seeds"].append(record.seed)
             continue
-        for metric, value in record["metrics"].items():
+        for metric, value in record.metrics.items():
             cell["values"].setdefault(metric, []).append(value)
     for cell in cells.values():
         values = cell.pop("values")
@@ -57,9 +56,9 @@ def summarise(records: list[dict]) -> dict[str, Any]:
             }
             for metric, v in sorted(values.items())
         }
-    hardware = {hardware_id(r.get("environment") or {}) for r in records}
+    hardware = {hardware_id(r.environment or {}) for r in records}
     # the dataset classifiers behind cfd/precision/recall (their weights' SHA-256, short)
-    classifiers = {(r.get("classifier") or {}).get("sha256", "")[:16] for r in records}
+    classifiers = {(r.classifier or {}).get("sha256", "")[:16] for r in records}
     return {
         "schema": BASELINE_SCHEMA,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -144,16 +143,16 @@ def load_side(path: str | Path, match: dict[str, Any] | None = None) -> dict[str
     raise UserInputError(f"no such baseline or results folder: {path}")
 
 
-def _records_matching(folder: Path, match: dict[str, Any] | None) -> list[dict]:
-    groups: dict[str, dict[str, list[dict]]] = {}  # cell -> config identity -> records
+def _records_matching(folder: Path, match: dict[str, Any] | None) -> list[Record]:
+    groups: dict[str, dict[str, list[Record]]] = {}  # cell -> config identity -> records
     current: dict[str, set[str]] = {}  # cell -> configs outside history/
     for path, record in iter_records(
         folder, warn=warn_on_stderr, include_history=match is not None
     ):
-        key = f"{record['dataset']}|{record['model']}"
+        key = f"{record.dataset}|{record.model}"
         identity = config_identity(record)
         groups.setdefault(key, {}).setdefault(identity, []).append(record)
-        if not in_history(path, folder):
+        if not is_in_history(path, folder):
             current.setdefault(key, set()).add(identity)
     chosen = []
     for key, configs in groups.items():

@@ -150,10 +150,8 @@ class RunConfig(Section):
     params: dict[str, Any]  # the family's own hyper-parameters, validated by its params model
 
     def config_hash(self) -> str:
-        # The suite name is a label, not a setting: the same cell in two suites is the same run.
-        payload = self.model_dump(mode="json", exclude={"suite"})
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """The record's hash: the same cell (`identity(config, "run")`)."""
+        return identity(self, "run")
 
     @property
     def cell_id(self) -> str:
@@ -161,13 +159,39 @@ class RunConfig(Section):
         return f"{dataset_slug(self.dataset)}-{self.model}-seed{self.seed}"
 
 
+# When are two cell configs "the same"? Each question ignores some settings; this table is the
+# only place that says which (dotted paths into the config):
+SAMENESS: dict[str, tuple[str, ...]] = {
+    # the same cell, whatever suite it was run in (a suite's name is a label): the record's
+    # config hash, by which a rerun skips a finished cell
+    "run": ("suite",),
+    # the same trained model: evaluation settings never reach training, and the label column
+    # is read only by the classifier metrics. A finished cell that differs only in these is
+    # scored again from its checkpoint, not retrained.
+    "training": ("suite", "eval", "data.label_column"),
+    # one configuration measured over several seeds: what `compare` and baselines group by
+    "seeds": ("suite", "seed"),
+}
+
+
+def identity(config: RunConfig | dict[str, Any], sameness: str) -> str:
+    """A short hash of `config` (a RunConfig, or a record's stored config) without what the
+    `sameness` question ignores: equal hashes, the same for that question."""
+    payload = config.model_dump(mode="json") if isinstance(config, RunConfig) else config
+    payload = json.loads(json.dumps(payload))  # a copy to drop keys from
+    for dotted in SAMENESS[sameness]:
+        *parents, name = dotted.split(".")
+        section = payload
+        for parent in parents:
+            section = section.get(parent) or {}
+        section.pop(name, None)
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 def same_training(a: RunConfig, b: RunConfig) -> bool:
-    """Whether two cell configs train the very same model: all but `eval`, the label column
-    (read only by the classifier metrics) and the suite's name equal. Evaluation settings
-    never reach training: a finished cell that differs only in them is scored again from its
-    checkpoint, not retrained."""
-    exclude = {"suite": True, "eval": True, "data": {"label_column"}}
-    return a.model_dump(mode="json", exclude=exclude) == b.model_dump(mode="json", exclude=exclude)
+    """Whether two cell configs train the very same model (`SAMENESS["training"]`)."""
+    return identity(a, "training") == identity(b, "training")
 
 
 def dataset_slug(dataset: str) -> str:

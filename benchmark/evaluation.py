@@ -23,6 +23,7 @@ from benchmark.distribution import DistributionReference
 from benchmark.errors import one_line
 from benchmark.metrics import PIXEL_METRICS, active_units, codebook_stats
 from benchmark.models import Family
+from benchmark.models.family import at_rest
 from benchmark.samplers import Sampler
 
 GRID_PAIRS = 32
@@ -32,16 +33,8 @@ CODEBOOK_KEYS = ("codebook_perplexity", "codebook_usage")  # codebook_stats' key
 
 @contextmanager
 def evaluation_mode(model: BaseAE, seed: int) -> Iterator[None]:
-    was_training = model.training
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        model.eval()
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            model.train(was_training)
+    with at_rest(model, seed), torch.inference_mode():
+        yield
 
 
 class _Guard:

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmark.cell import SharedResources, execute_cell
+from benchmark.cell import execute_cell
 from benchmark.config import RunConfig, SlurmConfig
 from benchmark.errors import UserInputError
+from benchmark.resources import SharedResources
 
 
 def slurm_executor(slurm: SlurmConfig, folder: Path, name: str):

@@ -41,6 +41,21 @@ class MetricInfo:
     # ("lpips": VGG16, "fid": Inception-v3, "classifier": the dataset's own classifier):
     # a switch that is off, or a network that cannot load, makes it unavailable
     switch: str | None = None
+    # the families that report it: "all"; "gaussian" (those whose latent is a Gaussian
+    # posterior, `Family.latent`); or the names of the families whose own quantity it is
+    families: str | tuple[str, ...] = "all"
+
+    def applies_to(self, family: str, latent: str) -> bool:
+        if self.families == "all":
+            return True
+        if self.families == "gaussian":
+            return latent == "gaussian"
+        return family in self.families
+
+
+def applicable_metrics(family: str, latent: str) -> tuple[str, ...]:
+    """The metric names a family reports (docs/metrics.md's applicability table)."""
+    return tuple(key for key, info in METRICS.items() if info.applies_to(family, latent))
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -102,14 +117,25 @@ METRICS: dict[str, MetricInfo] = {
         ),
         MetricInfo("ssim", True, "all", "SSIM, 11x11 Gaussian window, sigma 1.5", plotted=True),
         MetricInfo("gmsd", False, "all", "gradient magnitude similarity deviation", plotted=True),
-        MetricInfo("kl", False, "gaussian", "KL(q(z|x) || N(0, I))"),
-        MetricInfo("elbo", False, "gaussian", "mse + kl, reported as a loss"),
+        MetricInfo("kl", False, "gaussian", "KL(q(z|x) || N(0, I))", families="gaussian"),
+        MetricInfo("elbo", False, "gaussian", "mse + kl, reported as a loss", families="gaussian"),
         MetricInfo("recon_loss", False, "never", "the family's own reconstruction loss"),
         MetricInfo("total_loss", False, "never", "the family's own training objective"),
-        MetricInfo("vq_loss", False, "never", "VQ commitment + codebook loss (pythae)"),
-        MetricInfo("encoder_loss", False, "never", "VAEGAN: kl + recon_loss"),
         MetricInfo(
-            "decoder_loss", False, "never", "VAEGAN: (1-a) recon_loss - a disc. loss", judged=False
+            "vq_loss",
+            False,
+            "never",
+            "VQ commitment + codebook loss (pythae)",
+            families=("vqvae",),
+        ),
+        MetricInfo("encoder_loss", False, "never", "VAEGAN: kl + recon_loss", families=("vaegan",)),
+        MetricInfo(
+            "decoder_loss",
+            False,
+            "never",
+            "VAEGAN: (1-a) recon_loss - a disc. loss",
+            judged=False,
+            families=("vaegan",),
         ),
         MetricInfo(
             "discriminator_loss",
@@ -117,6 +143,7 @@ METRICS: dict[str, MetricInfo] = {
             "never",
             "VAEGAN: -log D(x) - log(1 - D(G(z)))",
             judged=False,
+            families=("vaegan",),
         ),
         MetricInfo(
             "active_units",
@@ -124,6 +151,7 @@ METRICS: dict[str, MetricInfo] = {
             "never",
             "latent dims with Cov_x(E_q[z_i]) > 0.01",
             group="diagnostic",
+            families="gaussian",
         ),
         MetricInfo(
             "codebook_perplexity",
@@ -131,6 +159,7 @@ METRICS: dict[str, MetricInfo] = {
             "never",
             "exp(entropy) of code frequencies",
             group="diagnostic",
+            families=("vqvae",),
         ),
         MetricInfo(
             "codebook_usage",
@@ -138,6 +167,7 @@ METRICS: dict[str, MetricInfo] = {
             "never",
             "fraction of codes used at least once",
             group="diagnostic",
+            families=("vqvae",),
         ),
         MetricInfo(
             "disc_accuracy_real",
@@ -146,6 +176,7 @@ METRICS: dict[str, MetricInfo] = {
             "fraction of D(x) > 0.5 on real",
             group="diagnostic",
             judged=False,
+            families=("vaegan",),
         ),
         MetricInfo(
             "disc_accuracy_fake",
@@ -154,6 +185,7 @@ METRICS: dict[str, MetricInfo] = {
             "fraction of D(x) < 0.5 on generated",
             group="diagnostic",
             judged=False,
+            families=("vaegan",),
         ),
     ]
 }

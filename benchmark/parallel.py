@@ -36,9 +36,10 @@ except ImportError:  # stripped GPU images: plain pickle carries the default fac
     import pickle as pickler
 
 from benchmark.cell import report_outcome
+from benchmark.cellfiles import CellFiles
 from benchmark.claims import try_claim
 from benchmark.config import RunConfig
-from benchmark.results import build_record, finished_record, record_path, write_record
+from benchmark.results import build_record, finished_record
 
 Log = Callable[[str], None]
 STOP_GRACE_S = 20.0  # how long stopped workers get to flush W&B before they are killed
@@ -108,7 +109,8 @@ def _worker_main(slot, tasks, events, out_dir: str, payload: bytes, total: int) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it sends SIGTERM
     signal.signal(signal.SIGTERM, _interrupt)
     # imported here, after the signal handlers: a Ctrl-C while torch loads is the parent's
-    from benchmark.cell import SharedResources, execute_cell
+    from benchmark.cell import execute_cell
+    from benchmark.resources import SharedResources
 
     tracker_factory, settings = pickler.loads(payload)
     shared = SharedResources(settings)
@@ -218,7 +220,7 @@ class _WorkerPool:
     def _fail(self, index: int, error: str) -> None:
         config = self.configs[index]
         self.outcomes[index] = build_record(config, status="failed", error=error)
-        write_record(record_path(self.out_dir, config), self.outcomes[index])
+        self.outcomes[index].write(CellFiles.of(self.out_dir, config).record)
         self.log(f"{self._prefix(index)}: FAILED: {error}")
 
     def _replace_dead_workers(self, payload: bytes) -> None:
@@ -229,12 +231,12 @@ class _WorkerPool:
                 continue
             index = self.running.pop(slot)
             config = self.configs[index]
-            path = record_path(self.out_dir, config)
-            if (done := finished_record(path, config)) is not None:  # died after writing it
+            cell = CellFiles.of(self.out_dir, config)
+            if (done := finished_record(cell, config)) is not None:  # died after writing it
                 self.outcomes[index] = done
             else:
                 self._fail(index, f"worker process died (exit code {process.exitcode})")
-            stale = try_claim(path)  # its lock died with it; its file is left: tidy it up
+            stale = try_claim(cell)  # its lock died with it; its file is left: tidy it up
             if stale is not None:
                 stale.release()
             self.workers[slot] = self._start(slot, payload)

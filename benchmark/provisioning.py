@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.data import DATASETS, DatasetSpec, hub_unreachable_reason, load_hub_into_cache
+from benchmark.catalogue import DATASETS, DatasetSpec
+from benchmark.data import hub_unreachable_reason, load_hub_into_cache
 from benchmark.errors import DatasetUnavailable
 from benchmark.files import write_text
 from benchmark.weights import INCEPTION_V3, VGG16, WeightsUnavailable, sha256_of, verified_path
@@ -137,7 +138,8 @@ def verify_mirror(spec: DatasetSpec, folder: Path, mirror: Path) -> Piece:
 def differing_splits(spec: DatasetSpec, folder: Path) -> tuple[list[str], dict[str, int]]:
     """The splits whose pixels, decoded as a run decodes them (uint8, N x C x H x W, file
     order, native size), do not have the pinned SHA-256; and each split's size."""
-    from benchmark.data import decode_split, load_local
+    from benchmark.data import load_local
+    from benchmark.decoding import decode_split
 
     loaded = load_local(folder)
     digests, sizes = {}, {}

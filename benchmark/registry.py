@@ -33,8 +33,15 @@ class Registry(Generic[T]):
         except KeyError:
             raise unknown_name(self.kind, name, self._items) from None
 
+    def remove(self, name: str) -> T:
+        """Take an entry out again (a plugin or a test that registered one for a while)."""
+        return self._items.pop(name)
+
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def values(self) -> list[T]:
+        return [self._items[name] for name in self.names()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -17,28 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.cell import (
-    MetricNetworks,
-    RunSettings,
-    SharedResources,
-    score,
-    score_as,
-    update_metrics,
-)
+from benchmark.cellfiles import CellFiles
 from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadata
 from benchmark.claims import try_claim
 from benchmark.config import TrainConfig
 from benchmark.errors import UserInputError, unknown_name
 from benchmark.metrics import METRICS, SWITCHES, switch_of
 from benchmark.models import FAMILIES
-from benchmark.results import (
-    CHECKPOINT_SUFFIX,
-    Record,
-    iter_records,
-    warn_on_stderr,
-    write_record,
-)
+from benchmark.resources import MetricNetworks, RunSettings, SharedResources
+from benchmark.results import Record, iter_records, warn_on_stderr
 from benchmark.samplers import SAMPLERS
+from benchmark.scoring import score, score_as, update_metrics
 from benchmark.suites import sampler_for
 from benchmark.trackers import RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device
@@ -95,7 +84,7 @@ def rescore(
     networks: MetricNetworks | None = None,
     sampler: str | dict[str, str] | None = None,
     update_run: RunUpdater = no_update,
-) -> list[dict]:
+) -> list[Record]:
     """Re-score every ok cell under `out_dir` that has a checkpoint; returns the updated
     records. Cells without a checkpoint, of another config, or being trained are left alone.
     `update_run` pushes each updated record to the tracker run it names."""
@@ -104,42 +93,41 @@ def rescore(
     shared = SharedResources(settings)
     updated = []
     for path, record in iter_records(out_dir, warn_on_stderr):
-        cell = path.name[: -len(".json")]
-        checkpoint = path.with_suffix(CHECKPOINT_SUFFIX)
-        if record["status"] != "ok":
+        cell = CellFiles(path)
+        if record.status != "ok":
             continue
-        if not checkpoint.exists():
-            log(f"{cell}: no checkpoint beside the record; kept as it is")
+        if not cell.checkpoint.exists():
+            log(f"{cell.name}: no checkpoint beside the record; kept as it is")
             continue
-        claim = try_claim(path)
+        claim = try_claim(cell)
         if claim is None:
-            log(f"{cell}: being trained by another runner; left to it")
+            log(f"{cell.name}: being trained by another runner; left to it")
             continue
-        threads = TrainConfig.model_validate(record["config"]["train"]).threads
+        threads = TrainConfig.model_validate(record.config["train"]).threads
         try:
             with cell_threads(threads):  # the numbers the run computed, with its thread count
-                rescored = _rescore_one(path, record, checkpoint, wanted, sampler, shared, log)
+                rescored = _rescore_one(cell, record, wanted, sampler, shared, log)
             updated.append(rescored)
         except CheckpointError as error:
-            log(f"{cell}: {error}; kept as it is")
+            log(f"{cell.name}: {error}; kept as it is")
         finally:
             claim.release()
     return [r for r in updated if r is not None]
 
 
-def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict | None:
-    cell = path.name[: -len(".json")]
-    device = resolve_device(record["config"]["train"]["device"])
-    written = read_metadata(checkpoint).get("config_hash")  # as saved, by whichever version
-    if written != record["config_hash"]:
-        log(f"{cell}: the checkpoint is of another config ({written}); kept as it is")
+def _rescore_one(cell: CellFiles, record: Record, wanted, sampler, shared, log) -> Record | None:
+    name = cell.name
+    device = resolve_device(record.config["train"]["device"])
+    written = read_metadata(cell.checkpoint).get("config_hash")  # as saved, by whichever version
+    if written != record.config_hash:
+        log(f"{name}: the checkpoint is of another config ({written}); kept as it is")
         return None
-    model, config, params = load_checkpoint(checkpoint, device)
+    model, config, params = load_checkpoint(cell.checkpoint, device)
     new_sampler = _sampler_of(sampler, config.model)
     if sampler is not None and new_sampler is None:
         if isinstance(sampler, str):  # one name for all: say why this family keeps its own
             samplers = ", ".join(FAMILIES.get(config.model).samplers)
-            log(f"{cell}: {config.model} samples with {samplers}; its sampler stays")
+            log(f"{name}: {config.model} samples with {samplers}; its sampler stays")
         if wanted is None:  # nothing else was asked for
             return None
     if new_sampler is not None and new_sampler != config.eval.sampler:
@@ -147,7 +135,7 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
             update={"eval": config.eval.model_copy(update={"sampler": new_sampler})}
         )
         loaded = (model, config, params)
-        return score_as(path, record, checkpoint, loaded, target, shared, log, cell)
+        return score_as(cell, record, loaded, target, shared, log, name)
     # asking for a metric computes it, even where the run had it switched off (eval.fid: false)
     switches = {}
     if wanted is not None:
@@ -159,15 +147,15 @@ def _rescore_one(path, record, checkpoint, wanted, sampler, shared, log) -> dict
     if wanted is not None:
         chosen &= wanted
     update_metrics(record, scores, chosen)
-    record = Record.parse(record, str(path)).as_dict()
-    write_record(path, record)
-    _log_rescored(cell, record, chosen, log)
+    record = record.validated(str(cell.record))
+    record.write(cell.record)
+    _log_rescored(name, record, chosen, log)
     shared.settings.update_run(record, log)
     return record
 
 
-def _log_rescored(cell: str, record: dict, chosen: set[str], log: Log) -> None:
-    shown = [k for k in sorted(chosen) if k in record["metrics"]]
-    values = ", ".join(f"{k} {record['metrics'][k]:.4g}" for k in shown[:4])
+def _log_rescored(cell: str, record: Record, chosen: set[str], log: Log) -> None:
+    shown = [k for k in sorted(chosen) if k in record.metrics]
+    values = ", ".join(f"{k} {record.metrics[k]:.4g}" for k in shown[:4])
     more = f", ... ({len(shown) - 4} more)" if len(shown) > 4 else ""
     log(f"{cell}: re-scored {len(chosen)} metrics ({values + more if shown else 'none available'})")

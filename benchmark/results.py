@@ -18,11 +18,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark import files
+from benchmark.cellfiles import (
+    IMAGE,
+    MOVED_WITH_THE_RECORD,
+    RECORD,
+    CellFiles,
+    is_in_history,
+    run_folder,
+)
 from benchmark.config import SLUG, RunConfig
 from benchmark.environment import code_version
 
 SCHEMA_VERSION = 2
-CHECKPOINT_SUFFIX = ".safetensors"  # a cell's final weights, beside its record
 
 
 def _name_the_tracker(record: dict[str, Any]) -> dict[str, Any]:
@@ -112,9 +119,20 @@ class Record(BaseModel):
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def write(self, path: Path) -> None:
+        """Atomically (never a half-written record), inside the cell's run folder, never
+        through a symlink (benchmark/files.py)."""
+        text = json.dumps(self.as_dict(), indent=2, sort_keys=False, allow_nan=True) + "\n"
+        files.write_text(path, text, run_folder(path))
 
-def record_path(out_dir: str | os.PathLike, config: RunConfig) -> Path:
-    return Path(out_dir) / "results" / config.suite / f"{config.cell_id}.json"
+    def validated(self, where: str = "record") -> Record:
+        """The record again through validation, after fields were changed in place."""
+        return Record.parse(self.as_dict(), where)
+
+    @property
+    def finished(self) -> bool:
+        """ok with nothing left incomplete: a run skips it."""
+        return self.status == "ok" and not self.incomplete
 
 
 def build_record(
@@ -133,7 +151,7 @@ def build_record(
     classifier: dict[str, Any] | None = None,
     tracker_run: dict[str, str] | None = None,
     incomplete: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Record:
     created_at = now_iso()
     stamp = {"at": created_at, "code": code_version()}
     return Record.parse(
@@ -161,7 +179,7 @@ def build_record(
             "incomplete": dict(incomplete or {}),
             "created_at": created_at,
         }
-    ).as_dict()
+    )
 
 
 def now_iso() -> str:
@@ -175,53 +193,30 @@ def remove_stale_temporaries(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def cell_root(path: Path) -> Path:
-    """The run folder (`--out`) a cell's file belongs to: OUT/results/SUITE/NAME, or
-    OUT/results/SUITE/history/NAME. Every write of a cell's files stays inside it."""
-    return path.parents[3] if path.parent.name == HISTORY else path.parents[2]
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Atomically: never a half-written record."""
-    text = json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n"
-    files.write_text(path, text, cell_root(path))  # atomic, never through a symlink
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The record at `path` as a dict, or None when there is none or it is not valid."""
+def read_record(path: Path) -> Record | None:
+    """The record at `path`, or None when there is none or it is not valid."""
     try:
-        return Record.read(path).as_dict()
+        return Record.read(path)
     except RecordError:
         return None
 
 
-def finished_record(path: Path, config: RunConfig) -> dict[str, Any] | None:
+def finished_record(cell: CellFiles, config: RunConfig) -> Record | None:
     """The cell's record when it is done: `ok`, with this config hash, nothing left incomplete
     (failed ones rerun; incomplete ones are completed from their kept weights)."""
-    record = read_record(path)
-    if (
-        record
-        and record["status"] == "ok"
-        and record["config_hash"] == config.config_hash()
-        and not record["incomplete"]
-    ):
+    record = read_record(cell.record)
+    if record and record.finished and record.config_hash == config.config_hash():
         return record
     return None
 
 
-HISTORY = "history"  # results/SUITE/history/: records of a cell's earlier configurations
-
-
-def in_history(path: Path, root: str | os.PathLike) -> bool:
-    return HISTORY in path.relative_to(root).parts[:-1]
-
-
-def make_way_for(path: Path, config: RunConfig) -> str | None:
+def make_way_for(cell: CellFiles, config: RunConfig) -> str | None:
     """Before a cell is trained with `config`, what is at its record's path is kept, never
     overwritten unseen: a file that is not a valid record is renamed `NAME.invalid-TIMESTAMP`;
     a record of another configuration moves, with its steps and images, to
     `history/CELL.CONFIGHASH.*`. A killed writer's temporaries go. Returns a line saying what
     was kept where, or None. (A failed record of this very config is simply retried.)"""
+    path = cell.record
     remove_stale_temporaries(path)
     if not path.exists():
         return None
@@ -234,45 +229,45 @@ def make_way_for(path: Path, config: RunConfig) -> str | None:
         return f"{path.name} was not a valid record; kept as {aside.name}"
     if record.config_hash == config.config_hash():
         return None
-    history = _into_history(path, record.config_hash, (".steps.csv", CHECKPOINT_SUFFIX), os.replace)
+    history = _into_history(cell, record.config_hash, MOVED_WITH_THE_RECORD, os.replace)
     return f"the record of another configuration is kept in {history}"
 
 
-def copy_to_history(path: Path, record: dict[str, Any]) -> Path:
+def copy_to_history(cell: CellFiles, record: Record) -> Path:
     """Keep a copy of a record (and its images) in `history/` before it is changed into the
     record of another configuration of the same trained cell (`vaebench evaluate --sampler`).
     Its steps and checkpoint stay: they still belong to the cell."""
-    root = cell_root(path)
-    return _into_history(path, record["config_hash"], (), lambda a, b: files.copy_file(a, b, root))
+    root = cell.root
+    return _into_history(cell, record.config_hash, (), lambda a, b: files.copy_file(a, b, root))
 
 
-def _into_history(path: Path, config_hash: str, also: tuple[str, ...], transfer) -> Path:
-    """`transfer` (move or copy) the record at `path`, its images and the companions ending in
+def _into_history(cell: CellFiles, config_hash: str, also: tuple[str, ...], transfer) -> Path:
+    """`transfer` (move or copy) the cell's record, its images and the companions ending in
     `also` to `history/CELL.CONFIGHASH.*`."""
-    history = files.make_folder(path.parent / HISTORY, cell_root(path))  # never a planted link
-    stem = path.name[: -len(".json")]
-    for companion in path.parent.glob(f"{stem}.*"):
-        rest = companion.name[len(stem) :]
-        if rest == ".json" or rest in also or rest.endswith(".png"):
-            transfer(companion, history / f"{stem}.{config_hash}{rest}")
-    return history
+    files.make_folder(cell.history, cell.root)  # never through a planted link
+    earlier = cell.in_history(config_hash)
+    for companion in cell.record.parent.glob(f"{cell.name}.*"):
+        suffix = companion.name[len(cell.name) :]
+        if suffix == RECORD or suffix in also or suffix.endswith(IMAGE):
+            transfer(companion, earlier.file(suffix))
+    return cell.history
 
 
 def iter_records(
     directory: str | os.PathLike,
     warn: Callable[[str], None] | None = None,
     include_history: bool = False,
-) -> Iterator[tuple[Path, dict[str, Any]]]:
+) -> Iterator[tuple[Path, Record]]:
     """(path, record) for every valid record under `directory`. A JSON file that is a record in
     name only (corrupt, binary, not an object, incomplete, unsafe names) is skipped with one
     warning line naming it; other JSON files (perf.json, sweep.json, baselines) are not records
     and are skipped silently. Earlier configurations (`history/`) only on request."""
     root = Path(directory)
     for path in sorted(root.rglob("*.json")):
-        if not include_history and in_history(path, root):
+        if not include_history and is_in_history(path, root):
             continue
         try:
-            yield path, Record.read(path).as_dict()
+            yield path, Record.read(path)
         except RecordError as error:
             if warn is not None and _looks_like_a_record(path):
                 warn(f"vaebench: warning: skipped {error}")
@@ -296,7 +291,7 @@ def warn_on_stderr(message: str) -> None:
 
 def load_records(
     directory: str | os.PathLike, warn: Callable[[str], None] | None = warn_on_stderr
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Every valid record under `directory` (a run's --out, its results/ folder, or any
     subfolder); the invalid ones are named on stderr."""
     return [record for _, record in iter_records(directory, warn)]

@@ -25,14 +25,10 @@ import numpy as np
 import torch
 
 from benchmark import files
+from benchmark.cellfiles import run_folder
 from benchmark.config import RunConfig
 
 FORMAT = "vaebench-resume/1"
-RESUME_SUFFIX = ".resume.pt"
-
-
-def resume_path(record_path: Path) -> Path:
-    return record_path.with_suffix(RESUME_SUFFIX)
 
 
 @dataclass
@@ -154,8 +150,6 @@ class RollingCheckpoint:
 
     def write(self, state: TrainingState) -> None:
         """Atomically, whatever `every` says; raises OSError when it cannot be written."""
-        from benchmark.results import cell_root
-
         payload = {
             "format": FORMAT,
             "config_hash": self.config.config_hash(),
@@ -163,7 +157,7 @@ class RollingCheckpoint:
         }
         # fsynced before it replaces the previous state (benchmark/files.py)
         files.write_with(
-            self.path, lambda temporary: torch.save(payload, temporary), cell_root(self.path)
+            self.path, lambda temporary: torch.save(payload, temporary), run_folder(self.path)
         )
 
     def load(self) -> tuple[TrainingState | None, str | None]:

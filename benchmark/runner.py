@@ -11,20 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.cell import (
-    HeldElsewhere,
-    Log,
-    MetricNetworks,
-    RunSettings,
-    SharedResources,
-    execute_cell,
-    report_outcome,
-)
+from benchmark.cell import HeldElsewhere, execute_cell, report_outcome
+from benchmark.cellfiles import CellFiles
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError, one_line
 from benchmark.executors import CellJob
 from benchmark.parallel import run_in_workers
-from benchmark.results import build_record, finished_record, record_path, write_record
+from benchmark.resources import Log, MetricNetworks, RunSettings, SharedResources
+from benchmark.results import Record, build_record, finished_record
 from benchmark.trackers import NullTracker, RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device
 
@@ -47,7 +41,7 @@ def open_datasets(cells: list[RunConfig], shared: SharedResources, log: Log = pr
                 shared.realism(config, shared.data(config), device, log)
 
 
-def run_suite(suite, out_dir: str | Path, **options) -> list[dict]:
+def run_suite(suite, out_dir: str | Path, **options) -> list[Record]:
     """`run_cells` over every cell of a resolved suite."""
     return run_cells(suite.cells(), out_dir, **options)
 
@@ -63,7 +57,7 @@ def run_cells(
     jobs: int = 1,
     checkpoint_every: int = 0,
     update_run: RunUpdater = no_update,
-) -> list[dict]:
+) -> list[Record]:
     """Run every cell not already finished; return all the suite's records (old and new).
 
     `executor`: None runs the cells here: one after the other (`jobs=1`), or in `jobs` worker
@@ -77,11 +71,10 @@ def run_cells(
     or a batch larger than the training split is one line (UserInputError), before any cell.
     """
     out_dir = Path(out_dir)
-    records: dict[int, dict] = {}
+    records: dict[int, Record] = {}
     pending = []
     for index, config in enumerate(cells, 1):
-        path = record_path(out_dir, config)
-        if (done := finished_record(path, config)) is not None:
+        if (done := finished_record(CellFiles.of(out_dir, config), config)) is not None:
             log(
                 f"[{index}/{len(cells)}] {config.cell_id}: finished earlier with the same config "
                 f"({config.config_hash()}), skipped"
@@ -136,7 +129,7 @@ def _run_as_jobs(pending, total, executor, out_dir, settings, log, tracker_facto
             record = build_record(
                 config, status="failed", error=f"job {job.job_id} failed: {one_line(error)}"
             )
-            write_record(record_path(out_dir, config), record)
+            record.write(CellFiles.of(out_dir, config).record)
         records[index] = record
         report_outcome(prefix, record, log)
     return records

@@ -25,7 +25,7 @@ from benchmark.config import EvalConfig
 from benchmark.data import float_batches
 from benchmark.models import vqvae
 from benchmark.models.code_prior import fit_code_prior
-from benchmark.models.family import decode_latent, posterior_mean
+from benchmark.models.family import at_rest, decode_latent, posterior_mean
 from benchmark.registry import Registry
 
 
@@ -165,16 +165,7 @@ def uniform_codes(inputs: FitInputs) -> Sampler:
 def fit_sampler(name: str, model, params, train_images, test_images, config: EvalConfig) -> Sampler:
     """Fit sampler `name` to a trained model: eval mode, its own seed, global RNG untouched."""
     started = time.perf_counter()
-    was_training = model.training
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(config.seed)
-        model.eval()
-        try:
-            sampler = SAMPLERS.get(name)(
-                FitInputs(model, params, train_images, test_images, config)
-            )
-        finally:
-            model.train(was_training)
+    with at_rest(model, config.seed):
+        sampler = SAMPLERS.get(name)(FitInputs(model, params, train_images, test_images, config))
     sampler.fit_seconds = time.perf_counter() - started
     return sampler

@@ -7,6 +7,7 @@ CLI selections (``--models``, ``--datasets``, ``--seeds``).
 from __future__ import annotations
 
 import contextlib
+import functools
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,15 +51,20 @@ class _SuiteBase(Section):
         return expand_cells(self)
 
 
-# one section per registered family, named after it: `betavae: {beta: 4}`
-SuiteConfig = create_model(
-    "SuiteConfig",
-    __base__=_SuiteBase,
-    **{
+def suite_config() -> type[_SuiteBase]:
+    """The suite schema: one section per registered family, named after it (`betavae: {beta:
+    4}`), for the families registered now (one registered later, by a plugin or a test, gets
+    its section as well)."""
+    return _suite_model(tuple(FAMILIES))
+
+
+@functools.cache
+def _suite_model(families: tuple[str, ...]) -> type[_SuiteBase]:
+    sections = {
         name: (FAMILIES.get(name).params_model, FAMILIES.get(name).params_model())
-        for name in FAMILIES
-    },
-)
+        for name in families
+    }
+    return create_model("SuiteConfig", __base__=_SuiteBase, **sections)
 
 
 def builtin_suites() -> list[str]:
@@ -134,7 +140,7 @@ def resolve_suite(
         values["datasets"] = datasets
     if seeds:
         values["seeds"] = seeds
-    resolved = validate(SuiteConfig, values)
+    resolved = validate(suite_config(), values)
     for model in resolved.models:
         FAMILIES.get(model)  # unknown model -> one line with a suggestion
         sampler_for(resolved.eval.sampler, model)

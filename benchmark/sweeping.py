@@ -21,7 +21,7 @@ import yaml
 
 from benchmark import files
 from benchmark.errors import UserInputError, one_line
-from benchmark.results import load_records
+from benchmark.results import Record, load_records
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 SELECTIONS = ("models", "datasets", "seeds")
@@ -103,8 +103,8 @@ def expand_command(config: dict[str, Any], params: dict[str, Any]) -> list[str]:
     return [part for part in command if part != ""]
 
 
-def trial_metric(records: list[dict], name: str | None) -> float | None:
-    values = [r["metrics"][name] for r in records if name and name in r.get("metrics", {})]
+def trial_metric(records: list[Record], name: str | None) -> float | None:
+    values = [r.metrics[name] for r in records if name and name in r.metrics]
     return sum(values) / len(values) if values else None
 
 

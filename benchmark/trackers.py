@@ -12,17 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from benchmark.config import RunConfig
+    from benchmark.results import Record
 
 Log = Callable[[str], None]
 # pushes a re-scored record to the tracker run it names; True when a run was updated
-RunUpdater = Callable[[dict[str, Any], Log], bool]
+RunUpdater = Callable[["Record", Log], bool]
 
 
 class Tracker(Protocol):
     seconds: float  # time spent in tracking calls (kept out of the cell's train/eval timings)
 
-    def start(self, config: Any, environment: dict) -> None: ...
+    def start(self, config: RunConfig, environment: dict) -> None: ...
 
     def log_step(self, values: dict[str, float]) -> None: ...
 
@@ -30,7 +34,7 @@ class Tracker(Protocol):
 
     def flush(self) -> None: ...
 
-    def finish(self, record: dict, images: dict, checkpoint: Path | None = None) -> None: ...
+    def finish(self, record: Record, images: dict, checkpoint: Path | None = None) -> None: ...
 
     def run_info(self) -> dict[str, str] | None:
         """{"tracker": name, "path": where the run is, "mode": how it was logged}, or None."""
@@ -42,7 +46,7 @@ class NullTracker:
 
     seconds = 0.0
 
-    def start(self, config: Any, environment: dict) -> None:
+    def start(self, config: RunConfig, environment: dict) -> None:
         pass
 
     def log_step(self, values: dict[str, float]) -> None:
@@ -54,13 +58,13 @@ class NullTracker:
     def flush(self) -> None:
         pass
 
-    def finish(self, record: dict, images: dict, checkpoint: Path | None = None) -> None:
+    def finish(self, record: Record, images: dict, checkpoint: Path | None = None) -> None:
         pass
 
     def run_info(self) -> dict[str, str] | None:
         return None
 
 
-def no_update(record: dict[str, Any], log: Log) -> bool:
+def no_update(record: Record, log: Log) -> bool:
     """The `RunUpdater` of tracking off: no run to update."""
     return False

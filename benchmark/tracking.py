@@ -1,4 +1,5 @@
-"""Weights & Biases tracking. The only module that imports wandb.
+"""Weights & Biases tracking: one run streamed per cell (with `wandb_records.py`, the only
+modules that import wandb).
 
 One W&B run per cell. Online when logged in, offline otherwise (upload later with
 `wandb sync`), off on request. W&B never fails a cell: any error in it is reported once as a
@@ -26,9 +27,16 @@ import torch
 
 from benchmark.config import RunConfig
 from benchmark.metrics import METRICS
+from benchmark.results import Record
 from benchmark.trackers import NullTracker
+from benchmark.wandb_records import (
+    TRACKER,
+    flat_config,
+    model_artifact_name,
+    prune_superseded,
+    summary_values,
+)
 
-TRACKER = "wandb"  # how a record's `tracker_run` names this tracker
 MODES = ("auto", "online", "offline", "off")
 DEFAULT_PROJECT = "vaebench"
 Log = Callable[[str], None]
@@ -119,21 +127,6 @@ def resolve_mode(requested: str) -> tuple[str, str | None]:
     return "offline", (
         "W&B: not logged in; runs are logged offline (upload them later with `wandb sync`)"
     )
-
-
-def flat_config(config: RunConfig) -> dict[str, Any]:
-    """Readable in the W&B UI and equal to the names sweeps and `--set` use: `train.epochs`,
-    `betavae.beta`, ..."""
-    values = config.model_dump(mode="json")
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        section = config.model if key == "params" else key
-        if isinstance(value, dict):
-            flat.update({f"{section}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    flat["config_hash"] = config.config_hash()
-    return flat
 
 
 def summary_directions() -> dict[str, str]:
@@ -267,7 +260,7 @@ class WandbTracker:
         self._guard("log", lambda: self.run.log(values))
 
     def finish(
-        self, record: dict, images: dict[str, torch.Tensor], checkpoint: Path | None = None
+        self, record: Record, images: dict[str, torch.Tensor], checkpoint: Path | None = None
     ) -> None:
         def summarise() -> None:
             import wandb
@@ -276,7 +269,7 @@ class WandbTracker:
             run.log({f"images/{key}": wandb.Image(grid) for key, grid in images.items()})
             rows = [
                 [k, v, METRICS[k.split("/", 1)[1]].higher_is_better]
-                for k, v in record["metrics"].items()
+                for k, v in record.metrics.items()
             ]
             run.log(
                 {
@@ -288,17 +281,17 @@ class WandbTracker:
             run.summary.update(summary_values(record))
             run.summary.update(
                 {
-                    "status": record["status"],
-                    "error": record["error"] or "",
-                    **{f"timings/{k}": v for k, v in record["timings"].items()},
+                    "status": record.status,
+                    "error": record.error or "",
+                    **{f"timings/{k}": v for k, v in record.timings.items()},
                 }
             )
 
         self.flush()  # a cell that failed mid-epoch still streams the steps it made
         self._guard("summary", summarise)
-        if self.artifacts and record["status"] == "ok" and checkpoint and checkpoint.exists():
+        if self.artifacts and record.status == "ok" and checkpoint and checkpoint.exists():
             self._guard("artifact", lambda: self._log_model(record, checkpoint))
-        exit_code = 0 if record["status"] == "ok" else 1
+        exit_code = 0 if record.status == "ok" else 1
         self._guard("finish", lambda: self.run.finish(exit_code=exit_code))
         self.run = None
 
@@ -309,7 +302,7 @@ class WandbTracker:
             return None
         return {"tracker": TRACKER, "path": self.run.path, "mode": self.mode}
 
-    def _log_model(self, record: dict, checkpoint: Path) -> None:
+    def _log_model(self, record: Record, checkpoint: Path) -> None:
         """`model-CELL`, one artifact per cell: each retraining of the cell (a new config) is a
         new version, and the aliases `latest`, the cell's id and `config-HASH` move to it. The
         versions left without an alias are the superseded ones: online, they are deleted, as
@@ -323,78 +316,26 @@ class WandbTracker:
         artifact = wandb.Artifact(
             model_artifact_name(cell),
             type="model",
-            description=f"{record['model']} trained on {record['dataset']}, seed "
-            f"{record['seed']} (vaebench suite {record['suite']}): safetensors state dict with "
+            description=f"{record.model} trained on {record.dataset}, seed "
+            f"{record.seed} (vaebench suite {record.suite}): safetensors state dict with "
             "its resolved config in the file's metadata",
             metadata={
                 "format": "safetensors",
-                "suite": record["suite"],
-                "model": record["model"],
-                "dataset": record["dataset"],
-                "seed": record["seed"],
-                "config_hash": record["config_hash"],
+                "suite": record.suite,
+                "model": record.model,
+                "dataset": record.dataset,
+                "seed": record.seed,
+                "config_hash": record.config_hash,
                 "code": code_version(),
-                "metrics": record["metrics"],
+                "metrics": record.metrics,
             },
         )
         artifact.add_file(str(checkpoint), name=f"{cell}{checkpoint.suffix}")
-        aliases = ["latest", cell, f"config-{record['config_hash']}"]
+        aliases = ["latest", cell, f"config-{record.config_hash}"]
         logged = self.run.log_artifact(artifact, aliases=aliases)
         if self.mode == "online":
             logged.wait()
             prune_superseded(self.run, model_artifact_name(cell), self.log)
-
-
-def summary_values(record: dict) -> dict[str, Any]:
-    """What a record puts in its run's summary: the metrics, the reasons for the unavailable
-    ones, and how gen/, the FID and the classifier numbers were made (for reports built from
-    W&B)."""
-    values: dict[str, Any] = dict(record["metrics"])
-    values.update({f"unavailable/{k}": why for k, why in record["unavailable"].items()})
-    made = ("sampler", "distribution", "classifier")
-    values.update({k: record[k] for k in made if record.get(k) is not None})
-    return values
-
-
-def update_run(record: dict, log: Log) -> bool:
-    """After a re-score: the cell's online W&B run gets the record's summary and config (the
-    run is finished; W&B's public API writes to it). Offline runs are left as their log has
-    them. A failure is one line; the local record stands either way."""
-    where = record.get("tracker_run")
-    if not where or where.get("tracker") != TRACKER or where.get("mode") != "online":
-        return False
-    try:
-        import wandb
-
-        run = wandb.Api().run(where["path"])
-        config = RunConfig.model_validate(record["config"])
-        for key, value in flat_config(config).items():
-            run.config[key] = value
-        run.update()
-        run.summary.update(summary_values(record))
-    except Exception as error:  # noqa: BLE001 - W&B must never fail a re-score
-        log(f"W&B: run {where['path']} not updated ({type(error).__name__}: {error})")
-        return False
-    return True
-
-
-def model_artifact_name(cell_id: str) -> str:
-    return f"model-{cell_id}"
-
-
-def prune_superseded(run, name: str, log: Log) -> int:
-    """Delete the versions of artifact `name` that no alias points to any more."""
-    import wandb
-
-    path = f"{run.entity}/{run.project}/{name}"
-    deleted = 0
-    for version in wandb.Api().artifacts("model", path):
-        if not version.aliases:
-            version.delete()
-            deleted += 1
-    if deleted:
-        log(f"W&B: deleted {deleted} superseded version(s) of {name}")
-    return deleted
 
 
 def make_tracker_factory(

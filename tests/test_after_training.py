@@ -14,11 +14,11 @@ import sys
 import pytest
 
 from benchmark import cell as cell_module
-from benchmark import runner
+from benchmark import runner, scoring
+from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.metrics import PIXEL_METRICS
-from benchmark.results import Record, record_path
-from benchmark.resume import resume_path
+from benchmark.results import Record
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
 
@@ -53,14 +53,12 @@ def test_a_checkpoint_writer_that_raises_keeps_the_cell_ok_and_a_rerun_completes
     logs: list[str] = []
     first = run(suite, tmp_path, logs)
     assert trained(logs)
-    assert first["status"] == "ok", first["error"]
-    assert first["incomplete"] == {
-        "checkpoint": "failed: OSError: [Errno 28] No space left on device"
-    }
-    assert {"recon/ssim", "recon/mse", "gen/ssim", "recon/kl"} <= set(first["metrics"])
-    path = record_path(tmp_path, cell)
-    assert not path.with_suffix(".safetensors").exists()
-    assert resume_path(path).exists()  # the trained weights, kept for the rerun (every=0)
+    assert first.status == "ok", first.error
+    assert first.incomplete == {"checkpoint": "failed: OSError: [Errno 28] No space left on device"}
+    assert {"recon/ssim", "recon/mse", "gen/ssim", "recon/kl"} <= set(first.metrics)
+    path = CellFiles.of(tmp_path, cell).record
+    assert not CellFiles(path).checkpoint.exists()
+    assert CellFiles(path).resume.exists()  # the trained weights, kept for the rerun (every=0)
     assert any("(incomplete, a rerun completes it: checkpoint: failed" in line for line in logs)
 
     monkeypatch.undo()  # the disk has room again
@@ -71,10 +69,10 @@ def test_a_checkpoint_writer_that_raises_keeps_the_cell_ok_and_a_rerun_completes
         "finished earlier without checkpoint; completing it from its weights" in line
         for line in logs
     )
-    assert second["status"] == "ok" and second["incomplete"] == {}
-    assert path.with_suffix(".safetensors").exists() and not resume_path(path).exists()
-    assert second["metrics"] == first["metrics"]  # the same weights, the same numbers
-    assert second["training"]["epochs"] == first["training"]["epochs"]
+    assert second.status == "ok" and second.incomplete == {}
+    assert CellFiles(path).checkpoint.exists() and not CellFiles(path).resume.exists()
+    assert second.metrics == first.metrics  # the same weights, the same numbers
+    assert second.training["epochs"] == first.training["epochs"]
     assert Record.read(path).incomplete == {}
 
     logs.clear()
@@ -90,21 +88,19 @@ def test_one_metric_that_raises_costs_only_itself(one_cell, tmp_path, monkeypatc
 
     monkeypatch.setitem(PIXEL_METRICS, "ssim", broken)
     record = run(suite, tmp_path, [])
-    assert record["status"] == "ok"
+    assert record.status == "ok"
     reason = "failed: RuntimeError: ssim kernel exploded"
-    assert record["incomplete"] == {"recon/ssim": reason, "gen/ssim": reason}
-    assert record["unavailable"]["recon/ssim"] == reason
-    assert "recon/ssim" not in record["metrics"]
-    assert {"recon/mse", "recon/psnr", "gen/mse", "recon/kl", "recon/elbo"} <= set(
-        record["metrics"]
-    )
+    assert record.incomplete == {"recon/ssim": reason, "gen/ssim": reason}
+    assert record.unavailable["recon/ssim"] == reason
+    assert "recon/ssim" not in record.metrics
+    assert {"recon/mse", "recon/psnr", "gen/mse", "recon/kl", "recon/elbo"} <= set(record.metrics)
 
     monkeypatch.undo()
     logs: list[str] = []
     completed = run(suite, tmp_path, logs)
     assert not trained(logs)
-    assert completed["incomplete"] == {} and "recon/ssim" in completed["metrics"]
-    assert completed["metrics"]["recon/mse"] == record["metrics"]["recon/mse"]
+    assert completed.incomplete == {} and "recon/ssim" in completed.metrics
+    assert completed.metrics["recon/mse"] == record.metrics["recon/mse"]
 
 
 def test_a_sampler_that_fails_to_fit_leaves_recon_measured(one_cell, tmp_path, monkeypatch):
@@ -113,14 +109,14 @@ def test_a_sampler_that_fails_to_fit_leaves_recon_measured(one_cell, tmp_path, m
     def no_fit(*args, **kwargs):
         raise ValueError("singular covariance")
 
-    monkeypatch.setattr(cell_module, "fit_sampler", no_fit)
+    monkeypatch.setattr(scoring, "fit_sampler", no_fit)
     record = run(suite, tmp_path, [])
-    assert record["status"] == "ok"
-    assert record["incomplete"] == {"sampler": "failed: ValueError: singular covariance"}
-    assert "recon/ssim" in record["metrics"]
-    assert not any(key.startswith("gen/") for key in record["metrics"])
-    assert record["unavailable"]["gen/ssim"].startswith("failed: ValueError: singular")
-    path = record_path(tmp_path, cell)
+    assert record.status == "ok"
+    assert record.incomplete == {"sampler": "failed: ValueError: singular covariance"}
+    assert "recon/ssim" in record.metrics
+    assert not any(key.startswith("gen/") for key in record.metrics)
+    assert record.unavailable["gen/ssim"].startswith("failed: ValueError: singular")
+    path = CellFiles.of(tmp_path, cell).record
     assert path.with_suffix(".reconstructions.png").exists()
     assert not path.with_suffix(".samples.png").exists()
 
@@ -133,9 +129,9 @@ def test_images_that_cannot_be_written_keep_the_cell_ok(one_cell, tmp_path, monk
 
     monkeypatch.setattr(cell_module, "write_grids", unwritable)
     record = run(suite, tmp_path, [])
-    assert record["status"] == "ok"
-    assert set(record["incomplete"]) == {"images"}
-    assert "gen/ssim" in record["metrics"]
+    assert record.status == "ok"
+    assert set(record.incomplete) == {"images"}
+    assert "gen/ssim" in record.metrics
 
 
 def test_a_missing_piece_is_one_line_and_exit_2_before_any_training(

@@ -8,18 +8,18 @@ import pickle
 import pytest
 import torch
 
-from benchmark import cell as one_cell
-from benchmark import runner, tracking
-from benchmark.checkpoints import CheckpointError, checkpoint_path, load_checkpoint, read_metadata
+from benchmark import resources, runner, wandb_records
+from benchmark.cellfiles import CellFiles
+from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadata
 from benchmark.cli import main
 from benchmark.models import FAMILIES
 from benchmark.report import from_directory, write_report
 from benchmark.rescoring import rescore
-from benchmark.results import Record, record_path
+from benchmark.results import Record
 from benchmark.suites import resolve_suite
 from conftest import random_set_features
 
-NO_WEIGHTS = one_cell.MetricNetworks(
+NO_WEIGHTS = resources.MetricNetworks(
     lpips=lambda device: (None, "no VGG16 here"), features=lambda device: (None, "no Inception")
 )
 
@@ -29,7 +29,7 @@ def finished(tiny_suite_args, tmp_path):
     args = dict(tiny_suite_args, overrides=[*tiny_suite_args["overrides"], "eval.fid=false"])
     suite = resolve_suite(**args)
     records = runner.run_suite(suite, tmp_path, log=lambda m: None, networks=NO_WEIGHTS)
-    assert all(r["status"] == "ok" for r in records)
+    assert all(r.status == "ok" for r in records)
     return suite, tmp_path, records
 
 
@@ -37,7 +37,7 @@ def finished(tiny_suite_args, tmp_path):
 def test_checkpoint_round_trip_rebuilds_the_same_model(name, finished):
     suite, out, _ = finished
     config = next(c for c in suite.cells() if c.model == name)
-    path = checkpoint_path(out, config)
+    path = CellFiles.of(out, config).checkpoint
     model, loaded_config, params = load_checkpoint(path)
     assert loaded_config == config
     assert path.with_suffix(".json").exists()
@@ -77,45 +77,45 @@ def test_evaluate_reproduces_the_stored_metrics(finished):
     suite, out, records = finished
     updated = rescore(out, log=lambda m: None, networks=NO_WEIGHTS)
     assert len(updated) == len(records) == 3
-    updated = {r["model"]: r for r in updated}
+    updated = {r.model: r for r in updated}
     for before in records:
-        after = updated[before["model"]]
-        assert after["metrics"].keys() == before["metrics"].keys()
-        for key, value in before["metrics"].items():
-            assert after["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
-        assert after["unavailable"] == before["unavailable"]
-        assert after["config_hash"] == before["config_hash"]
-        assert set(after["provenance"]) == set(after["metrics"])
-        assert all(p["at"] >= before["created_at"] for p in after["provenance"].values())
+        after = updated[before.model]
+        assert after.metrics.keys() == before.metrics.keys()
+        for key, value in before.metrics.items():
+            assert after.metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+        assert after.unavailable == before.unavailable
+        assert after.config_hash == before.config_hash
+        assert set(after.provenance) == set(after.metrics)
+        assert all(p["at"] >= before.created_at for p in after.provenance.values())
     # the runner still sees every cell as finished
     again = runner.run_suite(suite, out, log=lambda m: None, networks=NO_WEIGHTS)
-    assert [r["created_at"] for r in again] == [r["created_at"] for r in records]
+    assert [r.created_at for r in again] == [r.created_at for r in records]
 
 
 def test_evaluate_adds_a_metric_the_run_did_not_compute(finished):
     _, out, records = finished
-    assert all("gen/fid" not in r["metrics"] for r in records)
-    assert records[0]["unavailable"]["gen/fid"] == "disabled by eval.fid=false"
-    networks = one_cell.MetricNetworks(lpips=NO_WEIGHTS.lpips, features=random_set_features)
+    assert all("gen/fid" not in r.metrics for r in records)
+    assert records[0].unavailable["gen/fid"] == "disabled by eval.fid=false"
+    networks = resources.MetricNetworks(lpips=NO_WEIGHTS.lpips, features=random_set_features)
     updated = rescore(out, metrics=["fid", "gen/kid"], log=lambda m: None, networks=networks)
-    updated = {r["model"]: r for r in updated}
+    updated = {r.model: r for r in updated}
     for before in records:
-        after = updated[before["model"]]
+        after = updated[before.model]
         for key in ("recon/fid", "gen/fid", "gen/kid"):
-            assert after["metrics"][key] >= 0 and key not in after["unavailable"]
-            assert after["provenance"][key]["at"] >= before["created_at"]
-        assert after["distribution"]["features"] == "random"
-        untouched = {k: v for k, v in after["metrics"].items() if not k.endswith(("fid", "kid"))}
-        assert untouched == before["metrics"]
-        assert after["provenance"]["recon/mse"] == before["provenance"]["recon/mse"]
-        assert after["config"]["eval"]["fid"] is False  # the config, and its hash, stay
+            assert after.metrics[key] >= 0 and key not in after.unavailable
+            assert after.provenance[key]["at"] >= before.created_at
+        assert after.distribution["features"] == "random"
+        untouched = {k: v for k, v in after.metrics.items() if not k.endswith(("fid", "kid"))}
+        assert untouched == before.metrics
+        assert after.provenance["recon/mse"] == before.provenance["recon/mse"]
+        assert after.config["eval"]["fid"] is False  # the config, and its hash, stay
 
 
 def test_a_record_without_its_checkpoint_stays_valid_and_is_left_alone(finished):
     suite, out, records = finished
     config = suite.cells()[0]
-    checkpoint_path(out, config).unlink()
-    Record.read(record_path(out, config))
+    CellFiles.of(out, config).checkpoint.unlink()
+    Record.read(CellFiles.of(out, config).record)
     logs = []
     updated = rescore(out, log=logs.append, networks=NO_WEIGHTS)
     assert len(updated) == 2
@@ -124,7 +124,7 @@ def test_a_record_without_its_checkpoint_stays_valid_and_is_left_alone(finished)
 
 def test_the_report_marks_a_mix_of_code_versions(finished):
     suite, out, _ = finished
-    path = record_path(out, suite.cells()[0])
+    path = CellFiles.of(out, suite.cells()[0]).record
     record = json.loads(path.read_text())
     record["provenance"]["recon/mse"]["code"] = "0.0.9+0123456789ab"
     path.write_text(json.dumps(record))
@@ -153,12 +153,12 @@ def test_a_retrained_cell_keeps_the_older_checkpoint_in_history(finished, tiny_s
         models=["betavae"],
     )
     runner.run_suite(resolve_suite(**args), out, log=lambda m: None, networks=NO_WEIGHTS)
-    history = checkpoint_path(out, config).parent / "history"
+    history = CellFiles.of(out, config).checkpoint.parent / "history"
     kept = history / f"{config.cell_id}.{old_hash}.safetensors"
     assert kept.exists()
     _, kept_config, _ = load_checkpoint(kept)
     assert kept_config.config_hash() == old_hash
-    assert load_checkpoint(checkpoint_path(out, config))[1].params["beta"] == 2
+    assert load_checkpoint(CellFiles.of(out, config).checkpoint)[1].params["beta"] == 2
 
 
 def test_evaluate_sampler_writes_the_record_a_run_with_that_sampler_writes(
@@ -167,7 +167,7 @@ def test_evaluate_sampler_writes_the_record_a_run_with_that_sampler_writes(
     suite, out, records = finished
     logs = []
     updated = rescore(out, sampler="gmm", log=logs.append, networks=NO_WEIGHTS)
-    by_model = {r["model"]: r for r in updated}
+    by_model = {r.model: r for r in updated}
     assert set(by_model) == {"betavae", "vaegan"}  # VQVAE samples from codes: left alone
     assert any("vqvae samples with prior, uniform; its sampler stays" in line for line in logs)
 
@@ -178,20 +178,20 @@ def test_evaluate_sampler_writes_the_record_a_run_with_that_sampler_writes(
         networks=NO_WEIGHTS,
     )  # fmt: skip
     for run in direct:
-        rescored = by_model[run["model"]]
-        assert rescored["config_hash"] == run["config_hash"]
-        assert rescored["sampler"]["name"] == "gmm"
-        assert rescored["metrics"] == pytest.approx(run["metrics"], rel=1e-6, abs=1e-9)
-        before = next(r for r in records if r["model"] == run["model"])
-        assert rescored["metrics"]["gen/mse"] != before["metrics"]["gen/mse"]
-        assert rescored["training"] == before["training"]  # not trained again
-        config = next(c for c in suite.cells() if c.model == run["model"])
+        rescored = by_model[run.model]
+        assert rescored.config_hash == run.config_hash
+        assert rescored.sampler["name"] == "gmm"
+        assert rescored.metrics == pytest.approx(run.metrics, rel=1e-6, abs=1e-9)
+        before = next(r for r in records if r.model == run.model)
+        assert rescored.metrics["gen/mse"] != before.metrics["gen/mse"]
+        assert rescored.training == before.training  # not trained again
+        config = next(c for c in suite.cells() if c.model == run.model)
         kept = (
-            record_path(out, config).parent
+            CellFiles.of(out, config).record.parent
             / "history"
-            / (f"{config.cell_id}.{before['config_hash']}.json")
+            / (f"{config.cell_id}.{before.config_hash}.json")
         )
-        assert Record.read(kept).metrics == before["metrics"]  # the record it was
+        assert Record.read(kept).metrics == before.metrics  # the record it was
 
     # the suite as it was (each family's default sampler): scored again, not retrained
     logs = []
@@ -199,9 +199,9 @@ def test_evaluate_sampler_writes_the_record_a_run_with_that_sampler_writes(
     assert sum("scored from its checkpoint with eval.sampler=normal" in m for m in logs) == 2, logs
     assert not any(": training " in m for m in logs)
     for record in records:
-        now = next(r for r in again if r["model"] == record["model"])
-        assert now["config_hash"] == record["config_hash"]
-        assert now["metrics"] == pytest.approx(record["metrics"], rel=1e-6, abs=1e-9)
+        now = next(r for r in again if r.model == record.model)
+        assert now["config_hash"] == record.config_hash
+        assert now["metrics"] == pytest.approx(record.metrics, rel=1e-6, abs=1e-9)
 
 
 def test_evaluate_cli_refuses_a_sampler_a_family_cannot_use(finished, capsys):
@@ -221,14 +221,16 @@ def test_evaluate_updates_the_cells_online_wandb_run(finished, monkeypatch):
 
     suite, out, _ = finished
     config = suite.cells()[0]
-    path = record_path(out, config)
+    path = CellFiles.of(out, config).record
     record = json.loads(path.read_text())
     record["tracker_run"] = {"tracker": "wandb", "path": "me/proj/run1", "mode": "online"}
     path.write_text(json.dumps(record))
     monkeypatch.setattr(wandb, "Api", StandInApi)
     StandInApi.written = {}
-    rescored = rescore(out, log=lambda m: None, networks=NO_WEIGHTS, update_run=tracking.update_run)
-    (updated,) = [r for r in rescored if r["model"] == config.model]
+    rescored = rescore(
+        out, log=lambda m: None, networks=NO_WEIGHTS, update_run=wandb_records.update_run
+    )
+    (updated,) = [r for r in rescored if r.model == config.model]
     summary = StandInApi.written["me/proj/run1"]
     assert {k: summary[k] for k in updated["metrics"]} == updated["metrics"]
     assert len(StandInApi.written) == 2  # that run's summary and config; the others are off
@@ -245,7 +247,7 @@ def test_cells_finished_by_an_older_version_are_scored_again_not_retrained(finis
 
     suite, out, _ = finished
     for config in suite.cells():
-        path = record_path(out, config)
+        path = CellFiles.of(out, config).record
         old = config.model_dump(mode="json")
         del old["data"]["label_column"], old["eval"]["classifier"]
         canonical = json.dumps(
@@ -258,7 +260,7 @@ def test_cells_finished_by_an_older_version_are_scored_again_not_retrained(finis
             k: v for k, v in record["unavailable"].items() if not k.endswith("cfd")
         }
         path.write_text(json.dumps(record))
-        checkpoint = checkpoint_path(out, config)
+        checkpoint = CellFiles.of(out, config).checkpoint
         metadata = read_metadata(checkpoint)
         metadata.update(config=json.dumps(old), config_hash=old_hash)
         save_file(load_file(checkpoint), checkpoint, metadata=metadata)

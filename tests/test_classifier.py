@@ -169,7 +169,7 @@ def _small_labelled(n: int = 256, classes: int = 2, random_labels: bool = False)
 
 
 def test_a_classifier_below_its_floor_makes_the_metrics_unavailable_with_the_reason():
-    from benchmark.cell import _realism_reference
+    from benchmark.resources import _realism_reference
 
     data = _small_labelled(classes=10, random_labels=True)
     reference, reason = _realism_reference(data, "cpu", None)
@@ -178,7 +178,7 @@ def test_a_classifier_below_its_floor_makes_the_metrics_unavailable_with_the_rea
 
 
 def test_a_dataset_without_labels_says_so():
-    from benchmark.cell import _realism_reference
+    from benchmark.resources import _realism_reference
 
     data = _small_labelled()
     data.labels, data.labels_missing = None, "the dataset has no label column (...)"

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.compare import compare, load_side, summarise
-from benchmark.results import build_record, record_path, write_record
+from benchmark.results import Record, build_record
 from benchmark.suites import expand_cells, resolve_suite
 
 SEEDS = [0, 1, 2]
@@ -27,7 +28,7 @@ def write_suite(folder, ssim_shift=0.0, gmsd_shift=0.0, overrides=()):
             "recon/gmsd": 0.2 + NOISE[cell.seed] / 2 + gmsd_shift,
             "recon/mse": 20.0 + cell.seed,
         }
-        write_record(record_path(folder, cell), build_record(cell, status="ok", metrics=metrics))
+        build_record(cell, status="ok", metrics=metrics).write(CellFiles.of(folder, cell).record)
     return folder
 
 
@@ -98,10 +99,7 @@ def test_a_missing_cell_is_a_regression(tmp_path):
 
 def test_summary_statistics(tmp_path):
     summary = summarise(
-        [
-            json.loads(p.read_text())
-            for p in (write_suite(tmp_path / "s") / "results").rglob("*.json")
-        ]
+        [Record.read(p) for p in (write_suite(tmp_path / "s") / "results").rglob("*.json")]
     )
     ssim = summary["cells"]["mnist-5k|vqvae"]["metrics"]["recon/ssim"]
     assert ssim["mean"] == pytest.approx(0.8) and ssim["std"] == pytest.approx(0.01)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import data
+from benchmark import decoding
+from benchmark.catalogue import DATASETS
 from benchmark.config import DataConfig
-from benchmark.data import DATASETS, load_image_splits
+from benchmark.data import load_image_splits
 from benchmark.errors import DatasetUnavailable, UserInputError
 from conftest import SHARED_MNIST_MIRROR, blob_images, image_dataset, write_parquet_repo
 
@@ -105,7 +106,7 @@ def test_full_mnist_from_the_shared_mirror():
 
 
 def test_decoded_images_are_cached_and_reused(parquet_repo, monkeypatch, tmp_path):
-    from benchmark import data
+    from benchmark import decoding
 
     monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
     first = load_image_splits(str(parquet_repo), DataConfig())
@@ -114,7 +115,7 @@ def test_decoded_images_are_cached_and_reused(parquet_repo, monkeypatch, tmp_pat
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(data, "_to_uint8", no_decoding)
+    monkeypatch.setattr(decoding, "_to_uint8", no_decoding)
     second = load_image_splits(str(parquet_repo), DataConfig())
     assert torch.equal(first.train, second.train) and first.info == second.info
     # another resize is another cache entry
@@ -159,7 +160,7 @@ def test_a_cache_that_fails_validation_is_decoded_again(
     assert torch.equal(first.train, second.train) and first.info == second.info
     assert not (tmp_path / "code-ran").exists()
     rewritten = torch.load(path, weights_only=True)  # with what was decoded again
-    assert data._read_cache(path, rewritten["key"]) is not None
+    assert decoding._read_cache(path, rewritten["key"]) is not None
     assert rewritten["splits"]["train"].dtype == torch.uint8 and rewritten["splits"]["train"].any()
 
 

@@ -11,8 +11,8 @@ import pytest
 import submitit
 
 from benchmark import runner
+from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
-from benchmark.results import record_path
 from benchmark.suites import builtin_suites, expand_cells, resolve_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,11 +71,11 @@ def test_slurm_path_runs_real_cells_through_submitit(tiny_suite_args, tmp_path):
     executor.update_parameters(timeout_min=10)
     logs: list[str] = []
     records = runner.run_suite(suite, tmp_path, log=logs.append, executor=executor)
-    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert [r.status for r in records] == ["ok", "ok"]
     assert any(line.startswith("submitted 2 jobs") for line in logs)
     for cell, record in zip(expand_cells(suite), records, strict=True):
-        on_disk = json.loads(record_path(tmp_path, cell).read_text())
-        assert on_disk["metrics"] == record["metrics"]
+        on_disk = json.loads(CellFiles.of(tmp_path, cell).record.read_text())
+        assert on_disk["metrics"] == record.metrics
     # resume works the same way: nothing is submitted again
     logs.clear()
     runner.run_suite(suite, tmp_path, log=logs.append, executor=executor)

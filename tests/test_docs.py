@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from benchmark.cellfiles import CellFiles
 from benchmark.metrics import METRICS
 from benchmark.models import FAMILIES
 
@@ -46,7 +47,7 @@ def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
     from benchmark.metrics import MetricInfo
     from benchmark.report import from_directory, write_report
     from benchmark.report.plots import metric_bars
-    from benchmark.results import build_record, record_path, write_record
+    from benchmark.results import build_record
     from benchmark.suites import expand_cells, resolve_suite
 
     entry = MetricInfo("sharpness", True, "all", "a stand-in new metric", plotted=True)
@@ -57,8 +58,8 @@ def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
         for cell in expand_cells(suite):
             value = (0.9 if cell.model == "vqvae" else 0.5) + 0.01 * cell.seed + shift
             metrics = {"recon/sharpness": value, "recon/ssim": 0.5}
-            write_record(
-                record_path(folder, cell), build_record(cell, status="ok", metrics=metrics)
+            build_record(cell, status="ok", metrics=metrics).write(
+                CellFiles.of(folder, cell).record
             )
         return from_directory(folder)
 

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from benchmark import runner
+from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.errors import UserInputError
 from benchmark.report import from_directory, write_report
-from benchmark.results import build_record, record_path, write_record
+from benchmark.results import Record, build_record
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
 
@@ -76,7 +77,7 @@ def test_an_internal_error_is_one_line_a_log_and_exit_3(monkeypatch, capsys):
     def broken(args, extra):
         raise KeyError("a bug, not bad input")
 
-    monkeypatch.setattr("benchmark.cli._list", broken)
+    monkeypatch.setattr("benchmark.commands.list_command", broken)
     err = one_line_exit(["list"], capsys, code=3)
     assert err.startswith("vaebench list: internal error: KeyError:")
     log = Path(err.split("(traceback in ")[1].rstrip(")\n"))
@@ -112,7 +113,7 @@ def test_a_family_the_report_does_not_know_gets_a_colour_and_a_column(tmp_path):
         if index == 3:  # a fourth family, e.g. a W&B run of another model
             cell = cell.model_copy(update={"model": "rae"})
         metrics = {f"{p}/{k}": 0.1 * (index + 1) for p in ("recon", "gen") for k in ("ssim", "mse")}
-        write_record(record_path(tmp_path, cell), build_record(cell, status="ok", metrics=metrics))
+        build_record(cell, status="ok", metrics=metrics).write(CellFiles.of(tmp_path, cell).record)
     report = write_report(from_directory(tmp_path), tmp_path / "report").read_text()
     header = next(line for line in report.splitlines() if "VAEGAN" in line and "|" in line)
     assert header.replace(" ", "").startswith("||VAEGAN|BetaVAE|VQVAE|rae|")
@@ -156,10 +157,10 @@ BAD_RECORDS = {
 }
 
 
-def _bad_record(kind: str, good: dict) -> bytes:
+def _bad_record(kind: str, good: Record) -> bytes:
     if BAD_RECORDS[kind] is not None:
         return BAD_RECORDS[kind]
-    record = dict(good)
+    record = good.as_dict()
     if kind == "no dataset":
         del record["dataset"]
     else:
@@ -172,7 +173,7 @@ def one_good_cell(tmp_path):
     cell = expand_cells(resolve_suite("quick", TINY_SETTINGS, models=["betavae"]))[0]
     metrics = {f"{p}/{k}": 0.5 for p in ("recon", "gen") for k in ("ssim", "mse")}
     record = build_record(cell, status="ok", metrics=metrics)
-    write_record(record_path(tmp_path, cell), record)
+    record.write(CellFiles.of(tmp_path, cell).record)
     return cell, record
 
 
@@ -195,12 +196,12 @@ def test_report_and_compare_skip_a_bad_record_with_one_warning(
 @pytest.mark.parametrize("kind", list(BAD_RECORDS))
 def test_run_retrains_over_a_bad_record_and_keeps_it_aside(kind, one_good_cell, tmp_path):
     cell, good = one_good_cell
-    path = record_path(tmp_path, cell)
+    path = CellFiles.of(tmp_path, cell).record
     content = _bad_record(kind, good)
     path.write_bytes(content)
     logs: list[str] = []
     (record,) = runner.run_cells([cell], tmp_path, log=logs.append)
-    assert record["status"] == "ok" and json.loads(path.read_text()) == record
+    assert record.status == "ok" and json.loads(path.read_text()) == record.as_dict()
     (aside,) = path.parent.glob(f"{path.name}.invalid-*")
     assert aside.read_bytes() == content
     assert any(f"kept as {aside.name}" in line for line in logs)
@@ -245,16 +246,16 @@ def test_records_of_another_config_survive_and_compare_picks_the_matching_one(
     (first,) = runner.run_suite(suite_a, tmp_path / "out", log=lambda m: None)
     logs: list[str] = []
     (second,) = runner.run_suite(suite_b, tmp_path / "out", log=logs.append)
-    assert first["config_hash"] != second["config_hash"]
+    assert first.config_hash != second.config_hash
     cell = expand_cells(suite_a)[0]
-    kept = record_path(tmp_path / "out", cell).parent / "history"
-    kept_record = kept / f"{cell.cell_id}.{first['config_hash']}.json"
-    assert json.loads(kept_record.read_text()) == first
-    assert (kept / f"{cell.cell_id}.{first['config_hash']}.steps.csv").exists()
+    kept = CellFiles.of(tmp_path / "out", cell).record.parent / "history"
+    kept_record = kept / f"{cell.cell_id}.{first.config_hash}.json"
+    assert json.loads(kept_record.read_text()) == first.as_dict()
+    assert (kept / f"{cell.cell_id}.{first.config_hash}.steps.csv").exists()
     assert any("kept in" in line for line in logs)
     assert main(["report", str(tmp_path / "out")]) == 0
     report = (tmp_path / "out" / "REPORT.md").read_text()
-    assert "1 records of earlier configurations" in report and second["config_hash"] in report
+    assert "1 records of earlier configurations" in report and second.config_hash in report
     # the first config again, in another folder: compare it with the shared one
     runner.run_suite(suite_a, tmp_path / "again", log=lambda m: None)
     capsys.readouterr()

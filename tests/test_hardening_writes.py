@@ -13,8 +13,9 @@ from test_compare import write_suite
 
 from benchmark import cell as one_cell
 from benchmark import files, runner
+from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
-from benchmark.results import build_record, record_path, write_record
+from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
 
@@ -135,8 +136,8 @@ def test_files_are_written_with_the_users_umask(tmp_path, umask, mode):
     cell = expand_cells(resolve_suite("quick", ["train.epochs=1"], ["betavae"]))[0]
     previous = os.umask(umask)
     try:
-        path = record_path(tmp_path, cell)
-        write_record(path, build_record(cell, status="ok", metrics={"recon/mse": 1.0}))
+        path = CellFiles.of(tmp_path, cell).record
+        build_record(cell, status="ok", metrics={"recon/mse": 1.0}).write(path)
         files.write_text(tmp_path / "REPORT.md", "# report\n")
     finally:
         os.umask(previous)

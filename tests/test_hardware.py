@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch
 
 from benchmark import environment
+from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.report import from_directory, write_report
-from benchmark.results import build_record, record_path, write_record
+from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
 
 CPU_A = {"cpu": "AMD EPYC 9654", "cpu_capability": "AVX512", "cpu_count": 2, "torch_threads": 2}
@@ -47,7 +48,7 @@ def write_records(folder, hardware_by_seed: dict[int, dict], ssim: float = 0.5):
         env = {"device": "cpu", "hardware": hardware_by_seed[cell.seed]}
         metrics = {"recon/ssim": ssim + cell.seed / 100, "recon/mse": 20.0, "gen/ssim": 0.6}
         record = build_record(cell, status="ok", metrics=metrics, environment=env)
-        write_record(record_path(folder, cell), record)
+        record.write(CellFiles.of(folder, cell).record)
     return folder
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from benchmark import cell as one_cell
+from benchmark import resources
 from benchmark.data import load_image_splits
 from benchmark.evaluation import evaluate
 from benchmark.models import FAMILIES
@@ -63,11 +64,11 @@ def test_every_built_in_suite_and_family_is_covered():
 @pytest.mark.parametrize("cell", learning_cases())
 def test_trained_models_learn_with_bounded_losses(cell, tmp_path):
     not_needed = lambda device: (None, "not needed")  # noqa: E731
-    networks = one_cell.MetricNetworks(not_needed, not_needed)
-    shared = one_cell.SharedResources(one_cell.RunSettings(None, networks))
+    networks = resources.MetricNetworks(not_needed, not_needed)
+    shared = resources.SharedResources(resources.RunSettings(None, networks))
     record = one_cell.run_cell(cell, shared, lambda m: None, tmp_path)
-    assert record["status"] == "ok", record["error"]
-    for epoch in record["training"]["epochs"]:
+    assert record.status == "ok", record.error
+    for epoch in record.training["epochs"]:
         for key, value in epoch.items():
             if key.startswith(("train/", "val/")) and not key.startswith("train/update_"):
                 assert math.isfinite(value) and abs(value) < 1e5, (key, epoch)
@@ -82,6 +83,6 @@ def test_trained_models_learn_with_bounded_losses(cell, tmp_path):
     unfitted = next(name for name in family.samplers if name in ("normal", "uniform"))
     sampler = fit_sampler(unfitted, untrained, params, data.train, data.test, cell.eval)
     baseline, _ = evaluate(family, untrained, params, data.test, cell.eval, sampler)
-    trained = record["metrics"]
+    trained = record.metrics
     assert trained["recon/ssim"] > baseline["recon/ssim"] + 0.08, (trained, baseline)
     assert trained["recon/mse"] < 0.75 * baseline["recon/mse"], (trained, baseline)

@@ -14,9 +14,10 @@ import cloudpickle
 from wandb_log import find_runs, read_run
 
 from benchmark import runner, tracking
-from benchmark.claims import claim_path, try_claim
+from benchmark.cellfiles import CellFiles
+from benchmark.claims import try_claim
 from benchmark.parallel import thread_note, worker_plan
-from benchmark.results import record_path
+from benchmark.results import Record
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
 
@@ -33,8 +34,8 @@ def cli(*args: str, **kwargs) -> subprocess.Popen:
     )
 
 
-def metrics_by_cell(records: list[dict]) -> dict[str, dict]:
-    return {f"{r['model']}-{r['seed']}": r["metrics"] for r in records}
+def metrics_by_cell(records: list[Record]) -> dict[str, dict]:
+    return {f"{r.model}-{r.seed}": r.metrics for r in records}
 
 
 def test_jobs_2_gives_the_records_of_the_sequential_runner(tiny_suite_args, tmp_path):
@@ -47,17 +48,19 @@ def test_jobs_2_gives_the_records_of_the_sequential_runner(tiny_suite_args, tmp_
     parallel = runner.run_suite(
         suite, tmp_path / "par", log=logs.append, tracker_factory=factory, jobs=2
     )
-    assert [r["model"] for r in parallel] == [r["model"] for r in sequential]
-    assert all(r["status"] == "ok" for r in parallel), [r["error"] for r in parallel]
+    assert [r.model for r in parallel] == [r.model for r in sequential]
+    assert all(r.status == "ok" for r in parallel), [r.error for r in parallel]
     for ours, theirs in zip(parallel, sequential, strict=True):
-        assert ours["config_hash"] == theirs["config_hash"]
-        assert ours["training"]["steps"] == theirs["training"]["steps"]
+        assert ours.config_hash == theirs.config_hash
+        assert ours.training["steps"] == theirs.training["steps"]
         # the same train.threads in both: the very same numbers, however the cell was run
-        assert ours["metrics"] == theirs["metrics"]
-        assert ours["environment"]["torch_threads"] == theirs["environment"]["torch_threads"] == 2
+        assert ours.metrics == theirs.metrics
+        assert ours.environment["torch_threads"] == theirs.environment["torch_threads"] == 2
     for config in expand_cells(suite):  # the record on disk, and no claim left behind
-        assert json.loads(record_path(tmp_path / "par", config).read_text())["status"] == "ok"
-        assert not claim_path(record_path(tmp_path / "par", config)).exists()
+        assert (
+            json.loads(CellFiles.of(tmp_path / "par", config).record.read_text())["status"] == "ok"
+        )
+        assert not CellFiles.of(tmp_path / "par", config).claim.exists()
     # one W&B run per cell, logged from the workers
     runs = {read_run(path).run.display_name for path in find_runs(tmp_path / "par")}
     assert runs == {c.cell_id for c in expand_cells(suite)}
@@ -85,36 +88,39 @@ def test_the_thread_note_says_when_workers_oversubscribe_the_cores(tiny_suite_ar
 def test_a_cell_claimed_by_another_runner_is_left_to_it(tiny_suite_args, tmp_path):
     suite = resolve_suite(**tiny_suite_args)
     vqvae = expand_cells(suite)[1]
-    held = try_claim(record_path(tmp_path, vqvae))  # another runner is training it
+    held = try_claim(CellFiles.of(tmp_path, vqvae))  # another runner is training it
     logs: list[str] = []
     records = runner.run_suite(suite, tmp_path, log=logs.append)
-    assert [r["model"] for r in records] == ["betavae", "vaegan"]
-    assert not record_path(tmp_path, vqvae).exists()
+    assert [r.model for r in records] == ["betavae", "vaegan"]
+    assert not CellFiles.of(tmp_path, vqvae).record.exists()
     line = next(line for line in logs if vqvae.cell_id in line)
     assert f"being trained by {os.uname().nodename}:{os.getpid()}" in line
     held.release()
     records = runner.run_suite(suite, tmp_path, log=logs.append)  # the owner gave up: ours now
-    assert [r["model"] for r in records] == ["betavae", "vqvae", "vaegan"]
+    assert [r.model for r in records] == ["betavae", "vqvae", "vaegan"]
 
 
 def test_a_claim_dies_with_its_owner(tmp_path):
     record = tmp_path / "results" / "s" / "cell.json"
     code = (
         "import sys, time; from pathlib import Path; from benchmark.claims import try_claim; "
-        "c = try_claim(Path(sys.argv[1])); print('held' if c else 'busy', flush=True); "
+        "from benchmark.cellfiles import CellFiles; "
+        "c = try_claim(CellFiles(Path(sys.argv[1]))); print('held' if c else 'busy', flush=True); "
         "time.sleep(600)"
     )
     owner = subprocess.Popen([sys.executable, "-c", code, str(record)], stdout=subprocess.PIPE)
     try:
         assert owner.stdout.readline().strip() == b"held"
-        assert try_claim(record) is None
+        assert try_claim(CellFiles(record)) is None
     finally:
         owner.kill()  # SIGKILL: no cleanup runs in the owner
         owner.wait()
-    claim = try_claim(record)
-    assert claim is not None and json.loads(claim_path(record).read_text())["pid"] == os.getpid()
+    claim = try_claim(CellFiles(record))
+    assert (
+        claim is not None and json.loads(CellFiles(record).claim.read_text())["pid"] == os.getpid()
+    )
     claim.release()
-    assert not claim_path(record).exists()
+    assert not CellFiles(record).claim.exists()
 
 
 def test_two_runners_on_one_folder_train_each_cell_once(parquet_repo, tmp_path):
@@ -127,7 +133,7 @@ def test_two_runners_on_one_folder_train_each_cell_once(parquet_repo, tmp_path):
     for config in expand_cells(suite):
         trained = sum(out.count(f"{config.cell_id}: training") for out in outputs)
         assert trained == 1, (config.cell_id, outputs)
-        record = json.loads(record_path(tmp_path, config).read_text())
+        record = json.loads(CellFiles.of(tmp_path, config).record.read_text())
         assert record["status"] == "ok" and record["config_hash"] == config.config_hash()
     assert not list(tmp_path.rglob("*.claim")) and not list(tmp_path.rglob("*.tmp"))
 
@@ -152,10 +158,10 @@ def test_a_worker_that_dies_fails_only_its_cell(tiny_suite_args, tmp_path):
     records = runner.run_suite(
         suite, tmp_path, log=logs.append, tracker_factory=DiesOnVQVAE, jobs=2
     )
-    status = {r["model"]: r["status"] for r in records}
+    status = {r.model: r.status for r in records}
     assert status == {"betavae": "ok", "vqvae": "failed", "vaegan": "ok"}
-    failed = next(r for r in records if r["model"] == "vqvae")
-    assert failed["error"] == "worker process died (exit code 9)"
+    failed = next(r for r in records if r.model == "vqvae")
+    assert failed.error == "worker process died (exit code 9)"
     assert not list(tmp_path.rglob("*.claim"))
 
 

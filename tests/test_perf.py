@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmark import perf
+from benchmark import perf_training
 from benchmark.cli import main
 from benchmark.data import load_image_splits
 from benchmark.models import FAMILIES
@@ -41,7 +41,7 @@ def test_our_runner_gives_stock_pythaes_losses_step_by_step(model, extra, parque
 
 def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys, monkeypatch):
     # an option this CPU cannot run: it must become a row of its own, not a crash
-    monkeypatch.setitem(perf.SPEED_OPTIONS, "on cuda", {"device": "cuda"})
+    monkeypatch.setitem(perf_training.SPEED_OPTIONS, "on cuda", {"device": "cuda"})
     out = tmp_path / "perf.json"
     sets = [a for s in [*TINY_SETTINGS, "data.max_train=64"] for a in ("--set", s)]
     args = ["perf", "--repeats", "1", "--no-cell", "--jobs", "2", "--out", str(out), *sets]

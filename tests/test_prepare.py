@@ -12,8 +12,8 @@ import huggingface_hub
 import pytest
 
 from benchmark import provisioning
+from benchmark.catalogue import DATASETS, DatasetSpec
 from benchmark.cli import main
-from benchmark.data import DATASETS, DatasetSpec
 from benchmark.provisioning import MANIFEST, prepare_dataset
 from conftest import SHARED_MNIST_MIRROR, write_parquet_repo
 

@@ -13,10 +13,11 @@ from torchvision.utils import save_image
 from wandb_log import find_runs, read_run
 
 from benchmark import runner, tracking
+from benchmark.cellfiles import CellFiles
 from benchmark.models import FAMILIES
 from benchmark.report import from_directory, write_report
 from benchmark.report.sources import from_wandb, from_wandb_runs
-from benchmark.results import build_record, record_path, write_record
+from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
 
 SEEDS = [0, 1, 2]
@@ -34,13 +35,12 @@ def fixture_dir(tmp_path_factory):
     suite = resolve_suite("quick", ["train.epochs=1"], seeds=SEEDS + [3])
     for cell in expand_cells(suite):
         family = FAMILIES.get(cell.model)
-        path = record_path(out, cell)
+        path = CellFiles.of(out, cell).record
         if cell.seed == 3:  # the failed cell
             if cell.model == "vaegan":
-                write_record(
-                    path,
-                    build_record(cell, status="failed", error="TrainingDiverged: non-finite loss"),
-                )
+                build_record(
+                    cell, status="failed", error="TrainingDiverged: non-finite loss"
+                ).write(path)
             continue
         keys = [k for k in family.metric_keys if k != "lpips" or cell.model != "vqvae"]
         metrics = {
@@ -56,16 +56,13 @@ def fixture_dir(tmp_path_factory):
             if cell.model == "vqvae"
             else {}
         )
-        write_record(
-            path,
-            build_record(
-                cell,
-                status="ok",
-                metrics=metrics,
-                unavailable=unavailable,
-                timings={"train": 1.0, "eval": 0.1, "total": 1.2},
-            ),
-        )
+        build_record(
+            cell,
+            status="ok",
+            metrics=metrics,
+            unavailable=unavailable,
+            timings={"train": 1.0, "eval": 0.1, "total": 1.2},
+        ).write(path)
         pd.DataFrame(
             {"step": [1, 2, 3], "train/loss": [3.0, 2.0, 1.5], "train/recon_loss": [2.0, 1.5, 1.0]}
         ).to_csv(path.with_suffix(".steps.csv"), index=False)
@@ -209,19 +206,19 @@ def test_wandb_runs_give_the_same_tables_as_local_records(offline_wandb_run, tmp
     out, records = offline_wandb_run
     runs = [StandInRun(read_run(path)) for path in find_runs(out)]
     inputs = from_wandb_runs(runs)
-    assert sorted(r["model"] for r in inputs.records) == ["betavae", "vqvae"]
-    by_model = {r["model"]: r for r in inputs.records}
+    assert sorted(r.model for r in inputs.records) == ["betavae", "vqvae"]
+    by_model = {r.model: r for r in inputs.records}
     for record in records:
-        assert by_model[record["model"]]["metrics"] == record["metrics"]
-        assert by_model[record["model"]]["unavailable"] == record["unavailable"]
+        assert by_model[record.model].metrics == record.metrics
+        assert by_model[record.model].unavailable == record.unavailable
         # the same shape as a local record: nested config, the same config hash
-        assert by_model[record["model"]]["config"] == record["config"]
-        assert by_model[record["model"]]["config_hash"] == record["config_hash"]
-        assert set(by_model[record["model"]]) == set(record)
-        assert by_model[record["model"]]["sampler"] == record["sampler"]
-        assert by_model[record["model"]]["distribution"] == record["distribution"]
-        history = inputs.histories[(record["dataset"], record["model"], 0)]
-        assert len(history) == record["training"]["steps"] and "train/loss" in history
+        assert by_model[record.model].config == record.config
+        assert by_model[record.model].config_hash == record.config_hash
+        assert by_model[record.model].as_dict().keys() == record.as_dict().keys()
+        assert by_model[record.model].sampler == record.sampler
+        assert by_model[record.model].distribution == record.distribution
+        history = inputs.histories[(record.dataset, record.model, 0)]
+        assert len(history) == record.training["steps"] and "train/loss" in history
     local = write_report(from_directory(out / "results"), tmp_path / "local").read_text()
     remote = write_report(inputs, tmp_path / "remote").read_text()
     section = "(`recon/`)"
@@ -233,5 +230,5 @@ def test_wandb_api_path_filters_by_group_and_tag(offline_wandb_run):
     runs = [StandInRun(read_run(path)) for path in find_runs(out)]
     api = StandInApi(runs)
     inputs = from_wandb("me/vaebench", group=runs[0].group, tag="vqvae", api=api)
-    assert [r["model"] for r in inputs.records] == ["vqvae"]
+    assert [r.model for r in inputs.records] == ["vqvae"]
     assert api.calls == [("me/vaebench", {"group": runs[0].group, "tags": {"$in": ["vqvae"]}})]

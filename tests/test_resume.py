@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.config import RunConfig
 from benchmark.executors import CellJob
-from benchmark.results import Record, record_path
-from benchmark.resume import RollingCheckpoint, TrainingState, resume_path
+from benchmark.results import Record
+from benchmark.resume import RollingCheckpoint, TrainingState
 from benchmark.suites import resolve_suite
 from conftest import TINY_SETTINGS
 
@@ -161,7 +162,7 @@ def test_rolling_checkpoint_is_taken_every_n_epochs_and_after_the_last(parquet_r
 
 def test_a_rolling_checkpoint_of_another_config_or_not_ours_is_not_used(parquet_repo, tmp_path):
     config = tiny_config(parquet_repo)
-    path = resume_path(record_path(tmp_path, config))
+    path = CellFiles.of(tmp_path, config).resume
     rolling = RollingCheckpoint(path, config, every=1)
     assert rolling.load() == (None, None)
 
@@ -197,7 +198,7 @@ def test_a_rolling_checkpoint_of_another_config_or_not_ours_is_not_used(parquet_
 def test_a_stale_rolling_checkpoint_is_discarded_with_a_line(parquet_repo, tmp_path, capsys):
     config = tiny_config(parquet_repo, "betavae")
     out = tmp_path / "out"
-    path = resume_path(record_path(out, config))
+    path = CellFiles.of(out, config).resume
     other = config.model_copy(update={"params": {**config.params, "beta": 3.0}})
     RollingCheckpoint(path, other, every=1).save(TrainingState(1, {"w": torch.zeros(1)}))
     args = run_args(Path(config.dataset), out, "betavae", every=0)
@@ -262,7 +263,7 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
 
     import submitit
 
-    from benchmark.cell import MetricNetworks, RunSettings
+    from benchmark.resources import MetricNetworks, RunSettings
     from benchmark.trackers import NullTracker
 
     config = tiny_config(parquet_repo, "vaegan")
@@ -277,7 +278,7 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
         RunSettings(None, networks, 1),
         NullTracker,
     )
-    rolling = resume_path(record_path(tmp_path, config))
+    rolling = CellFiles.of(tmp_path, config).resume
     deadline = time.monotonic() + 240
     while not rolling.exists() and time.monotonic() < deadline and not job.done():
         time.sleep(0.02)
@@ -291,8 +292,8 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
     (line,) = [x for x in log.splitlines() if "resuming from the rolling checkpoint" in x]
     done = int(line.split("after epoch ")[1].split("/")[0])
     assert 1 <= done < 40
-    assert record["status"] == "ok" and record["training"]["resumed_after_epoch"] == done
-    assert len(record["training"]["epochs"]) == 40
+    assert record.status == "ok" and record.training["resumed_after_epoch"] == done
+    assert len(record.training["epochs"]) == 40
     assert not rolling.exists()
 
 

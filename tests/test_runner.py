@@ -11,16 +11,17 @@ import pytest
 import torch
 
 from benchmark import cell as one_cell
-from benchmark import runner
+from benchmark import files, resources, runner
+from benchmark.cellfiles import CellFiles
 from benchmark.distribution import InceptionFeatures
 from benchmark.errors import UserInputError
 from benchmark.metrics import LPIPS, keys_switched_by
-from benchmark.results import SCHEMA_VERSION, record_path, write_record
+from benchmark.results import SCHEMA_VERSION, Record, build_record
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import random_set_features
 
 
-def no_weights(tmp_path_factory) -> one_cell.MetricNetworks:
+def no_weights(tmp_path_factory) -> resources.MetricNetworks:
     """The real loaders, on an empty hub cache: they find neither VGG16 nor Inception."""
     folder = tmp_path_factory.mktemp("torch-hub")
 
@@ -35,7 +36,7 @@ def no_weights(tmp_path_factory) -> one_cell.MetricNetworks:
 
         return load
 
-    return one_cell.MetricNetworks(
+    return resources.MetricNetworks(
         lpips=in_empty_cache(LPIPS.load), features=in_empty_cache(InceptionFeatures.load)
     )
 
@@ -51,16 +52,16 @@ def tiny_run(tiny_suite_args, tmp_path_factory):
 
 def test_all_three_families_end_to_end(tiny_run):
     suite, out, records, logs = tiny_run
-    assert [r["model"] for r in records] == ["betavae", "vqvae", "vaegan"]
-    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    assert [r.model for r in records] == ["betavae", "vqvae", "vaegan"]
+    assert all(r.status == "ok" for r in records), [r.error for r in records]
     for record, config in zip(records, expand_cells(suite), strict=True):
-        on_disk = json.loads(record_path(out, config).read_text())
-        assert on_disk == record
-        assert record["schema_version"] == SCHEMA_VERSION
-        assert record["config_hash"] == config.config_hash()
-        assert record["config"]["train"]["epochs"] == 1
-        assert all(type(v) is float and math.isfinite(v) for v in record["metrics"].values())
-        assert set(record["timings"]) == {
+        on_disk = json.loads(CellFiles.of(out, config).record.read_text())
+        assert on_disk == record.as_dict()
+        assert record.schema_version == SCHEMA_VERSION
+        assert record.config_hash == config.config_hash()
+        assert record.config["train"]["epochs"] == 1
+        assert all(type(v) is float and math.isfinite(v) for v in record.metrics.values())
+        assert set(record.timings) == {
             "data",
             "train",
             "checkpoint",
@@ -69,25 +70,25 @@ def test_all_three_families_end_to_end(tiny_run):
             "total",
             "tracking",
         }
-        assert record["sampler"]["name"] == {"vqvae": "prior"}.get(record["model"], "normal")
-        assert record["sampler"]["fit_seconds"] == pytest.approx(
-            record["timings"]["sampler_fit"], abs=1e-3
+        assert record.sampler["name"] == {"vqvae": "prior"}.get(record.model, "normal")
+        assert record.sampler["fit_seconds"] == pytest.approx(
+            record.timings["sampler_fit"], abs=1e-3
         )
-        assert record["config"]["eval"]["sampler"] == record["sampler"]["name"]
-        assert record["environment"]["packages"]["pythae"] == "0.1.2"
-        assert record["dataset_info"]["splits"]["test"] == 48
-        assert record["created_at"].endswith("+00:00")
-        steps = pd.read_csv(record_path(out, config).with_suffix(".steps.csv"))
-        assert len(steps) == record["training"]["steps"] > 0
+        assert record.config["eval"]["sampler"] == record.sampler["name"]
+        assert record.environment["packages"]["pythae"] == "0.1.2"
+        assert record.dataset_info["splits"]["test"] == 48
+        assert record.created_at.endswith("+00:00")
+        steps = pd.read_csv(CellFiles.of(out, config).steps)
+        assert len(steps) == record.training["steps"] > 0
     assert any("epoch 1/1" in line for line in logs)
 
 
 def test_pretrained_metrics_without_weights_are_recorded_unavailable(tiny_run):
     for record in tiny_run[2]:
-        assert "recon/lpips" not in record["metrics"] and "gen/lpips" not in record["metrics"]
-        assert record["unavailable"]["recon/lpips"].startswith("weights not available")
-        assert "vgg16-397923af.pth" in record["unavailable"]["gen/lpips"]
-        assert set(record["unavailable"]) == {
+        assert "recon/lpips" not in record.metrics and "gen/lpips" not in record.metrics
+        assert record.unavailable["recon/lpips"].startswith("weights not available")
+        assert "vgg16-397923af.pth" in record.unavailable["gen/lpips"]
+        assert set(record.unavailable) == {
             "recon/lpips",
             "gen/lpips",
             "recon/fid",
@@ -99,16 +100,16 @@ def test_pretrained_metrics_without_weights_are_recorded_unavailable(tiny_run):
             "gen/precision",
             "gen/recall",
         }
-        assert "6726825d0af5f729" in record["unavailable"]["gen/kid"]
-        assert record["unavailable"]["gen/recall"].startswith(
+        assert "6726825d0af5f729" in record.unavailable["gen/kid"]
+        assert record.unavailable["gen/recall"].startswith(
             "no classifier: the dataset has no label column"
         )
-        assert not {"recon/fid", "gen/fid", "gen/kid"} & set(record["metrics"])
-        assert record["distribution"] is None
+        assert not {"recon/fid", "gen/fid", "gen/kid"} & set(record.metrics)
+        assert record.distribution is None
 
 
 def test_the_identities_of_metrics_md_hold_on_real_records(tiny_run):
-    by_model = {r["model"]: r["metrics"] for r in tiny_run[2]}
+    by_model = {r.model: r.metrics for r in tiny_run[2]}
     for prefix in ("recon/", "gen/"):
         for model in ("betavae", "vaegan"):
             m = {k[len(prefix) :]: v for k, v in by_model[model].items() if k.startswith(prefix)}
@@ -139,8 +140,8 @@ def test_rerun_skips_finished_cells_and_reruns_changed_ones(tiny_run, tiny_suite
     logs.clear()
     changed = runner.run_suite(resolve_suite(**args), out, log=logs.append)
     assert sum("skipped" in line for line in logs) == 2
-    assert changed[0]["config"]["params"]["beta"] == 2.0
-    assert changed[0]["created_at"] >= records[0]["created_at"]
+    assert changed[0].config["params"]["beta"] == 2.0
+    assert changed[0].created_at >= records[0].created_at
 
 
 def test_a_diverging_cell_becomes_a_failed_record_and_the_suite_goes_on(tiny_suite_args, tmp_path):
@@ -156,11 +157,11 @@ def test_a_diverging_cell_becomes_a_failed_record_and_the_suite_goes_on(tiny_sui
     )
     suite = resolve_suite(**args)
     records = runner.run_suite(suite, tmp_path, log=lambda m: None)
-    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert [r.status for r in records] == ["failed", "ok"]
     failed = records[0]
-    assert failed["error"].startswith("TrainingDiverged: non-finite")
-    assert failed["metrics"] == {} and failed["model"] == "betavae"
-    on_disk = record_path(tmp_path, expand_cells(suite)[0])
+    assert failed.error.startswith("TrainingDiverged: non-finite")
+    assert failed.metrics == {} and failed.model == "betavae"
+    on_disk = CellFiles.of(tmp_path, expand_cells(suite)[0]).record
     assert json.loads(on_disk.read_text())["status"] == "failed"
     # a failed cell is retried on resume
     logs: list[str] = []
@@ -192,22 +193,28 @@ def test_interrupting_loses_nothing_finished(tiny_suite_args, tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         runner.run_suite(suite, tmp_path, log=lambda m: None)
     cells = expand_cells(suite)
-    assert record_path(tmp_path, cells[0]).exists()
-    assert not record_path(tmp_path, cells[1]).exists()
+    assert CellFiles.of(tmp_path, cells[0]).record.exists()
+    assert not CellFiles.of(tmp_path, cells[1]).record.exists()
     assert not list(tmp_path.rglob("*.tmp"))
     monkeypatch.setattr(one_cell, "train", real_train)
     logs: list[str] = []
     records = runner.run_suite(suite, tmp_path, log=logs.append)
-    assert "skipped" in logs[0] and all(r["status"] == "ok" for r in records)
+    assert "skipped" in logs[0] and all(r.status == "ok" for r in records)
 
 
-def test_records_are_written_atomically(tmp_path):
-    path = tmp_path / "results" / "cell.json"
-    write_record(path, {"status": "ok"})
-    with pytest.raises(TypeError):
-        write_record(path, {"status": object()})  # fails half-way through serialising
-    assert json.loads(path.read_text()) == {"status": "ok"}
-    assert [p.name for p in path.parent.iterdir()] == ["cell.json"]
+def test_records_are_written_atomically(tiny_suite_args, tmp_path, monkeypatch):
+    cell = expand_cells(resolve_suite(**tiny_suite_args))[0]
+    path = CellFiles.of(tmp_path, cell).record
+    build_record(cell, status="ok", metrics={"recon/mse": 1.0}).write(path)
+
+    def dies_before_the_rename(temporary, target):
+        raise OSError("killed mid-write")
+
+    monkeypatch.setattr(files.os, "replace", dies_before_the_rename)
+    with pytest.raises(OSError):
+        build_record(cell, status="ok", metrics={"recon/mse": 2.0}).write(path)
+    assert Record.read(path).metrics == {"recon/mse": 1.0}  # the record before, whole
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
 
 
 def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
@@ -225,19 +232,19 @@ def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
         references.append(len(test_features))
         return DistributionReference(features, test_features)
 
-    monkeypatch.setattr(one_cell, "DistributionReference", counted_reference)
-    networks = one_cell.MetricNetworks(lpips=lambda device: (None, "no"), features=random_features)
+    monkeypatch.setattr(resources, "DistributionReference", counted_reference)
+    networks = resources.MetricNetworks(lpips=lambda device: (None, "no"), features=random_features)
     records = runner.run_suite(
         resolve_suite(**tiny_suite_args), tmp_path, log=lambda m: None, networks=networks
     )
     assert loads == ["cpu"] and references == [48]  # one network, one test set's features
     for record in records:
-        assert record["status"] == "ok", record["error"]
-        assert all(record["metrics"][k] >= 0 for k in ("recon/fid", "gen/fid", "gen/kid"))
+        assert record.status == "ok", record.error
+        assert all(record.metrics[k] >= 0 for k in ("recon/fid", "gen/fid", "gen/kid"))
         # (and the classifier metrics: the tiny dataset has no ClassLabel column)
-        shown = set(record["unavailable"]) - set(keys_switched_by("classifier"))
+        shown = set(record.unavailable) - set(keys_switched_by("classifier"))
         assert shown == {"recon/lpips", "gen/lpips"}
-        assert record["distribution"] == {
+        assert record.distribution == {
             "features": "random",
             "n_test": 48,
             "n_recon": 48,

@@ -6,8 +6,10 @@ import pytest
 import wandb
 from wandb_log import find_runs, read_run
 
-from benchmark import runner, tracking
+from benchmark import runner, tracking, wandb_records
+from benchmark.cellfiles import CellFiles
 from benchmark.models import FAMILIES
+from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
 from benchmark.trackers import NullTracker
 
@@ -43,11 +45,11 @@ def test_one_offline_run_per_cell_named_grouped_and_tagged(tracked_run):
 def test_the_streamed_summary_equals_the_local_record(tracked_run):
     _, records, runs, _ = tracked_run
     for record in records:
-        run = next(run for name, run in runs.items() if name.endswith(f"-{record['model']}-seed0"))
-        for key, value in record["metrics"].items():
+        run = next(run for name, run in runs.items() if name.endswith(f"-{record.model}-seed0"))
+        for key, value in record.metrics.items():
             assert run.summary[key] == pytest.approx(value, rel=1e-12), key
         assert run.summary["status"] == "ok"
-        for key, reason in record["unavailable"].items():
+        for key, reason in record.unavailable.items():
             assert run.summary[f"unavailable/{key}"] == reason
 
 
@@ -56,8 +58,8 @@ def test_per_step_history_has_the_familys_components(tracked_run):
     for name, run in runs.items():
         family = FAMILIES.get(name.rsplit("-", 2)[-2])
         steps = [h for h in run.history if "trainer/step" in h]
-        record = next(r for r in records if name.endswith(f"{r['model']}-seed0"))
-        assert len(steps) == record["training"]["steps"]
+        record = next(r for r in records if name.endswith(f"{r.model}-seed0"))
+        assert len(steps) == record.training["steps"]
         for component in family.train_components:
             assert f"train/{component}" in steps[0], component
         assert any(key.startswith("lr/") for key in steps[0])
@@ -97,7 +99,7 @@ def test_a_failing_wandb_never_fails_the_cell(tiny_suite_args, tmp_path, monkeyp
     records = runner.run_suite(
         resolve_suite(**args), tmp_path, log=logs.append, tracker_factory=factory
     )
-    assert records[0]["status"] == "ok"
+    assert records[0].status == "ok"
     assert list((tmp_path / "results").rglob("*.json"))
     assert any("W&B: init failed (RuntimeError: W&B is down)" in line for line in logs)
 
@@ -123,7 +125,7 @@ def test_a_failing_wandb_log_never_fails_the_cell(tiny_suite_args, tmp_path, mon
         log=logs.append,
         tracker_factory=factory,
     )
-    assert records[0]["status"] == "ok"
+    assert records[0].status == "ok"
     assert sum("W&B: log failed (OSError: disk full)" in line for line in logs) == 1
 
 
@@ -141,7 +143,7 @@ def test_streaming_every_nth_step(tiny_suite_args, tmp_path):
     assert not [line for line in logs if line.startswith("W&B:")], logs
     run = read_run(find_runs(tmp_path)[0])
     steps = [h["trainer/step"] for h in run.history if "train/loss" in h]
-    assert steps == list(range(2, records[0]["training"]["steps"] + 1, 2)), logs
+    assert steps == list(range(2, records[0].training["steps"] + 1, 2)), logs
 
 
 class SentRows:
@@ -185,7 +187,7 @@ def test_a_cell_that_fails_mid_epoch_still_sends_its_steps(tiny_suite_args, tmp_
         log=lambda m: None,
         tracker_factory=lambda: FailsAtStepTwo("offline", "p", None, str(tmp_path)),
     )
-    assert records[0]["status"] == "failed" and "boom" in records[0]["error"]
+    assert records[0].status == "failed" and "boom" in records[0].error
     run = read_run(find_runs(tmp_path)[0])
     assert [h["trainer/step"] for h in run.history if "train/loss" in h] == [1, 2]
     assert run.summary["status"] == "failed"
@@ -233,10 +235,10 @@ def test_tracking_time_is_kept_out_of_training_and_evaluation(tiny_suite_args, t
             self.seconds += 0.5
 
     suite = resolve_suite(**dict(tiny_suite_args, models=["betavae"]))
-    fast = runner.run_suite(suite, tmp_path / "fast", log=lambda m: None)[0]["timings"]
+    fast = runner.run_suite(suite, tmp_path / "fast", log=lambda m: None)[0].timings
     slow = runner.run_suite(
         suite, tmp_path / "slow", log=lambda m: None, tracker_factory=SlowTracker
-    )[0]["timings"]
+    )[0].timings
     assert slow["tracking"] == 0.5 and fast["tracking"] == 0.0
     assert slow["train"] < fast["train"] + 0.4  # the 0.5 s is not training
     assert slow["total"] >= fast["total"] + 0.4 - 0.3
@@ -252,8 +254,6 @@ def test_wandb_artifacts_log_the_final_checkpoint_as_a_model_artifact(tiny_suite
     import hashlib
     import json
 
-    from benchmark.checkpoints import checkpoint_path
-
     suite = resolve_suite(**dict(tiny_suite_args, models=["vqvae"]))
     factory = tracking.make_tracker_factory(
         "offline", "vaebench-tests", None, str(tmp_path), lambda m: None, artifacts=True
@@ -266,11 +266,11 @@ def test_wandb_artifacts_log_the_final_checkpoint_as_a_model_artifact(tiny_suite
     assert artifact.name == f"model-{config.cell_id}"
     assert {"latest", config.cell_id, f"config-{config.config_hash()}"} <= set(artifact.aliases)
     metadata = json.loads(artifact.metadata)
-    assert metadata["config_hash"] == record["config_hash"]
-    assert metadata["metrics"] == pytest.approx(record["metrics"], rel=1e-12)
+    assert metadata["config_hash"] == record.config_hash
+    assert metadata["metrics"] == pytest.approx(record.metrics, rel=1e-12)
     assert metadata["model"] == "vqvae" and metadata["code"].startswith("0.1.0+")
     (entry,) = artifact.manifest.contents
-    checkpoint = checkpoint_path(tmp_path, config)
+    checkpoint = CellFiles.of(tmp_path, config).checkpoint
     assert entry.path == f"{config.cell_id}.safetensors"
     assert entry.size == checkpoint.stat().st_size
     md5 = base64.b64encode(hashlib.md5(checkpoint.read_bytes()).digest()).decode()
@@ -301,7 +301,7 @@ def test_superseded_artifact_versions_are_pruned_online(monkeypatch):
     monkeypatch.setattr(wandb, "Api", Api)
     run = type("Run", (), {"entity": "me", "project": "proj"})()
     logs = []
-    assert tracking.prune_superseded(run, "model-mnist-vqvae-seed0", logs.append) == 2
+    assert wandb_records.prune_superseded(run, "model-mnist-vqvae-seed0", logs.append) == 2
     assert deleted == ["v0", "v1"]
     assert logs == ["W&B: deleted 2 superseded version(s) of model-mnist-vqvae-seed0"]
 
@@ -309,7 +309,7 @@ def test_superseded_artifact_versions_are_pruned_online(monkeypatch):
 def test_the_record_names_its_wandb_run(tracked_run):
     _, records, runs, _ = tracked_run
     for record in records:
-        where = record["tracker_run"]
+        where = record.tracker_run
         run = runs[record_cell(record)]
         assert where["tracker"] == "wandb" and where["mode"] == "offline"
         assert where["path"].endswith("/" + run.run.run_id)
@@ -318,7 +318,7 @@ def test_the_record_names_its_wandb_run(tracked_run):
 def record_cell(record) -> str:
     from benchmark.config import RunConfig
 
-    return RunConfig.model_validate(record["config"]).cell_id
+    return RunConfig.model_validate(record.config).cell_id
 
 
 class StandInApi:
@@ -346,16 +346,16 @@ class StandInApi:
 def test_a_rescored_record_updates_its_online_runs_summary_and_config(monkeypatch):
     monkeypatch.setattr(wandb, "Api", StandInApi)
     StandInApi.written = {}
-    record = {
-        "metrics": {"recon/mse": 1.5},
-        "unavailable": {"gen/fid": "no weights"},
-        "sampler": {"name": "gmm"},
-        "distribution": None,
-        "config": resolve_suite("quick").cells()[0].model_dump(mode="json"),
-        "tracker_run": {"tracker": "wandb", "path": "me/proj/abc123", "mode": "online"},
-    }
+    record = build_record(
+        resolve_suite("quick").cells()[0],
+        status="ok",
+        metrics={"recon/mse": 1.5},
+        unavailable={"gen/fid": "no weights"},
+        sampler={"name": "gmm"},
+        tracker_run={"tracker": "wandb", "path": "me/proj/abc123", "mode": "online"},
+    )
     logs = []
-    assert tracking.update_run(record, logs.append)
+    assert wandb_records.update_run(record, logs.append)
     assert StandInApi.written["me/proj/abc123"] == {
         "recon/mse": 1.5,
         "unavailable/gen/fid": "no weights",
@@ -366,7 +366,9 @@ def test_a_rescored_record_updates_its_online_runs_summary_and_config(monkeypatc
     offline = {"tracker": "wandb", "path": "me/proj/x", "mode": "offline"}
     another = {"tracker": "mlflow", "path": "me/proj/abc123", "mode": "online"}
     for where in (offline, another, None):
-        assert not tracking.update_run({**record, "tracker_run": where}, logs.append)
+        assert not wandb_records.update_run(
+            record.model_copy(update={"tracker_run": where}), logs.append
+        )
     assert logs == []
 
 
@@ -377,8 +379,12 @@ def test_a_wandb_failure_while_updating_a_run_is_one_line(monkeypatch):
 
     monkeypatch.setattr(wandb, "Api", Broken)
     logs = []
-    record = {"tracker_run": {"tracker": "wandb", "path": "me/proj/abc", "mode": "online"}}
-    assert not tracking.update_run(record, logs.append)
+    record = build_record(
+        resolve_suite("quick").cells()[0],
+        status="ok",
+        tracker_run={"tracker": "wandb", "path": "me/proj/abc", "mode": "online"},
+    )
+    assert not wandb_records.update_run(record, logs.append)
     assert logs == ["W&B: run me/proj/abc not updated (ConnectionError: no route to api.wandb.ai)"]
 
 
@@ -391,8 +397,8 @@ def test_a_version_1_record_is_read_with_its_wandb_run_as_the_tracker_run(tmp_pa
 
     cell = resolve_suite("quick").cells()[0]
     current = build_record(cell, status="ok", metrics={"recon/mse": 1.0})
-    assert current["schema_version"] == SCHEMA_VERSION == 2
-    version_1 = {k: v for k, v in current.items() if k != "tracker_run"}
+    assert current.schema_version == SCHEMA_VERSION == 2
+    version_1 = {k: v for k, v in current.as_dict().items() if k != "tracker_run"}
     version_1.update(schema_version=1, wandb_run={"path": "me/proj/abc", "mode": "online"})
     path = tmp_path / "old.json"
     path.write_text(json.dumps(version_1))

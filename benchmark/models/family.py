@@ -7,7 +7,8 @@ its prior. Nothing here subclasses a pythae model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ import torch
 from pythae.models import BaseAE
 
 from benchmark.config import Section, TrainConfig
+from benchmark.metrics import applicable_metrics
 
 
 @dataclass
@@ -41,13 +43,19 @@ class Family:
     samplers: tuple[str, ...]
     # loss components pythae's forward returns for this family, as named in its ModelOutput
     train_components: tuple[str, ...]
-    # docs/metrics.md applicability: the keys this family reports
-    metric_keys: tuple[str, ...]
-    # display, read by the report: its name there, its column (lower first), and whether its
-    # latent is Gaussian (kl / elbo / active units rank only between Gaussian families)
+    # display, read by the report: its name there, its column (lower first), and its latent:
+    # a Gaussian posterior (kl, elbo and active units apply, and rank only between Gaussian
+    # families), discrete codes, or a deterministic code
     label: str = ""
     column: int = 100
-    latent: Literal["gaussian", "discrete"] = "gaussian"
+    latent: Literal["gaussian", "discrete", "deterministic"] = "gaussian"
+    # what its own `recon_loss` is, for the report's note on the families' own losses
+    own_loss: str = ""
+
+    @property
+    def metric_keys(self) -> tuple[str, ...]:
+        """The metrics it reports (docs/metrics.md applicability), from the metric registry."""
+        return applicable_metrics(self.name, self.latent)
 
     def make_trainer(
         self,
@@ -125,23 +133,20 @@ def gaussian_posterior(model: BaseAE, x: torch.Tensor):
     return mu, log_var, z
 
 
-# docs/metrics.md applicability, shared parts
-COMMON_METRICS = (
-    "mse",
-    "bce",
-    "lpips",
-    "ssim",
-    "gmsd",
-    "psnr",
-    "recon_loss",
-    "total_loss",
-    "fid",  # recon/ and gen/
-    "kid",  # gen/ only
-    "cfd",  # recon/ and gen/: the dataset's own classifier
-    "precision",  # gen/ only
-    "recall",  # gen/ only
-)
-GAUSSIAN_METRICS = ("kl", "elbo", "active_units")
+@contextmanager
+def at_rest(model: BaseAE, seed: int) -> Iterator[None]:
+    """`model` in eval mode (no EMA codebook update, no dropout) under its own seed; its mode
+    and the global RNG state (CPU and CUDA) as they were afterwards. Fitting a sampler and
+    evaluating both run under it, so neither moves a later cell's randomness."""
+    was_training = model.training
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model.eval()
+        try:
+            yield
+        finally:
+            model.train(was_training)
 
 
 def posterior_mean(model: BaseAE, x: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,6 @@ from pythae.trainers import (
 from benchmark.config import MAX_LEARNING_RATE, MAX_WIDTH, Section, TrainConfig
 from benchmark.errors import UserInputError
 from benchmark.models.family import (
-    COMMON_METRICS,
-    GAUSSIAN_METRICS,
     BatchEval,
     Family,
     base_trainer_values,
@@ -139,6 +137,7 @@ FAMILY = Family(
     name="vaegan",
     label="VAEGAN",
     column=0,  # the summary table reads VAEGAN | BetaVAE | VQVAE
+    own_loss="discriminator-feature error",
     latent="gaussian",
     pythae_name="VAEGAN",
     params_model=VAEGANParams,
@@ -156,14 +155,5 @@ FAMILY = Family(
         "update_encoder",
         "update_decoder",
         "update_discriminator",
-    ),
-    metric_keys=(
-        *COMMON_METRICS,
-        *GAUSSIAN_METRICS,
-        "encoder_loss",
-        "decoder_loss",
-        "discriminator_loss",
-        "disc_accuracy_real",
-        "disc_accuracy_fake",
     ),
 )

@@ -11,7 +11,6 @@ from pythae.trainers import BaseTrainer
 
 from benchmark.config import MAX_LEARNING_RATE, MAX_WIDTH, Section
 from benchmark.models.family import (
-    COMMON_METRICS,
     BatchEval,
     Family,
     base_trainer_config,
@@ -155,6 +154,7 @@ FAMILY = Family(
     name="vqvae",
     label="VQVAE",
     column=2,  # the summary table reads VAEGAN | BetaVAE | VQVAE
+    own_loss="SSE",
     latent="discrete",
     pythae_name="VQVAE",
     params_model=VQVAEParams,
@@ -164,5 +164,4 @@ FAMILY = Family(
     evaluate_batch=evaluate_batch,
     samplers=("prior", "uniform"),
     train_components=("loss", "recon_loss", "vq_loss"),
-    metric_keys=(*COMMON_METRICS, "vq_loss", "codebook_perplexity", "codebook_usage"),
 )

@@ -20,6 +20,7 @@ from benchmark.report.tables import (
     table_n,
     table_specs,
 )
+from benchmark.results import Record
 
 
 def escape(text: str) -> str:
@@ -43,7 +44,7 @@ def metric_label(metric: str) -> str:
 MARKS = Marks(bold=(r"\textbf{", "}"), tie=r"$^\dagger$", pm=r"$\pm$")
 
 
-def latex_tables(records: list[dict]) -> str:
+def latex_tables(records: list[Record]) -> str:
     """Requires \\usepackage{booktabs} in the paper; marks as in the markdown report."""
     blocks = [
         "% vaebench summary: mean $\\pm$ sample std over seeds (n in each caption); --- not "
@@ -51,8 +52,8 @@ def latex_tables(records: list[dict]) -> str:
         f"runner-up, p < {SIGNIFICANCE}); $^\\dagger$: leaders the seeds cannot separate. "
         "Requires \\usepackage{booktabs}."
     ]
-    for dataset in sorted({r["dataset"] for r in records}):
-        families = families_of([r for r in records if r["dataset"] == dataset])
+    for dataset in sorted({r.dataset for r in records}):
+        families = families_of([r for r in records if r.dataset == dataset])
         for spec in table_specs():
             table = comparison(records, dataset, spec.prefix, list(spec.metrics))
             if not table:
@@ -99,7 +100,7 @@ def latex_tables(records: list[dict]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def write_latex(records: list[dict], path: Path) -> Path:
+def write_latex(records: list[Record], path: Path) -> Path:
     files.write_text(path, latex_tables(records))
     return path
 

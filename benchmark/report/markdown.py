@@ -14,6 +14,7 @@ from benchmark import files, results
 from benchmark.claims import exclusive
 from benchmark.config import dataset_slug
 from benchmark.environment import hardware_id
+from benchmark.models import FAMILIES
 from benchmark.report import plots
 from benchmark.report.latex import figures_tex, write_latex
 from benchmark.report.sources import ReportInputs, cell_key
@@ -34,70 +35,78 @@ from benchmark.report.tables import (
     summary_table,
     table_specs,
 )
+from benchmark.results import Record
 
 
 def _codes(keys: list[str]) -> str:
     return ", ".join(f"`{key}`" for key in keys)
 
 
-NOTES = [
-    "Cells are `mean ± sample std` over seeds (each table says how many). A best family is "
-    f"marked only where families are comparable ({_codes(ranked_metrics('all'))}; "
-    f"{_codes(ranked_metrics('gaussian'))} between the two Gaussian families; in `gen/` only "
-    "the realism rows), in the metric's own direction, and only where the seeds carry it: with "
-    "at least two seeds per family, **bold** marks the best mean where a two-sided Welch t-test "
-    f"against the runner-up gives p < {SIGNIFICANCE}; otherwise {TIE_MARK} marks the leaders "
-    "the test cannot separate (the best mean and every family whose difference from it has "
-    f"p ≥ {SIGNIFICANCE}). With one seed nothing is marked. — : the metric does not "
-    "apply to the family; n/a : it could not be computed (reason below the table).",
-    "Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE.",
-    "`recon_loss` and `total_loss` are each family's own training objective, on family-specific "
-    "scales (BetaVAE 0.5·SSE, VQVAE SSE, VAEGAN discriminator-feature error): shown, never "
-    "ranked. `vq_loss` is pythae's, a mean over latent elements.",
-    "`discriminator_loss`: pythae's documentation calls lower better (\"the discriminator is "
-    "fooled\"), but a low value means VAEGAN's discriminator is winning; no winner is picked "
-    "on it.",
-    "In `gen/`, the pixel metrics compare each generated image with the model's own "
-    "reconstruction of it: they measure self-consistency, not realism, and sit in a table of "
-    "their own that never marks a best family. The realism verdict is `gen/cfd`, "
-    "`gen/precision` and `gen/recall` (in the features of the dataset's own classifier, on "
-    "every machine, for datasets with labels) and `gen/fid` and `gen/kid` (Inception; n/a "
-    "where its weights are missing or FID is off). Each `gen/` table names the sampler of "
-    "every family.",
-    "`cfd` is the Fréchet distance between the penultimate-layer features of a small "
-    "classifier trained on the dataset's labelled training split (fixed recipe per image "
-    "shape; it never sees generated images) for the images and for the test set. `precision` "
-    "is the share of samples inside the test set's k-nearest-neighbour manifold (k = 3), "
-    "`recall` the share of test images inside the samples' manifold (Kynkäänniemi et al. "
-    "2019): blurry or invalid samples lose precision, samples covering few modes lose recall. "
-    "A cfd compares only with cfds of the same recipe on the same dataset; each dataset's "
-    "classifier (recipe, test accuracy, weights' SHA-256) is named under its tables.",
-    "`fid` and `kid` use torch-fidelity's Inception-v3 (2048-d pool features) on images "
-    "quantised to uint8; grayscale images are replicated to 3 channels, so these FIDs compare "
-    "only with FIDs computed the same way.",
-]
+def notes() -> list[str]:
+    """The report's notes; what they say of the families comes from the families' own
+    display metadata (`Family.latent`, `Family.own_loss`), so a new family needs no edit here."""
+    families = sorted(FAMILIES.values(), key=lambda f: (f.column, f.name))
+    gaussian = " and ".join(f.label or f.name for f in families if f.latent == "gaussian")
+    own_losses = ", ".join(f"{f.label or f.name} {f.own_loss}" for f in families if f.own_loss)
+    return [
+        "Cells are `mean ± sample std` over seeds (each table says how many). A best family is "
+        f"marked only where families are comparable ({_codes(ranked_metrics('all'))}; "
+        f"{_codes(ranked_metrics('gaussian'))} only between the Gaussian-latent families, "
+        f"{gaussian}; in `gen/` only the realism rows), in the metric's own direction, and "
+        "only where the seeds carry it: with at least two seeds per family, **bold** marks the "
+        "best mean where a two-sided Welch t-test "
+        f"against the runner-up gives p < {SIGNIFICANCE}; otherwise {TIE_MARK} marks the leaders "
+        "the test cannot separate (the best mean and every family whose difference from it has "
+        f"p ≥ {SIGNIFICANCE}). With one seed nothing is marked. — : the metric does not "
+        "apply to the family; n/a : it could not be computed (reason below the table).",
+        "Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE.",
+        "`recon_loss` and `total_loss` are each family's own training objective, on "
+        f"family-specific scales ({own_losses}): shown, never ranked. `vq_loss` is pythae's, "
+        "a mean over latent elements.",
+        "`discriminator_loss`: pythae's documentation calls lower better (\"the discriminator is "
+        "fooled\"), but a low value means VAEGAN's discriminator is winning; no winner is picked "
+        "on it.",
+        "In `gen/`, the pixel metrics compare each generated image with the model's own "
+        "reconstruction of it: they measure self-consistency, not realism, and sit in a table of "
+        "their own that never marks a best family. The realism verdict is `gen/cfd`, "
+        "`gen/precision` and `gen/recall` (in the features of the dataset's own classifier, on "
+        "every machine, for datasets with labels) and `gen/fid` and `gen/kid` (Inception; n/a "
+        "where its weights are missing or FID is off). Each `gen/` table names the sampler of "
+        "every family.",
+        "`cfd` is the Fréchet distance between the penultimate-layer features of a small "
+        "classifier trained on the dataset's labelled training split (fixed recipe per image "
+        "shape; it never sees generated images) for the images and for the test set. `precision` "
+        "is the share of samples inside the test set's k-nearest-neighbour manifold (k = 3), "
+        "`recall` the share of test images inside the samples' manifold (Kynkäänniemi et al. "
+        "2019): blurry or invalid samples lose precision, samples covering few modes lose recall. "
+        "A cfd compares only with cfds of the same recipe on the same dataset; each dataset's "
+        "classifier (recipe, test accuracy, weights' SHA-256) is named under its tables.",
+        "`fid` and `kid` use torch-fidelity's Inception-v3 (2048-d pool features) on images "
+        "quantised to uint8; grayscale images are replicated to 3 channels, so these FIDs compare "
+        "only with FIDs computed the same way.",
+    ]
 
 
-def _sorted(records: list[dict]) -> list[dict]:
-    return sorted(records, key=lambda r: (r["dataset"], family_rank(r["model"]), r["seed"]))
+def _sorted(records: list[Record]) -> list[Record]:
+    return sorted(records, key=lambda r: (r.dataset, family_rank(r.model), r.seed))
 
 
 def _unavailable_note(
-    records: list[dict], dataset: str, prefix: str, metrics: tuple[str, ...]
+    records: list[Record], dataset: str, prefix: str, metrics: tuple[str, ...]
 ) -> list[str]:
     reasons = sorted(
         {
             (key[len(prefix) :], why)
             for r in records
-            if r["dataset"] == dataset
-            for key, why in r.get("unavailable", {}).items()
+            if r.dataset == dataset
+            for key, why in r.unavailable.items()
             if key.startswith(prefix) and key[len(prefix) :] in metrics
         }
     )
     return [f"n/a — `{metric}`: {why}" for metric, why in reasons]
 
 
-def _classifier_note(records: list[dict], dataset: str, prefix: str) -> list[str]:
+def _classifier_note(records: list[Record], dataset: str, prefix: str) -> list[str]:
     """Which classifier the cfd/precision/recall of this table were measured with: every
     distinct one (cells run on other machines may have trained their own)."""
     used = classifiers_used(records, dataset, prefix)
@@ -112,9 +121,9 @@ def _classifier_note(records: list[dict], dataset: str, prefix: str) -> list[str
     return [f"`cfd`, `precision`, `recall`: the dataset's own classifier{several}: {named}"]
 
 
-def _diagnostics(records: list[dict], dataset: str) -> pd.DataFrame:
+def _diagnostics(records: list[Record], dataset: str) -> pd.DataFrame:
     rows = {}
-    families = families_of([r for r in records if r["dataset"] == dataset])
+    families = families_of([r for r in records if r.dataset == dataset])
     for prefix in ("recon/", "gen/"):
         for metric, row in comparison(records, dataset, prefix, metrics_in("diagnostic")).items():
             rows[f"{prefix}{metric}"] = {family_label(f): row[f].text() for f in families}
@@ -161,8 +170,8 @@ def _section(
             "",
         ]
     first_seed = {}
-    for record in _sorted([r for r in records if r["dataset"] == dataset and r["status"] == "ok"]):
-        first_seed.setdefault(record["model"], cell_key(record))
+    for record in _sorted([r for r in records if r.dataset == dataset and r.status == "ok"]):
+        first_seed.setdefault(record.model, cell_key(record))
     histories = {m: inputs.histories.get(k) for m, k in first_seed.items()}
     figure = f"{slug}-training.png"
     caption = plots.training_curves(histories, dataset, out_dir / figure)
@@ -209,14 +218,14 @@ def _section(
     return lines
 
 
-def _code_versions(records: list[dict]) -> list[str]:
+def _code_versions(records: list[Record]) -> list[str]:
     """A mix of code versions behind the numbers (cells re-scored by `vaebench evaluate`, or
     results folders grown over time) is said once, at the top."""
     versions = Counter(
         stamp["code"]
         for r in records
-        if r["status"] == "ok"
-        for stamp in (r.get("provenance") or {}).values()
+        if r.status == "ok"
+        for stamp in (r.provenance or {}).values()
     )
     if len(versions) < 2:
         return []
@@ -228,10 +237,10 @@ def _code_versions(records: list[dict]) -> list[str]:
     ]
 
 
-def _hardware(records: list[dict]) -> list[str]:
+def _hardware(records: list[Record]) -> list[str]:
     """Records from more than one kind of hardware (float results differ between CPU types and
     GPUs) are said once, at the top, as a mix of code versions is."""
-    kinds = Counter(hardware_id(r.get("environment") or {}) or "unknown" for r in records)
+    kinds = Counter(hardware_id(r.environment or {}) or "unknown" for r in records)
     if len(kinds) < 2:
         return []
     mix = ", ".join(f"`{kind}` ({n} cells)" for kind, n in sorted(kinds.items()))
@@ -242,7 +251,7 @@ def _hardware(records: list[dict]) -> list[str]:
     ]
 
 
-def _provenance(records: list[dict]) -> list[str]:
+def _provenance(records: list[Record]) -> list[str]:
     lines = [
         "## Provenance",
         "",
@@ -251,14 +260,14 @@ def _provenance(records: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in _sorted(records):
-        info, env, t = r.get("dataset_info", {}), r.get("environment", {}), r.get("timings", {})
+        info, env, t = r.dataset_info, r.environment, r.timings
 
         def seconds(key: str, timings: dict = t) -> str:
             return f"{timings[key]:.1f}" if key in timings else "-"
 
         lines.append(
-            f"| {r['dataset']}-{r['model']}-seed{r['seed']} | {r['status']} | "
-            f"{r.get('config_hash') or '-'} | {info.get('source', '-')} | "
+            f"| {r.dataset}-{r.model}-seed{r.seed} | {r.status} | "
+            f"{r.config_hash or '-'} | {info.get('source', '-')} | "
             f"{info.get('revision') or '-'} / {info.get('fingerprint', '-')} | "
             f"{(env.get('git_sha') or '-')[:12]} | {env.get('device') or '-'} | "
             f"{hardware_id(env) or '-'} | {seconds('train')} | {seconds('eval')} | "
@@ -266,7 +275,7 @@ def _provenance(records: list[dict]) -> list[str]:
         )
     packages = {}
     for r in records:
-        for name, version in (r.get("environment", {}).get("packages") or {}).items():
+        for name, version in (r.environment.get("packages") or {}).items():
             packages.setdefault(name, set()).add(str(version))
     if packages:
         lines += [
@@ -293,8 +302,8 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
 
 def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     records = _sorted(inputs.records)
-    suites = sorted({r["suite"] for r in records})
-    ok = sum(r["status"] == "ok" for r in records)
+    suites = sorted({r.suite for r in records})
+    ok = sum(r.status == "ok" for r in records)
     lines = [
         "# vaebench report",
         "",
@@ -302,7 +311,7 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
         f"{len(records) - ok} failed). Also here: `summary.tex` (booktabs tables), `figures.tex` "
         "(the image grids), `summary.csv`.",
         "",
-        *[f"- {note}" for note in NOTES],
+        *[f"- {note}" for note in notes()],
         "",
     ]
     lines += _code_versions(records)
@@ -315,14 +324,12 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
             "",
         ]
     figures: list[dict[str, str]] = []
-    for dataset in sorted({r["dataset"] for r in records}):
+    for dataset in sorted({r.dataset for r in records}):
         lines += _section(inputs, dataset, out_dir, figures)
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r.status != "ok"]
     if failed:
         lines += ["## Failed cells", ""]
-        lines += [
-            f"- {r['dataset']} / {r['model']} / seed {r['seed']}: {r['error']}" for r in failed
-        ]
+        lines += [f"- {r.dataset} / {r.model} / seed {r.seed}: {r.error}" for r in failed]
         lines += [""]
     lines += _provenance(records)
     path = out_dir / "REPORT.md"

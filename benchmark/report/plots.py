@@ -19,6 +19,7 @@ from benchmark.report.tables import (  # noqa: E402
     metric_frame,
     ordered_families,
 )
+from benchmark.results import Record  # noqa: E402
 
 
 def palette(labels: list[str]) -> dict[str, tuple]:
@@ -26,9 +27,9 @@ def palette(labels: list[str]) -> dict[str, tuple]:
     return dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
 
 
-def metric_bars(records: list[dict], dataset: str, prefix: str, path: Path) -> str | None:
+def metric_bars(records: list[Record], dataset: str, prefix: str, path: Path) -> str | None:
     """Bars: mean over seeds per family; points: every seed. Comparable metrics only."""
-    frame = metric_frame([r for r in records if r["dataset"] == dataset])
+    frame = metric_frame([r for r in records if r.dataset == dataset])
     plotted = [key for key, info in METRICS.items() if info.plotted]
     frame = frame[frame["key"].isin([prefix + m for m in plotted])].copy()
     if frame.empty:

@@ -17,44 +17,38 @@ import pandas as pd
 from pydantic import ValidationError
 
 from benchmark import files
+from benchmark.cellfiles import CellFiles, is_in_history
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
-from benchmark.results import (
-    SCHEMA_VERSION,
-    Record,
-    RecordError,
-    in_history,
-    iter_records,
-    warn_on_stderr,
-)
+from benchmark.results import SCHEMA_VERSION, Record, RecordError, iter_records, warn_on_stderr
 
 CellKey = tuple[str, str, int]  # dataset, model, seed
 
 
 @dataclass
 class ReportInputs:
-    records: list[dict]
+    records: list[Record]
     histories: dict[CellKey, pd.DataFrame] = field(default_factory=dict)
     grids: dict[CellKey, dict[str, Path]] = field(default_factory=dict)
     earlier_configs: int = 0  # records of earlier configurations kept in history/ folders
 
 
-def cell_key(record: dict) -> CellKey:
-    return record["dataset"], record["model"], int(record["seed"])
+def cell_key(record: Record) -> CellKey:
+    return record.dataset, record.model, int(record.seed)
 
 
 def from_directory(directory: str | Path) -> ReportInputs:
     inputs = ReportInputs(records=[])
     inputs.earlier_configs = sum(
-        in_history(path, directory) for path, _ in iter_records(directory, include_history=True)
+        is_in_history(path, directory) for path, _ in iter_records(directory, include_history=True)
     )
     for path, record in iter_records(directory, warn=warn_on_stderr):
         inputs.records.append(record)
         key = cell_key(record)
-        steps = path.with_suffix(".steps.csv")
-        if steps.exists():
-            inputs.histories[key] = pd.read_csv(steps)
-        grids = {name: path.with_suffix(f".{name}.png") for name in ("reconstructions", "samples")}
+        cell = CellFiles(path)
+        if cell.steps.exists():
+            inputs.histories[key] = pd.read_csv(cell.steps)
+        grids = {name: cell.image(name) for name in ("reconstructions", "samples")}
         inputs.grids[key] = {name: p for name, p in grids.items() if p.exists()}
     return inputs
 
@@ -171,7 +165,7 @@ def from_wandb_runs(runs: Iterable[Any]) -> ReportInputs:
             record = Record.parse(
                 record_from_wandb(run.name, config, dict(run.summary), run.state),
                 f"W&B run {run.name}",
-            ).as_dict()
+            )
         except RecordError as error:
             warn_on_stderr(f"vaebench: warning: skipped {error}")
             continue
@@ -219,7 +213,7 @@ def dump_records(inputs: ReportInputs, folder: Path) -> None:
     """Keep the records a W&B report was built from, beside it (a report is reproducible)."""
     for record in inputs.records:
         dataset, model, seed = cell_key(record)
-        run = record["environment"].get("wandb_run")
+        run = record.environment.get("wandb_run")
         name = f"{run or f'{dataset}-{model}-seed{seed}'}.json"
-        text = json.dumps(record, indent=2)
+        text = json.dumps(record.as_dict(), indent=2)
         files.write_text(folder / name.replace("/", "_"), text, folder.parent)

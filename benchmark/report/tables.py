@@ -17,6 +17,7 @@ import pandas as pd
 
 from benchmark.metrics import METRICS
 from benchmark.models import FAMILIES
+from benchmark.results import Record
 
 
 # What the report shows of a family comes from the family itself (benchmark/models/*.py). A
@@ -52,17 +53,17 @@ def ranked_metrics(scope: str) -> list[str]:
 UNRECORDED_SAMPLER = "fixed prior"
 
 
-def samplers_used(records: list[dict], dataset: str) -> dict[str, list[str]]:
+def samplers_used(records: list[Record], dataset: str) -> dict[str, list[str]]:
     """{family: sampler names} of the ok cells of a dataset, families in column order."""
     used: dict[str, set[str]] = {}
     for r in records:
-        if r["dataset"] == dataset and r.get("status") == "ok":
-            name = (r.get("sampler") or {}).get("name", UNRECORDED_SAMPLER)
-            used.setdefault(r["model"], set()).add(name)
+        if r.dataset == dataset and r.status == "ok":
+            name = (r.sampler or {}).get("name", UNRECORDED_SAMPLER)
+            used.setdefault(r.model, set()).add(name)
     return {f: sorted(used[f]) for f in ordered_families(used)}
 
 
-def sampler_phrase(records: list[dict], dataset: str, code: tuple[str, str] = ("`", "`")) -> str:
+def sampler_phrase(records: list[Record], dataset: str, code: tuple[str, str] = ("`", "`")) -> str:
     """'VAEGAN `normal`, BetaVAE `gmm`, VQVAE `prior`': what every gen/ table says it shows."""
     return ", ".join(
         f"{family_label(f)} " + "/".join(f"{code[0]}{n}{code[1]}" for n in names)
@@ -117,52 +118,52 @@ def welch_p(a: Cell, b: Cell) -> float:
     return float(result.pvalue)
 
 
-def table_n(table: dict[str, dict[str, Cell]], records: list[dict], dataset: str) -> int | None:
+def table_n(table: dict[str, dict[str, Cell]], records: list[Record], dataset: str) -> int | None:
     """The number of seeds behind every value of a table, when it is one number (then a table
     says it once instead of in every cell); for a table without values (all n/a), the number
     of ok seeds of every family, when it is one."""
     counts = {cell.n for row in table.values() for cell in row.values() if cell.state == "value"}
     if not counts:
-        ok = [r for r in records if r["dataset"] == dataset and r.get("status") == "ok"]
-        counts = {sum(r["model"] == f for r in ok) for f in families_of(ok)}
+        ok = [r for r in records if r.dataset == dataset and r.status == "ok"]
+        counts = {sum(r.model == f for r in ok) for f in families_of(ok)}
     return counts.pop() if len(counts) == 1 else None
 
 
-def metric_frame(records: list[dict]) -> pd.DataFrame:
+def metric_frame(records: list[Record]) -> pd.DataFrame:
     """One row per (ok record, metric): dataset, model, seed, key, value."""
     rows = [
         {
-            "dataset": r["dataset"],
-            "model": r["model"],
-            "seed": r["seed"],
+            "dataset": r.dataset,
+            "model": r.model,
+            "seed": r.seed,
             "key": key,
             "value": value,
         }
         for r in records
-        if r.get("status") == "ok"
-        for key, value in r["metrics"].items()
+        if r.status == "ok"
+        for key, value in r.metrics.items()
     ]
     return pd.DataFrame(rows, columns=["dataset", "model", "seed", "key", "value"])
 
 
-def aggregate(records: list[dict]) -> pd.DataFrame:
+def aggregate(records: list[Record]) -> pd.DataFrame:
     """mean, sample std (ddof=1) and n over seeds, per dataset x model x metric key."""
     grouped = metric_frame(records).groupby(["dataset", "model", "key"])["value"]
     return grouped.agg(mean="mean", std="std", n="count").reset_index()
 
 
-def families_of(records: list[dict]) -> list[str]:
-    return ordered_families(r["model"] for r in records if r.get("status") == "ok")
+def families_of(records: list[Record]) -> list[str]:
+    return ordered_families(r.model for r in records if r.status == "ok")
 
 
 def comparison(
-    records: list[dict], dataset: str, prefix: str, metrics: list[str] | None = None
+    records: list[Record], dataset: str, prefix: str, metrics: list[str] | None = None
 ) -> dict[str, dict[str, Cell]]:
     """{metric: {family: Cell}} for one dataset and evaluation set, rows without values left out."""
-    ok = [r for r in records if r["dataset"] == dataset and r.get("status") == "ok"]
+    ok = [r for r in records if r.dataset == dataset and r.status == "ok"]
     stats = aggregate(ok).set_index(["model", "key"]) if ok else None
     families = families_of(ok)
-    unavailable = {(r["model"], key) for r in ok for key in r.get("unavailable", {})}
+    unavailable = {(r.model, key) for r in ok for key in r.unavailable}
     table: dict[str, dict[str, Cell]] = {}
     for metric in metrics_in("main") if metrics is None else metrics:
         key = prefix + metric
@@ -204,13 +205,13 @@ def _mark_best(metric: str, row: dict[str, Cell]) -> dict[str, Cell]:
 
 
 def summary_table(
-    records: list[dict], dataset: str, prefix: str, metrics: list[str] | None = None
+    records: list[Record], dataset: str, prefix: str, metrics: list[str] | None = None
 ) -> tuple[pd.DataFrame, int | None]:
     """The comparison as text cells (markdown bold for the best, † for tied leaders): rows
     metrics, columns families; and the number of seeds when every cell has the same (the cells
     then leave it out: the table says it once)."""
     table = comparison(records, dataset, prefix, metrics)
-    families = families_of([r for r in records if r["dataset"] == dataset])
+    families = families_of([r for r in records if r.dataset == dataset])
     n = table_n(table, records, dataset)
     frame = pd.DataFrame(
         {family_label(f): [table[m][f].text(show_n=n is None) for m in table] for f in families},
@@ -268,20 +269,20 @@ class ClassifierUsed:
     sha256: str
 
 
-def classifiers_used(records: list[dict], dataset: str, prefix: str) -> list[ClassifierUsed]:
+def classifiers_used(records: list[Record], dataset: str, prefix: str) -> list[ClassifierUsed]:
     """Each distinct classifier whose cfd a table of `prefix` on `dataset` shows."""
     used = {
         ClassifierUsed(c["recipe"]["name"], c["test_accuracy"], c["accuracy_floor"], c["sha256"])
         for r in records
-        if r["dataset"] == dataset and (c := r.get("classifier")) and f"{prefix}cfd" in r["metrics"]
+        if r.dataset == dataset and (c := r.classifier) and f"{prefix}cfd" in r.metrics
     }
     return sorted(used)
 
 
-def summary_csv(records: list[dict]) -> pd.DataFrame:
+def summary_csv(records: list[Record]) -> pd.DataFrame:
     """Long form of every table: dataset, set, metric, family, mean, std, n, best, status."""
     rows = []
-    for dataset in sorted({r["dataset"] for r in records}):
+    for dataset in sorted({r.dataset for r in records}):
         for prefix in ("recon/", "gen/"):
             table = comparison(
                 records, dataset, prefix, metrics_in("main") + metrics_in("diagnostic")

@@ -1,0 +1,345 @@
+"""What each `vaebench` command does, once its arguments are parsed (`cli_parser.py`): one
+function per command, `NAME_command(args, extra) -> exit status`. Bad input raises
+`UserInputError` (one line, exit 2, printed by `cli.main`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from benchmark import files
+from benchmark.cli_parser import DEFAULT_OUT
+from benchmark.errors import UserInputError
+from benchmark.results import Record
+
+
+def run_command(args, extra: list[str]) -> int:
+    from benchmark import tracking
+    from benchmark.preflight import check_after_training_pieces
+    from benchmark.report import from_directory, write_report
+    from benchmark.runner import run_suite
+    from benchmark.suites import check_devices, expand_cells, resolve_suite
+    from benchmark.sweeping import overrides_from_args
+    from benchmark.wandb_records import update_run
+
+    # a sweep agent's ${args} (`--train.epochs=3`) are overrides like --set
+    overrides, selections = overrides_from_args(extra)
+    if tracking.in_sweep() and args.wandb != "off":
+        # attach to the agent's run; its wandb.config holds this trial's parameters
+        swept = {f"--{k}={v}" for k, v in tracking.sweep_parameters().items()}
+        more, more_selections = overrides_from_args(sorted(swept))
+        overrides, selections = more + overrides, {**more_selections, **selections}
+    suite = resolve_suite(
+        args.suite,
+        args.overrides + overrides,
+        args.models or selections.get("models"),
+        args.datasets or selections.get("datasets"),
+        args.seeds or _ints(selections.get("seeds")),
+    )
+    out = args.out or _default_out(suite.name)
+    cells = expand_cells(suite)
+    if tracking.in_sweep() and len(cells) != 1:
+        raise UserInputError(
+            f"under a W&B sweep agent a run is one cell, got {len(cells)}: sweep over models, "
+            "datasets and seeds, or fix them in the sweep's command"
+        )
+    if args.wandb_log_every < 1:
+        raise UserInputError("--wandb-log-every must be at least 1")
+    if args.jobs < 1:
+        raise UserInputError("--jobs must be at least 1")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise UserInputError("--checkpoint-every must be 0 (none) or a number of epochs")
+    checkpoint_every = (
+        suite.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
+    )
+    if args.jobs > 1 and args.executor != "local":
+        raise UserInputError("--jobs is for the local executor; SLURM runs one job per cell")
+    if not args.dry_run:  # before any work: one line, exit 2
+        if args.executor == "local":
+            check_devices(suite)
+        check_mirror(args.data_mirror)
+        check_writable(out)
+        check_after_training_pieces(cells)  # a missing piece never throws training away
+    print(
+        f"vaebench: suite '{suite.name}': {len(cells)} cells "
+        f"({len(suite.datasets)} datasets x {len(suite.models)} models x "
+        f"{len(suite.seeds)} seeds) -> {out}",
+        flush=True,
+    )
+    if args.dry_run:
+        for cell in cells:
+            print(f"  {cell.cell_id}  config {cell.config_hash()}")
+        return 0
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    trackers = tracking.make_tracker_factory(
+        args.wandb,
+        args.wandb_project,
+        args.wandb_entity,
+        str(out),
+        log,
+        args.wandb_log_every,
+        artifacts=args.wandb_artifacts,
+    )
+    executor = None
+    if args.executor == "slurm":
+        from benchmark.executors import slurm_executor
+
+        executor = slurm_executor(suite.slurm, out / "slurm", f"vaebench-{suite.name}")
+    records = run_suite(
+        suite,
+        out,
+        mirror=args.data_mirror,
+        log=log,
+        tracker_factory=trackers,
+        executor=executor,
+        jobs=args.jobs,
+        checkpoint_every=checkpoint_every,
+        update_run=update_run,
+    )
+    report = write_report(from_directory(out / "results"), out)
+    _print_summary(records)
+    failed = [r for r in records if r.status != "ok"]
+    print(
+        f"vaebench: {len(records) - len(failed)} ok, {len(failed)} failed; records in "
+        f"{out / 'results'}; report {report}"
+    )
+    return 1 if failed else 0
+
+
+def check_writable(folder: Path) -> None:
+    """A results folder we cannot write to fails now, not after the first cell has trained."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"cannot write results to {folder}: it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vaebench-write-check-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserInputError(f"cannot write results to {folder}: {reason}") from None
+
+
+def check_mirror(mirror: str | os.PathLike | None) -> None:
+    """--data-mirror (or $VAEBENCH_DATA_MIRROR) names a folder that exists: a typo there would
+    otherwise send every dataset to the hub."""
+    from benchmark.data import MIRROR_ENV
+
+    named, where = (mirror, "--data-mirror") if mirror else (os.environ.get(MIRROR_ENV), MIRROR_ENV)
+    if not named:
+        return
+    if not Path(named).expanduser().is_dir():
+        what = "a file, not a folder" if Path(named).expanduser().exists() else "no such folder"
+        raise UserInputError(f"{where} {named}: {what}")
+
+
+def check_output_file(option: str, path: Path) -> None:
+    """A file vaebench is asked to write: its folder exists, and it is not itself a folder
+    (refused before any work, one line)."""
+    if path.is_dir():
+        raise UserInputError(f"{option} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserInputError(f"{option} {path}: no such folder {path.parent}")
+
+
+def _ints(values: list[str] | None) -> list[int] | None:
+    if values is None:
+        return None
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise UserInputError(f"seeds must be integers, got {values}") from None
+
+
+def _default_out(suite_name: str) -> Path:
+    """$VAEBENCH_OUT (set per trial by `vaebench sweep`), a per-run folder under a sweep agent,
+    else vaebench-runs/SUITE."""
+    import os
+
+    if os.environ.get("VAEBENCH_OUT"):
+        return Path(os.environ["VAEBENCH_OUT"])
+    if os.environ.get("WANDB_SWEEP_ID"):
+        run_id = os.environ.get("WANDB_RUN_ID", "run")
+        return Path(DEFAULT_OUT) / f"sweep-{os.environ['WANDB_SWEEP_ID']}" / run_id
+    return Path(DEFAULT_OUT) / suite_name
+
+
+def sweep_command(args, extra: list[str]) -> int:
+    from benchmark.sweeping import run_local_sweep
+
+    if args.count < 1:
+        raise UserInputError("--count must be at least 1")
+    out = args.out or Path(DEFAULT_OUT) / f"sweep-{args.file.stem}"
+    trials = run_local_sweep(args.file, args.count, out, log=lambda m: print(m, flush=True))
+    failed = [t for t in trials if t["exit_code"] != 0]
+    print(f"vaebench: {len(trials)} trials, {len(failed)} failed; summary {out / 'sweep.json'}")
+    return 1 if failed else 0
+
+
+def _print_summary(records: list[Record]) -> None:
+    from benchmark.report.tables import sampler_phrase, seeds_phrase, summary_table, table_specs
+
+    for dataset in sorted({r.dataset for r in records}):
+        for spec in table_specs():
+            table, n = summary_table(records, dataset, spec.prefix, list(spec.metrics))
+            if not table.empty:
+                samplers = sampler_phrase(records, dataset, code=("", ""))
+                title = spec.title.split(" (")[0].lower()
+                print(f"\n{dataset} {spec.prefix} {title}; {seeds_phrase(n)}")
+                if spec.prefix == "gen/":
+                    print(f"  samplers: {samplers}")
+                print(table.to_string())
+    print()
+
+
+def report_command(args, extra: list[str]) -> int:
+    from benchmark.report import from_directory, from_wandb, write_report
+    from benchmark.report.sources import dump_records
+
+    if args.wandb and args.results:
+        raise UserInputError("give either RESULTS_DIR or --wandb ENTITY/PROJECT, not both")
+    if args.wandb and not args.out:
+        raise UserInputError("--wandb needs --out REPORT_DIR")
+    if not args.wandb and args.results is None:
+        raise UserInputError("give RESULTS_DIR (a run's --out folder) or --wandb ENTITY/PROJECT")
+    if not args.wandb and not args.results.is_dir():
+        raise UserInputError(f"no such folder: {args.results}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserInputError(f"--out {args.out} is a file; give a folder for the report")
+    if args.wandb:
+        inputs = from_wandb(args.wandb, args.group, args.tag)
+        dump_records(inputs, args.out / "records")
+    else:
+        inputs = from_directory(args.results)
+        if not inputs.records:
+            raise UserInputError(f"no result records under {args.results}")
+    path = write_report(inputs, args.out or args.results)
+    print(f"vaebench: report of {len(inputs.records)} records: {path}")
+    return 0
+
+
+def evaluate_command(args, extra: list[str]) -> int:
+    from benchmark.report import from_directory, write_report
+    from benchmark.rescoring import parse_metric_names, parse_sampler_choice, rescore
+    from benchmark.results import iter_records
+
+    if not args.results.is_dir():
+        raise UserInputError(f"no such folder: {args.results}")
+    parse_metric_names(args.metrics)  # bad names: one line before any work
+    sampler = parse_sampler_choice(args.sampler)
+    check_mirror(args.data_mirror)
+    if not any(True for _ in iter_records(args.results)):
+        raise UserInputError(f"no result records under {args.results}")
+    from benchmark.wandb_records import update_run
+
+    updated = rescore(
+        args.results, args.metrics, args.data_mirror, sampler=sampler, update_run=update_run
+    )
+    if updated:
+        inputs = from_directory(args.results)
+        path = write_report(inputs, args.results)
+        print(f"vaebench: {len(updated)} records re-scored; report {path}")
+    else:
+        print(
+            f"vaebench: nothing to re-score under {args.results} (no finished cell with a "
+            "checkpoint)"
+        )
+    return 0
+
+
+def prepare_command(args, extra: list[str]) -> int:
+    from benchmark.provisioning import prepare, report
+    from benchmark.suites import resolve_suite
+
+    suite = resolve_suite(args.suite, args.overrides, None, args.datasets, None)
+    if args.data_mirror is not None and args.data_mirror.is_file():
+        raise UserInputError(f"--data-mirror {args.data_mirror} is a file, not a folder")
+    print(f"vaebench: preparing suite '{suite.name}' ({', '.join(suite.datasets)})", flush=True)
+    return report(prepare(suite, args.data_mirror), lambda line: print(line, flush=True))
+
+
+def compare_command(args, extra: list[str]) -> int:
+    import json
+
+    from benchmark.compare import (
+        check_thresholds,
+        classifier_difference,
+        compare,
+        delta_table,
+        hardware_difference,
+        load_side,
+    )
+
+    check_thresholds(args.k, args.rel_tol)  # before any work
+    for option, target in (
+        ("--write-baseline", args.write_baseline),
+        ("--markdown", args.markdown),
+    ):
+        if target is not None:
+            check_output_file(option, target)
+    if args.write_baseline:
+        baseline = load_side(args.baseline)
+        files.write_text(args.write_baseline, json.dumps(baseline, indent=2) + "\n")
+        print(f"vaebench: baseline of {len(baseline['cells'])} cells: {args.write_baseline}")
+        return 0
+    if args.current is None:
+        raise UserInputError("compare needs BASELINE and CURRENT (or --write-baseline FILE)")
+    baseline = load_side(args.baseline) if args.baseline.is_file() else None  # checked first
+    current = load_side(args.current)
+    if baseline is None:  # a records folder: its records of the current side's configuration
+        baseline = load_side(args.baseline, match=current)
+    deltas = compare(baseline, current, k=args.k, rel_tol=args.rel_tol)
+    table = delta_table(deltas)
+    print(table)
+    for difference in (
+        hardware_difference(baseline, current),
+        classifier_difference(baseline, current),
+    ):
+        if difference is not None:
+            print(difference)
+    if args.markdown:
+        files.write_text(args.markdown, table + "\n")
+    bad = [d for d in deltas if d.verdict in ("regression", "missing")]
+    improved = sum(d.verdict == "improved" for d in deltas)
+    print(f"\nvaebench: {len(bad)} regressions, {improved} improvements, {len(deltas)} compared")
+    return 1 if bad else 0
+
+
+def perf_command(args, extra: list[str]) -> int:
+    from benchmark.perf import run_perf, table, write_json
+
+    if args.repeats < 1:
+        raise UserInputError("--repeats must be at least 1")
+    if args.jobs < 1:
+        raise UserInputError("--jobs must be at least 1")
+    results = run_perf(
+        args.overrides,
+        args.repeats,
+        args.models,
+        not args.no_cell,
+        log=lambda m: print(m, flush=True),
+        suite_name=args.suite,
+        datasets=args.datasets,
+        mirror=args.data_mirror,
+        jobs=args.jobs,
+    )
+    write_json(results, args.out)
+    print()
+    print(table(results))
+    print(f"\nvaebench: perf results in {args.out}")
+    return 0
+
+
+def list_command(args, extra: list[str]) -> int:
+    from benchmark.catalogue import DATASETS
+    from benchmark.models import FAMILIES
+    from benchmark.suites import builtin_suites
+
+    print("suites:   " + ", ".join(builtin_suites()))
+    print("models:   " + ", ".join(FAMILIES.names()))
+    samplers = [f"{name} ({', '.join(FAMILIES.get(name).samplers)})" for name in FAMILIES.names()]
+    print("samplers: " + "; ".join(samplers) + " (eval.sampler; the first is the default)")
+    print("datasets: " + ", ".join(DATASETS) + " (or a local path, or a hub id owner/name)")
+    return 0

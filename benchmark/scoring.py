@@ -1,0 +1,193 @@
+"""Scoring a trained model: its sampler fitted, every metric of docs/metrics.md computed
+(`score`), the record's metrics updated from the scores (`update_metrics`), and a finished
+cell's record turned into the record of another evaluation config from its checkpoint
+(`score_as`). The one path for a cell that has just trained, for `vaebench evaluate` and for a
+rerun whose config differs only in evaluation settings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchmark import files
+from benchmark.cellfiles import CellFiles
+from benchmark.checkpoints import save_checkpoint
+from benchmark.config import RunConfig, same_training
+from benchmark.data import ImageSplits
+from benchmark.environment import code_version
+from benchmark.errors import one_line
+from benchmark.evaluation import evaluate
+from benchmark.metrics import keys_switched_by, switch_of
+from benchmark.models import FAMILIES
+from benchmark.resources import SharedResources
+from benchmark.results import Record, copy_to_history, now_iso
+from benchmark.samplers import fit_sampler
+from benchmark.training import resolve_device
+
+DISABLED = "disabled by eval.%s=false"
+
+
+@dataclass
+class Scores:
+    """What evaluating a trained model gives: its metrics, the reasons for the unavailable
+    ones, image grids, the sampler and FID settings, the time each part took, and the pieces
+    that failed (`sampler`, `evaluation` or a metric key -> reason; empty when all worked)."""
+
+    metrics: dict[str, float]
+    unavailable: dict[str, str]
+    grids: dict[str, torch.Tensor]
+    sampler: dict[str, Any] | None
+    distribution: dict[str, Any] | None
+    timings: dict[str, float]
+    failed: dict[str, str] = field(default_factory=dict)
+    classifier: dict[str, Any] | None = None  # how cfd, precision and recall were made
+
+
+def score(
+    config: RunConfig, model, params, data: ImageSplits, shared: SharedResources, device: str
+) -> Scores:
+    """Fit the cell's sampler, then evaluate every metric of docs/metrics.md (the one path for
+    a freshly trained model and for a checkpoint re-scored by `vaebench evaluate`).
+
+    Nothing here throws a trained model away: a sampler that fails to fit leaves out gen/, a
+    metric that raises leaves out that metric, an evaluation that raises leaves out all of
+    them; each is named in `Scores.failed` (and, for metrics, `unavailable`) with its reason.
+    """
+    family = FAMILIES.get(config.model)
+    failed: dict[str, str] = {}
+    try:
+        sampler = fit_sampler(
+            config.eval.sampler, model, params, data.train, data.test, config.eval
+        )
+    except Exception as error:  # noqa: BLE001 - recorded; recon/ is still measured
+        sampler, failed["sampler"] = None, f"failed: {one_line(error)}"
+    eval_started = time.perf_counter()
+    unavailable: dict[str, str] = {}
+    lpips, reason = shared.lpips(device) if config.eval.lpips else (None, DISABLED % "lpips")
+    if lpips is None:
+        unavailable.update(dict.fromkeys(keys_switched_by("lpips"), reason))
+    reference, reason = (
+        shared.reference(config, data, device) if config.eval.fid else (None, DISABLED % "fid")
+    )
+    if reference is None:
+        unavailable.update(dict.fromkeys(keys_switched_by("fid"), reason))
+    realism, reason = (
+        shared.realism(config, data, device)
+        if config.eval.classifier
+        else (None, DISABLED % "classifier")
+    )
+    if realism is None:
+        unavailable.update(dict.fromkeys(keys_switched_by("classifier"), reason))
+    metric_failures: dict[str, str] = {}
+    try:
+        metrics, grids = evaluate(
+            family,
+            model,
+            params,
+            data.test,
+            config.eval,
+            sampler,
+            lpips,
+            reference,
+            failures=metric_failures,
+            realism=realism,
+        )
+    except Exception as error:  # noqa: BLE001 - the model itself failed to evaluate
+        metrics, grids, failed["evaluation"] = {}, {}, f"failed: {one_line(error)}"
+    failed.update(metric_failures)
+    unavailable.update(metric_failures)
+    if sampler is None:  # the gen/ counterpart of every recon/ metric, with the reason
+        gen = {f"gen/{key.split('/', 1)[1]}" for key in metrics if key != "recon/fid"}
+        gen |= set(keys_switched_by("fid", ("gen",))) if reference is not None else set()
+        gen |= set(keys_switched_by("classifier", ("gen",))) if realism is not None else set()
+        unavailable.update({key: f"{failed['sampler']} (the sampler)" for key in sorted(gen)})
+    distribution = classifier = None
+    n_gen = (config.eval.n_gen or len(data.test)) if sampler is not None else 0
+    if reference is not None and sampler is not None:
+        distribution = reference.settings(n_recon=len(data.test), n_gen=n_gen)
+    if realism is not None:
+        classifier = realism.settings(n_recon=len(data.test), n_gen=n_gen)
+    timings = {
+        "sampler_fit": sampler.fit_seconds if sampler is not None else 0.0,
+        "eval": time.perf_counter() - eval_started,
+    }
+    described = sampler.describe() if sampler is not None else None
+    return Scores(metrics, unavailable, grids, described, distribution, timings, failed, classifier)
+
+
+def update_metrics(record: Record, scores: Scores, chosen: set[str]) -> None:
+    """The `chosen` metrics of `record` from `scores`, in place, each with its provenance."""
+    stamp = {"at": now_iso(), "code": code_version()}
+    for key in sorted(chosen):
+        if key in scores.metrics:
+            record.metrics[key] = float(scores.metrics[key])
+            record.unavailable.pop(key, None)
+            record.provenance[key] = dict(stamp)
+        else:
+            record.metrics.pop(key, None)
+            record.unavailable[key] = scores.unavailable[key]
+            record.provenance.pop(key, None)
+    if any(k.startswith("gen/") for k in chosen):
+        record.sampler = scores.sampler
+    if any(switch_of(k) == "fid" and k in scores.metrics for k in chosen):
+        record.distribution = scores.distribution
+    if any(switch_of(k) == "classifier" and k in scores.metrics for k in chosen):
+        record.classifier = scores.classifier
+
+
+def score_as(
+    cell: CellFiles, record: Record, loaded, target: RunConfig, shared, log, prefix
+) -> Record:
+    """Turn a finished cell's record into the record of `target`, a config that trains the same
+    model with other evaluation settings (a sampler, n_gen, ...): every metric is computed
+    again from the checkpoint; training, its history and timings stay. The record it was is
+    copied to `history/`; the checkpoint is rewritten with `target` (the same tensors)."""
+    model, config, params = loaded
+    assert same_training(config, target)
+    device = resolve_device(target.train.device)
+    data = shared.data(target)
+    scores = score(target, model, params, data, shared, device)
+    kept = copy_to_history(cell, record)
+    record = record.model_copy(
+        deep=True,
+        update={
+            "metrics": {},
+            "unavailable": {},
+            "provenance": {},
+            "distribution": None,
+            "classifier": None,
+            "config": target.model_dump(mode="json"),
+            "config_hash": target.config_hash(),
+            "suite": target.suite,
+        },
+    )
+    update_metrics(record, scores, set(scores.metrics) | set(scores.unavailable))
+    record.timings.update(scores.timings)
+    save_checkpoint(cell.checkpoint, model, target, data.shape)
+    write_grids(cell, scores.grids)
+    record = record.validated(str(cell.record))
+    record.write(cell.record)
+    shared.settings.update_run(record, log)
+    changed = {
+        k: v for k, v in target.eval.model_dump().items() if v != config.eval.model_dump()[k]
+    }
+    settings = ", ".join(f"eval.{k}={v}" for k, v in changed.items())
+    log(
+        f"{prefix}: scored from its checkpoint with {settings} (no retraining); the record "
+        f"before is kept in {kept}"
+    )
+    return record
+
+
+def write_grids(cell: CellFiles, grids: dict[str, torch.Tensor]) -> None:
+    """Small PNG grids beside the cell's record, for the report."""
+    from torchvision.utils import save_image
+
+    for name, grid in grids.items():
+        files.write_with(
+            cell.image(name), lambda temporary, grid=grid: save_image(grid, temporary), cell.root
+        )
