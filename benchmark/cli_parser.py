@@ -36,7 +36,18 @@ def _add_overrides(parser: argparse.ArgumentParser, default: list[str], help: st
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaebench", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run(sub)
+    _add_sweep(sub)
+    _add_report(sub)
+    _add_evaluate(sub)
+    _add_prepare(sub)
+    _add_compare(sub)
+    _add_perf(sub)
+    sub.add_parser("list", help="list built-in suites, models and datasets")
+    return parser
 
+
+def _add_run(sub) -> None:
     run = sub.add_parser(
         "run",
         help="train and evaluate a suite, write records and REPORT.md",
@@ -108,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "record keeps all of them) [1]",
     )
 
+
+def _add_sweep(sub) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="run a W&B sweep file locally, without a W&B server",
@@ -118,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--count", type=int, default=4, help="number of trials [4]")
     sweep.add_argument("--out", type=Path, help=f"output folder [{DEFAULT_OUT}/sweep-NAME]")
 
+
+def _add_report(sub) -> None:
     report = sub.add_parser(
         "report",
         help="build REPORT.md, plots, summary.tex and summary.csv from records",
@@ -132,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--group", help="with --wandb: only this run group (SUITE/DATASET)")
     report.add_argument("--tag", help="with --wandb: only runs with this tag")
 
+
+def _add_evaluate(sub) -> None:
     evaluate = sub.add_parser(
         "evaluate",
         help="re-score finished cells from their checkpoints (no retraining)",
@@ -153,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data-mirror", help="a local mirror of hub datasets")
 
+
+def _add_prepare(sub) -> None:
     prepare = sub.add_parser(
         "prepare",
         help="fetch (or verify) a suite's datasets and pretrained weights, for offline clusters",
@@ -172,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="lay the hub datasets out under DIR/owner/name (or verify them there)",
     )
 
+
+def _add_compare(sub) -> None:
     compare = sub.add_parser(
         "compare",
         help="compare two sets of records; exit 1 on a regression beyond seed noise",
@@ -191,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--rel-tol", type=float, default=0.05, help="relative tolerance [0.05]")
     compare.add_argument("--markdown", type=Path, help="also write the delta table to this file")
 
+
+def _add_perf(sub) -> None:
     perf = sub.add_parser(
         "perf",
         help="throughput: ours vs stock pythae, speed options, evaluation, --jobs, FLOPs",
@@ -226,6 +249,3 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the full quick-suite cell (time outside training)",
     )
     perf.add_argument("--out", type=Path, default=Path("perf.json"), help="JSON [perf.json]")
-
-    sub.add_parser("list", help="list built-in suites, models and datasets")
-    return parser

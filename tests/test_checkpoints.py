@@ -200,8 +200,8 @@ def test_evaluate_sampler_writes_the_record_a_run_with_that_sampler_writes(
     assert not any(": training " in m for m in logs)
     for record in records:
         now = next(r for r in again if r.model == record.model)
-        assert now["config_hash"] == record.config_hash
-        assert now["metrics"] == pytest.approx(record.metrics, rel=1e-6, abs=1e-9)
+        assert now.config_hash == record.config_hash
+        assert now.metrics == pytest.approx(record.metrics, rel=1e-6, abs=1e-9)
 
 
 def test_evaluate_cli_refuses_a_sampler_a_family_cannot_use(finished, capsys):
@@ -232,7 +232,7 @@ def test_evaluate_updates_the_cells_online_wandb_run(finished, monkeypatch):
     )
     (updated,) = [r for r in rescored if r.model == config.model]
     summary = StandInApi.written["me/proj/run1"]
-    assert {k: summary[k] for k in updated["metrics"]} == updated["metrics"]
+    assert {k: summary[k] for k in updated.metrics} == updated.metrics
     assert len(StandInApi.written) == 2  # that run's summary and config; the others are off
 
 
@@ -271,5 +271,5 @@ def test_cells_finished_by_an_older_version_are_scored_again_not_retrained(finis
     assert not any("training " in line for line in logs), logs
     assert sum("scored from its checkpoint" in line for line in logs) == len(records)
     for record, config in zip(records, suite.cells(), strict=True):
-        assert record["config_hash"] == config.config_hash()
-        assert "gen/cfd" in record["unavailable"]  # measured now (this dataset: no labels)
+        assert record.config_hash == config.config_hash()
+        assert "gen/cfd" in record.unavailable  # measured now (this dataset: no labels)

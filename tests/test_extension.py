@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from families import rae
 
 from benchmark.catalogue import DATASETS, DatasetSpec
 from benchmark.cli import main
@@ -15,6 +14,7 @@ from benchmark.metrics import METRICS
 from benchmark.models import FAMILIES
 from benchmark.results import load_records
 from conftest import TINY_SETTINGS
+from families import rae
 
 SETTINGS = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
 

@@ -11,7 +11,7 @@ from benchmark import perf_training
 from benchmark.cli import main
 from benchmark.data import load_image_splits
 from benchmark.models import FAMILIES
-from benchmark.perf import _ours, _stock_pipeline
+from benchmark.perf_training import _ours, _stock_pipeline
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
 
