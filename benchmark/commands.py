@@ -19,42 +19,13 @@ def run_command(args, extra: list[str]) -> int:
     from benchmark.preflight import check_after_training_pieces
     from benchmark.report import from_directory, write_report
     from benchmark.runner import run_suite
-    from benchmark.suites import check_devices, expand_cells, resolve_suite
-    from benchmark.sweeping import overrides_from_args
+    from benchmark.suites import check_devices, expand_cells
     from benchmark.wandb_records import update_run
 
-    # a sweep agent's ${args} (`--train.epochs=3`) are overrides like --set
-    overrides, selections = overrides_from_args(extra)
-    if tracking.in_sweep() and args.wandb != "off":
-        # attach to the agent's run; its wandb.config holds this trial's parameters
-        swept = {f"--{k}={v}" for k, v in tracking.sweep_parameters().items()}
-        more, more_selections = overrides_from_args(sorted(swept))
-        overrides, selections = more + overrides, {**more_selections, **selections}
-    suite = resolve_suite(
-        args.suite,
-        args.overrides + overrides,
-        args.models or selections.get("models"),
-        args.datasets or selections.get("datasets"),
-        args.seeds or _ints(selections.get("seeds")),
-    )
+    suite = _suite_of_run(args, extra)
     out = args.out or _default_out(suite.name)
     cells = expand_cells(suite)
-    if tracking.in_sweep() and len(cells) != 1:
-        raise UserInputError(
-            f"under a W&B sweep agent a run is one cell, got {len(cells)}: sweep over models, "
-            "datasets and seeds, or fix them in the sweep's command"
-        )
-    if args.wandb_log_every < 1:
-        raise UserInputError("--wandb-log-every must be at least 1")
-    if args.jobs < 1:
-        raise UserInputError("--jobs must be at least 1")
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise UserInputError("--checkpoint-every must be 0 (none) or a number of epochs")
-    checkpoint_every = (
-        suite.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
-    )
-    if args.jobs > 1 and args.executor != "local":
-        raise UserInputError("--jobs is for the local executor; SLURM runs one job per cell")
+    checkpoint_every = _check_run_options(args, suite, len(cells))
     if not args.dry_run:  # before any work: one line, exit 2
         if args.executor == "local":
             check_devices(suite)
@@ -105,6 +76,52 @@ def run_command(args, extra: list[str]) -> int:
         f"{out / 'results'}; report {report}"
     )
     return 1 if failed else 0
+
+
+def _suite_of_run(args, extra: list[str]):
+    """The suite `run` was asked for: --suite, --set, --models/--datasets/--seeds, and a sweep
+    agent's parameters."""
+    from benchmark import tracking
+    from benchmark.suites import resolve_suite
+    from benchmark.sweeping import overrides_from_args
+
+    # a sweep agent's ${args} (`--train.epochs=3`) are overrides like --set
+    overrides, selections = overrides_from_args(extra)
+    if tracking.in_sweep() and args.wandb != "off":
+        # attach to the agent's run; its wandb.config holds this trial's parameters
+        swept = {f"--{k}={v}" for k, v in tracking.sweep_parameters().items()}
+        more, more_selections = overrides_from_args(sorted(swept))
+        overrides, selections = more + overrides, {**more_selections, **selections}
+    return resolve_suite(
+        args.suite,
+        args.overrides + overrides,
+        args.models or selections.get("models"),
+        args.datasets or selections.get("datasets"),
+        args.seeds or _ints(selections.get("seeds")),
+    )
+
+
+def _check_run_options(args, suite, n_cells: int) -> int:
+    """Bad `run` options are one line; returns the epochs between rolling checkpoints."""
+    from benchmark import tracking
+
+    if tracking.in_sweep() and n_cells != 1:
+        raise UserInputError(
+            f"under a W&B sweep agent a run is one cell, got {n_cells}: sweep over models, "
+            "datasets and seeds, or fix them in the sweep's command"
+        )
+    if args.wandb_log_every < 1:
+        raise UserInputError("--wandb-log-every must be at least 1")
+    if args.jobs < 1:
+        raise UserInputError("--jobs must be at least 1")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise UserInputError("--checkpoint-every must be 0 (none) or a number of epochs")
+    checkpoint_every = (
+        suite.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
+    )
+    if args.jobs > 1 and args.executor != "local":
+        raise UserInputError("--jobs is for the local executor; SLURM runs one job per cell")
+    return checkpoint_every
 
 
 def check_writable(folder: Path) -> None:

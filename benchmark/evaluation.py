@@ -21,7 +21,7 @@ from benchmark.config import EvalConfig
 from benchmark.data import float_batches
 from benchmark.distribution import DistributionReference
 from benchmark.errors import one_line
-from benchmark.metrics import PIXEL_METRICS, active_units, codebook_stats
+from benchmark.metrics import active_units, codebook_stats, per_image_metrics
 from benchmark.models import Family
 from benchmark.models.family import at_rest
 from benchmark.samplers import Sampler
@@ -82,6 +82,7 @@ def evaluate_set(
     stats: dict[str, list[torch.Tensor]] = defaultdict(list)
     recon_features: dict[str, list[torch.Tensor]] = defaultdict(list)
     pairs = None
+    pixel_metrics = per_image_metrics()
     for x in float_batches(images, batch_size, device):
         out = family.evaluate_batch(model, x, params)
         if pairs is None:  # a few inputs and their reconstructions, for image grids
@@ -90,7 +91,7 @@ def evaluate_set(
             batch_features = guard(name, extract, out.x_hat.clamp(0, 1))
             if batch_features is not None:
                 recon_features[name].append(batch_features)
-        computed = {key: guard(key, metric, x, out.x_hat) for key, metric in PIXEL_METRICS.items()}
+        computed = {key: guard(key, metric, x, out.x_hat) for key, metric in pixel_metrics.items()}
         if lpips is not None:
             computed["lpips"] = guard("lpips", lpips, x, out.x_hat)
         for key, values in computed.items():

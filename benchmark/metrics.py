@@ -6,6 +6,7 @@ Decoder outputs are clamped to [0, 1] before SSIM, GMSD, LPIPS and BCE (docs/met
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import piq
@@ -44,6 +45,9 @@ class MetricInfo:
     # the families that report it: "all"; "gaussian" (those whose latent is a Gaussian
     # posterior, `Family.latent`); or the names of the families whose own quantity it is
     families: str | tuple[str, ...] = "all"
+    # the function of a per-image metric computed from an image and its reconstruction alone:
+    # (x, x_hat) -> (N,) tensor. Evaluation computes every entry that has one, in both sets.
+    per_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def applies_to(self, family: str, latent: str) -> bool:
         if self.families == "all":
@@ -53,10 +57,44 @@ class MetricInfo:
         return family in self.families
 
 
+def per_image_metrics() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """key -> function of every registered per-image metric."""
+    return {key: info.per_image for key, info in METRICS.items() if info.per_image is not None}
+
+
 def applicable_metrics(family: str, latent: str) -> tuple[str, ...]:
     """The metric names a family reports (docs/metrics.md's applicability table)."""
     return tuple(key for key, info in METRICS.items() if info.applies_to(family, latent))
 
+
+# ---- per-image pixel metrics ----------------------------------------------------------------
+
+
+def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    return (x - x_hat).pow(2).flatten(1).sum(dim=1)
+
+
+def bce(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    # float64: in float32, 1 - 1e-7 rounds to 1 - 1.19e-7 and the clamp would move
+    x, p = x.double(), x_hat.double().clamp(BCE_EPS, 1 - BCE_EPS)
+    return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(dim=1)
+
+
+def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    mean_squared = (x - x_hat).pow(2).flatten(1).mean(dim=1)
+    return 10 * torch.log10(1.0 / mean_squared)
+
+
+def ssim(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    # piq's defaults are the spec: 11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, valid window
+    return piq.ssim(x_hat.clamp(0, 1), x.clamp(0, 1), data_range=1.0, reduction="none")
+
+
+def gmsd(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    return piq.gmsd(x_hat.clamp(0, 1), x.clamp(0, 1), data_range=1.0, reduction="none")
+
+
+# ---- the registry -------------------------------------------------------------------------
 
 METRICS: dict[str, MetricInfo] = {
     m.key: m
@@ -109,14 +147,39 @@ METRICS: dict[str, MetricInfo] = {
             sets=("gen",),
             switch="classifier",
         ),
-        MetricInfo("mse", False, "all", "pixel squared error, per-image sum", plotted=True),
-        MetricInfo("bce", False, "all", "pixel binary cross-entropy, per-image sum", plotted=True),
-        MetricInfo("psnr", True, "all", "10 log10(1 / per-image MSE)", plotted=True),
+        MetricInfo(
+            "mse", False, "all", "pixel squared error, per-image sum", plotted=True, per_image=mse
+        ),
+        MetricInfo(
+            "bce",
+            False,
+            "all",
+            "pixel binary cross-entropy, per-image sum",
+            plotted=True,
+            per_image=bce,
+        ),
+        MetricInfo(
+            "psnr", True, "all", "10 log10(1 / per-image MSE)", plotted=True, per_image=psnr
+        ),
         MetricInfo(
             "lpips", False, "all", "LPIPS, VGG backbone, v0.1", plotted=True, switch="lpips"
         ),
-        MetricInfo("ssim", True, "all", "SSIM, 11x11 Gaussian window, sigma 1.5", plotted=True),
-        MetricInfo("gmsd", False, "all", "gradient magnitude similarity deviation", plotted=True),
+        MetricInfo(
+            "ssim",
+            True,
+            "all",
+            "SSIM, 11x11 Gaussian window, sigma 1.5",
+            plotted=True,
+            per_image=ssim,
+        ),
+        MetricInfo(
+            "gmsd",
+            False,
+            "all",
+            "gradient magnitude similarity deviation",
+            plotted=True,
+            per_image=gmsd,
+        ),
         MetricInfo("kl", False, "gaussian", "KL(q(z|x) || N(0, I))", families="gaussian"),
         MetricInfo("elbo", False, "gaussian", "mse + kl, reported as a loss", families="gaussian"),
         MetricInfo("recon_loss", False, "never", "the family's own reconstruction loss"),
@@ -210,36 +273,6 @@ def switch_of(record_key: str) -> str | None:
 
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-
-
-# ---- per-image pixel metrics ----------------------------------------------------------------
-
-
-def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    return (x - x_hat).pow(2).flatten(1).sum(dim=1)
-
-
-def bce(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    # float64: in float32, 1 - 1e-7 rounds to 1 - 1.19e-7 and the clamp would move
-    x, p = x.double(), x_hat.double().clamp(BCE_EPS, 1 - BCE_EPS)
-    return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(dim=1)
-
-
-def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    mean_squared = (x - x_hat).pow(2).flatten(1).mean(dim=1)
-    return 10 * torch.log10(1.0 / mean_squared)
-
-
-def ssim(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    # piq's defaults are the spec: 11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, valid window
-    return piq.ssim(x_hat.clamp(0, 1), x.clamp(0, 1), data_range=1.0, reduction="none")
-
-
-def gmsd(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    return piq.gmsd(x_hat.clamp(0, 1), x.clamp(0, 1), data_range=1.0, reduction="none")
-
-
-PIXEL_METRICS = {"mse": mse, "bce": bce, "psnr": psnr, "ssim": ssim, "gmsd": gmsd}
 
 
 # ---- set-level diagnostics ----------------------------------------------------------------

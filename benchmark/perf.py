@@ -31,7 +31,7 @@ from pythae.data.datasets import DatasetOutput
 
 from benchmark import files
 from benchmark.data import ImageSplits, load_image_splits
-from benchmark.metrics import LPIPS, PIXEL_METRICS
+from benchmark.metrics import LPIPS, per_image_metrics
 from benchmark.models import FAMILIES, Family
 from benchmark.perf_training import _median_time, training_throughput
 from benchmark.suites import expand_cells, resolve_suite
@@ -64,13 +64,15 @@ def evaluation_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> d
 
         return run
 
+    per_image = per_image_metrics()
+
     def pixel(a, b):
         for key in ("mse", "bce", "psnr"):
-            PIXEL_METRICS[key](a, b)
+            per_image[key](a, b)
 
     def structural(a, b):
-        PIXEL_METRICS["ssim"](a, b)
-        PIXEL_METRICS["gmsd"](a, b)
+        per_image["ssim"](a, b)
+        per_image["gmsd"](a, b)
 
     groups = {
         "pixel (mse, bce, psnr)": batched(pixel),

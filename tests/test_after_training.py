@@ -9,6 +9,7 @@ without training it again.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
@@ -17,7 +18,7 @@ from benchmark import cell as cell_module
 from benchmark import runner, scoring
 from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
-from benchmark.metrics import PIXEL_METRICS
+from benchmark.metrics import METRICS
 from benchmark.results import Record
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
@@ -86,7 +87,7 @@ def test_one_metric_that_raises_costs_only_itself(one_cell, tmp_path, monkeypatc
     def broken(x, x_hat):
         raise RuntimeError("ssim kernel exploded")
 
-    monkeypatch.setitem(PIXEL_METRICS, "ssim", broken)
+    monkeypatch.setitem(METRICS, "ssim", dataclasses.replace(METRICS["ssim"], per_image=broken))
     record = run(suite, tmp_path, [])
     assert record.status == "ok"
     reason = "failed: RuntimeError: ssim kernel exploded"

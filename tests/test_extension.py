@@ -1,6 +1,6 @@
 """What it costs to extend vaebench, proved end to end: a fourth family is one file
-(`tests/families/rae.py`, nowhere in the package), a dataset is one catalogue entry. (A new
-per-image metric is one registry entry: tests/test_docs.py.)"""
+(`tests/families/rae.py`, nowhere in the package), a per-image metric one registry entry, a
+dataset one catalogue entry."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from benchmark.catalogue import DATASETS, DatasetSpec
 from benchmark.cli import main
-from benchmark.metrics import METRICS
+from benchmark.metrics import METRICS, MetricInfo
 from benchmark.models import FAMILIES
 from benchmark.results import load_records
 from conftest import TINY_SETTINGS
@@ -77,3 +77,25 @@ def test_a_dataset_is_one_catalogue_entry(parquet_repo, tmp_path, monkeypatch, c
     record = json.loads(path.read_text())
     assert record["dataset"] == "blobs" and record["dataset_info"]["source"] == "someone/blobs"
     assert main(["list"]) == 0 and "blobs" in capsys.readouterr().out
+
+
+def test_a_per_image_metric_is_one_entry_from_computation_to_report(
+    parquet_repo, tmp_path, monkeypatch, capsys
+):
+    """One `MetricInfo` with its function: evaluated in both sets, recorded, reported."""
+
+    def brightness(x, x_hat):  # mean intensity of the reconstruction, per image
+        return x_hat.clamp(0, 1).flatten(1).mean(dim=1)
+
+    entry = MetricInfo("brightness", True, "all", "mean pixel intensity", per_image=brightness)
+    monkeypatch.setitem(METRICS, "brightness", entry)
+    code = main(
+        ["run", "--datasets", str(parquet_repo), "--models", "betavae", "--out", str(tmp_path)]
+        + ["--wandb", "off", *SETTINGS]
+    )
+    assert code == 0, capsys.readouterr().err
+    (record,) = load_records(tmp_path)
+    assert 0 < record.metrics["recon/brightness"] < 1 and "gen/brightness" in record.metrics
+    assert "brightness" in FAMILIES.get("betavae").metric_keys
+    report = (tmp_path / "REPORT.md").read_text()
+    assert any(line.startswith("| brightness") for line in report.splitlines())
