@@ -56,7 +56,7 @@ def run_command(args, extra: list[str]) -> int:
     if args.executor == "slurm":
         from benchmark.executors import slurm_executor
 
-        executor = slurm_executor(suite.slurm, out / "slurm", f"vaebench-{suite.name}")
+        executor = slurm_executor(suite.slurm, out / "slurm", f"vaebench-{suite.name}", cells)
     records = run_suite(
         suite,
         out,

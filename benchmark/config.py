@@ -128,11 +128,15 @@ PATTERN_RULES = {
 class SlurmConfig(Section):
     """`slurm:` section of a suite (or `--set slurm.partition=gpu`); not part of any cell."""
 
-    partition: str | None = Field(None, pattern=_NO_CONTROL_CHARACTERS)
-    gpus_per_job: int = Field(1, ge=0, le=64)
-    cpus_per_job: int = Field(8, ge=1, le=4_096)
-    mem_gb: int | None = Field(None, ge=1, le=65_536)
+    partition: str | None = Field(None, pattern=_NO_CONTROL_CHARACTERS)  # None: the default
+    # None: what the cells need. GPUs: one when they train on cuda (or on `auto` in a partition
+    # that has GPUs), none otherwise; CPUs: the cells' train.threads
+    gpus_per_job: int | None = Field(None, ge=0, le=64)
+    cpus_per_job: int | None = Field(None, ge=1, le=4_096)
+    mem_gb: int | None = Field(None, ge=1, le=65_536)  # None: the partition's default
     time_min: int = Field(240, ge=1, le=525_600)  # a year
+    # at most this many of the suite's jobs run at once (the job array's %N throttle)
+    max_parallel: int | None = Field(None, ge=1, le=100_000)
     account: str | None = Field(None, pattern=_NO_CONTROL_CHARACTERS)
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from benchmark.cell import HeldElsewhere, execute_cell, report_outcome
 from benchmark.cellfiles import CellFiles
 from benchmark.config import RunConfig
-from benchmark.errors import UserInputError, one_line
-from benchmark.executors import CellJob
+from benchmark.errors import UserInputError
+from benchmark.executors import run_as_jobs
 from benchmark.parallel import run_in_workers
 from benchmark.resources import Log, MetricNetworks, RunSettings, SharedResources
-from benchmark.results import Record, build_record, finished_record
+from benchmark.results import Record, finished_record
 from benchmark.trackers import NullTracker, RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device
 
@@ -87,7 +87,7 @@ def run_cells(
     if executor is None:
         open_datasets([config for _, config in pending], shared, log)
     if executor is not None:
-        outcomes = _run_as_jobs(
+        outcomes = run_as_jobs(
             pending, len(cells), executor, out_dir, settings, log, tracker_factory
         )
     elif jobs > 1 and len(pending) > 1:
@@ -103,33 +103,3 @@ def run_cells(
             outcomes[index] = outcome
     records.update({i: o for i, o in outcomes.items() if not isinstance(o, HeldElsewhere)})
     return [records[index] for index in sorted(records)]
-
-
-def _run_as_jobs(pending, total, executor, out_dir, settings, log, tracker_factory) -> dict:
-    if not pending:
-        return {}
-    jobs = []
-    try:
-        with executor.batch():
-            for _, config in pending:
-                jobs.append(
-                    executor.submit(
-                        CellJob(), config.model_dump_json(), str(out_dir), settings, tracker_factory
-                    )
-                )
-    except Exception as error:  # noqa: BLE001 - sbatch refused (partition, account, limits)
-        raise UserInputError(f"the scheduler refused the jobs: {one_line(error)}") from None
-    log(f"submitted {len(jobs)} jobs: {', '.join(str(job.job_id) for job in jobs)}")
-    records = {}
-    for (index, config), job in zip(pending, jobs, strict=True):
-        prefix = f"[{index}/{total}] {config.cell_id} (job {job.job_id})"
-        try:
-            record = job.result()
-        except Exception as error:  # the job itself died (time limit, node failure...)
-            record = build_record(
-                config, status="failed", error=f"job {job.job_id} failed: {one_line(error)}"
-            )
-            record.write(CellFiles.of(out_dir, config).record)
-        records[index] = record
-        report_outcome(prefix, record, log)
-    return records
