@@ -224,14 +224,20 @@ class JobWatch:
 
     def _outcome(self, index: int):
         config, job = self.jobs[index]
-        if job.done():  # submitit has its result (or its traceback)
-            try:
-                return job.result()
-            except Exception as error:  # noqa: BLE001 - the job itself died
-                return self._failed(config, f"job {job.job_id} failed: {one_line(error)}")
+        from submitit.core.utils import UncompletedJobError
         from submitit.slurm.slurm import SlurmJob
 
-        if not isinstance(job, SlurmJob):  # submitit's local executor: its own processes
+        on_slurm = isinstance(job, SlurmJob)  # not submitit's local executor
+        if job.done():  # submitit has its result, its traceback, or knows it has none
+            try:
+                return job.result()
+            except UncompletedJobError:  # ended without a result: say how, in SLURM's word
+                state = slurm_state(str(job.job_id))[0] if on_slurm else None
+                ended = f"ended {state}" if state else "ended"
+                return self._failed(config, f"job {job.job_id} {ended} without a result")
+            except Exception as error:  # noqa: BLE001 - the job itself raised
+                return self._failed(config, f"job {job.job_id} failed: {one_line(error)}")
+        if not on_slurm:
             return None
         state, reason = slurm_state(str(job.job_id))
         if state == "PENDING" and reason in NEVER_STARTS:

@@ -152,7 +152,9 @@ def test_a_request_the_real_partition_cannot_give_is_one_line_before_submitting(
 def start_run(out, *more: str, env=None) -> subprocess.Popen:
     """`vaebench run --executor slurm` of one long betavae cell, in its own process."""
     args = ["--datasets", str(out.parent / "data"), "--models", "betavae", "--wandb", "off"]
-    args += [*SETTINGS, "--set", "train.device=cpu", "--set", "train.epochs=400"]
+    # one CPU: the job fits beside another one-CPU job on a two-CPU node
+    args += [*SETTINGS, "--set", "train.device=cpu", "--set", "train.epochs=5000"]
+    args += ["--set", "train.threads=1"]
     return subprocess.Popen(
         [sys.executable, "-m", "benchmark", "run", *args, "--out", str(out), "--executor", "slurm"]
         + list(more),
@@ -233,7 +235,15 @@ def test_a_cancelled_job_fails_its_cell_in_one_line_and_a_rerun_trains_it(
 @pytest.mark.slurm
 def test_sigterm_cancels_this_runs_jobs_and_only_them(data_beside):
     other = subprocess.run(
-        ["sbatch", "--parsable", "--wrap", "sleep 120", "--output", "/dev/null"],
+        [
+            "sbatch",
+            "--parsable",
+            "--cpus-per-task=1",
+            "--wrap",
+            "sleep 120",
+            "--output",
+            "/dev/null",
+        ],
         capture_output=True,
         text=True,
         check=True,

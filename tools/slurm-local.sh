@@ -34,8 +34,10 @@ install_missing() {
 
 write_config() {
     mkdir -p "$STATE"/{ctld,d,log,run} /etc/slurm
-    local node
+    local node cpus memory
     node="$(slurmd -C | head -n 1)"  # NodeName=... CPUs=... RealMemory=...
+    cpus="$(sed -E 's/.* CPUs=([0-9]+).*/\1/' <<<"$node")"
+    memory="$(sed -E 's/.* RealMemory=([0-9]+).*/\1/' <<<"$node")"
     cat >/etc/slurm/slurm.conf <<CONF
 ClusterName=$CLUSTER
 SlurmctldHost=$(hostname -s)
@@ -45,6 +47,8 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# a job without --mem gets its CPUs' share of the node's memory, not all of it
+DefMemPerCPU=$((memory / cpus))
 SchedulerType=sched/builtin
 ReturnToService=2
 MpiDefault=none
