@@ -24,12 +24,19 @@ from conftest import TINY_SETTINGS
 QUIET = dict(log=lambda message: None)
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """A process started in the background by a shell without job control (as CI may be)
+    inherits SIGINT ignored, and Python then keeps ignoring it; at a terminal Ctrl-C works."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "benchmark", "run", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,
         **kwargs,
     )
 
