@@ -29,14 +29,12 @@ from benchmark.config import RunConfig, same_training
 from benchmark.data import ImageSplits
 from benchmark.errors import one_line
 from benchmark.models import FAMILIES
-from benchmark.resources import Log, MetricNetworks, RunSettings, SharedResources
+from benchmark.resources import Log, SharedResources
 from benchmark.results import Record, build_record, finished_record, make_way_for, read_record
 from benchmark.resume import RollingCheckpoint, TrainingState, capture
 from benchmark.scoring import score, score_as, write_grids
 from benchmark.trackers import NullTracker
 from benchmark.training import TrainingHistory, cell_threads, resolve_device, train
-
-__all__ = ["HeldElsewhere", "MetricNetworks", "RunSettings", "SharedResources", "execute_cell"]
 
 
 @dataclass
