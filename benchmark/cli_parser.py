@@ -130,6 +130,19 @@ def _add_sweep(sub) -> None:
     sweep.add_argument("file", type=Path, help="a sweep YAML, e.g. sweeps/betavae_beta.yaml")
     sweep.add_argument("--count", type=int, default=4, help="number of trials [4]")
     sweep.add_argument("--out", type=Path, help=f"output folder [{DEFAULT_OUT}/sweep-NAME]")
+    sweep.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: trials run here; slurm: one SLURM job per trial, sized for the trial's "
+        "cells as `vaebench run --executor slurm` sizes them [local]",
+    )
+    sweep.add_argument(
+        "--parallel", type=int, default=1, metavar="N", help="at most N trials at once [1]"
+    )
+    _add_overrides(
+        sweep, [], "SLURM setting for every trial's job, repeatable: slurm.partition=gpu"
+    )
 
 
 def _add_report(sub) -> None:

@@ -54,7 +54,7 @@ def run_command(args, extra: list[str]) -> int:
     )
     executor = None
     if args.executor == "slurm":
-        from benchmark.executors import slurm_executor
+        from benchmark.slurm import slurm_executor
 
         executor = slurm_executor(suite.slurm, out / "slurm", f"vaebench-{suite.name}", cells)
     records = run_suite(
@@ -184,15 +184,60 @@ def _default_out(suite_name: str) -> Path:
 
 
 def sweep_command(args, extra: list[str]) -> int:
-    from benchmark.sweeping import run_local_sweep
+    from benchmark.sweeping import run_sweep
+    from benchmark.trials import LocalTrials, SlurmTrials
 
     if args.count < 1:
         raise UserInputError("--count must be at least 1")
-    out = args.out or Path(DEFAULT_OUT) / f"sweep-{args.file.stem}"
-    trials = run_local_sweep(args.file, args.count, out, log=lambda m: print(m, flush=True))
-    failed = [t for t in trials if t["exit_code"] != 0]
-    print(f"vaebench: {len(trials)} trials, {len(failed)} failed; summary {out / 'sweep.json'}")
+    if args.parallel < 1:
+        raise UserInputError("--parallel must be at least 1")
+    slurm = _sweep_slurm_settings(args.overrides, args.executor)
+    out = (args.out or Path(DEFAULT_OUT) / f"sweep-{args.file.stem}").resolve()
+    check_writable(out)
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    if args.executor == "slurm":
+        name = f"vaebench-sweep-{args.file.stem}"
+        trials = SlurmTrials(
+            slurm, out / "slurm", name, lambda command: _trial_suite(command, args.overrides), log
+        )
+    else:
+        trials = LocalTrials(args.parallel, log)
+    summaries = run_sweep(args.file, args.count, out, trials, args.parallel, log)
+    failed = [t for t in summaries if t["exit_code"] != 0]
+    print(f"vaebench: {len(summaries)} trials, {len(failed)} failed; summary {out / 'sweep.json'}")
     return 1 if failed else 0
+
+
+def _sweep_slurm_settings(overrides: list[str], executor: str):
+    """`vaebench sweep`'s --set: SLURM settings for every trial's job, nothing else."""
+    from benchmark.config import SlurmConfig, validate
+    from benchmark.suites import apply_override, parse_override
+
+    values: dict = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] != "slurm" or executor != "slurm":
+            raise UserInputError(
+                f"sweep --set {text}: only slurm.KEY=VALUE settings, with --executor slurm; "
+                "a trial's own settings belong in the sweep file"
+            )
+        apply_override(values, path, value)
+    return validate(SlurmConfig, values.get("slurm", {}), "slurm")
+
+
+def _trial_suite(command: list[str], slurm_overrides: list[str]):
+    """(cells, SLURM settings) of a trial whose command is `vaebench run ...` or `python -m
+    benchmark run ...`, with the sweep's own SLURM settings on top; None for another command."""
+    from benchmark.cli_parser import build_parser
+    from benchmark.suites import expand_cells
+
+    for at, part in enumerate(command[:-1]):
+        if command[at + 1] == "run" and (Path(part).name == "vaebench" or part == "benchmark"):
+            args, extra = build_parser().parse_known_args(command[at + 1 :])
+            args.overrides = args.overrides + slurm_overrides
+            suite = _suite_of_run(args, extra)
+            return expand_cells(suite), suite.slurm
+    return None
 
 
 def _print_summary(records: list[Record]) -> None:

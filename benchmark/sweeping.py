@@ -2,20 +2,20 @@
 
 `vaebench sweep FILE --count N` proposes trials with the open-source `sweeps` package (the
 engine W&B's server runs: grid, random, bayes) and runs each through exactly the command a
-`wandb agent` would run: the file's `command` with `${args}` and friends expanded.
+`wandb agent` would run: the file's `command` with `${args}` and friends expanded. Where the
+trials run (processes here, SLURM jobs) is `trials.py`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -108,53 +108,99 @@ def trial_metric(records: list[Record], name: str | None) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def run_local_sweep(
+class Trials(Protocol):
+    """Where trials run (`trials.LocalTrials`, `trials.SlurmTrials`)."""
+
+    poll_s: float
+
+    def start(self, index: int, command: list[str], env: dict[str, str], out: Path) -> str: ...
+
+    def ended(self) -> dict[int, Any]: ...  # index -> TrialEnd, for trials ended since last asked
+
+    def stop(self) -> None: ...
+
+
+def run_sweep(
     path: str | Path,
     count: int,
     out: Path,
+    trials: Trials,
+    parallel: int = 1,
     log: Callable[[str], None] = print,
     env: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Run up to `count` trials; trial k writes under OUT/trial-k. Returns one summary per trial."""
+    """Run up to `count` trials, at most `parallel` at once; trial k writes under OUT/trial-k.
+    A trial's proposal sees the trials before it, running ones included (as W&B's server does
+    for agents). Returns one summary per trial, also written to OUT/sweep.json; stopped
+    (Ctrl-C, SIGTERM, a bad request), the running trials are stopped first."""
     sweeps = _sweeps()
 
     config = load_sweep(path)
     metric = (config.get("metric") or {}).get("name")
     history: list[sweeps.SweepRun] = []
-    trials = []
-    for index in range(count):
-        proposal = sweeps.next_run(config, history, validate=True)
-        if proposal is None:
-            log(f"sweep: the {config['method']} search is exhausted after {index} trials")
-            break
-        params = {k: _plain(v["value"]) for k, v in proposal.config.items()}
-        command = expand_command(config, params)
-        trial_out = out / f"trial-{index}"
-        log(f"sweep: trial {index}: {' '.join(shlex.quote(c) for c in command)}")
-        trial_env = {**os.environ, **(env or {}), "VAEBENCH_OUT": str(trial_out)}
-        result = subprocess.run(command, env=trial_env, check=False)
-        records = load_records(trial_out / "results") if (trial_out / "results").is_dir() else []
-        value = trial_metric(records, metric)
-        proposal.state = (
-            sweeps.RunState.finished if result.returncode == 0 else (sweeps.RunState.failed)
-        )
-        proposal.summary_metrics = {metric: value} if metric and value is not None else {}
-        history.append(proposal)
-        trials.append(
-            {
-                "trial": index,
-                "params": params,
-                "exit_code": result.returncode,
-                "metric": metric,
-                "value": value,
-                "out": str(trial_out),
-            }
-        )
-        log(f"sweep: trial {index} exited {result.returncode}; {metric} = {value}")
-    files.write_text(
-        out / "sweep.json", json.dumps({"sweep": str(path), "trials": trials}, indent=2)
-    )
-    return trials
+    running: dict[int, tuple[sweeps.SweepRun, dict]] = {}
+    summaries: dict[int, dict] = {}
+    proposed = 0
+    exhausted = False
+    try:
+        while running or (proposed < count and not exhausted):
+            while proposed < count and len(running) < parallel:
+                proposal = sweeps.next_run(config, history, validate=True)
+                if proposal is None:
+                    log(
+                        f"sweep: the {config['method']} search is exhausted after {proposed} trials"
+                    )
+                    exhausted = True
+                    break
+                proposal.state = sweeps.RunState.running
+                history.append(proposal)
+                running[proposed] = (
+                    proposal,
+                    _start(proposed, proposal, config, out, trials, env, log),
+                )
+                proposed += 1
+            ended = trials.ended()
+            for index, end in sorted(ended.items()):
+                proposal, summary = running.pop(index)
+                summaries[index] = _finish(summary, proposal, end, metric, log)
+            if running and not ended:
+                time.sleep(trials.poll_s)
+    except BaseException:
+        trials.stop()
+        raise
+    finally:
+        summary_file = {"sweep": str(path), "trials": [summaries[i] for i in sorted(summaries)]}
+        files.write_text(out / "sweep.json", json.dumps(summary_file, indent=2))
+    return [summaries[i] for i in sorted(summaries)]
+
+
+def _start(index, proposal, config, out: Path, trials: Trials, env, log) -> dict:
+    params = {k: _plain(v["value"]) for k, v in proposal.config.items()}
+    command = expand_command(config, params)
+    trial_out = (out / f"trial-{index}").resolve()
+    log(f"sweep: trial {index}: {' '.join(shlex.quote(c) for c in command)}")
+    where = trials.start(index, command, {**(env or {}), "VAEBENCH_OUT": str(trial_out)}, trial_out)
+    log(f"sweep: trial {index} started ({where})")
+    return {"trial": index, "params": params, "out": str(trial_out)}
+
+
+def _finish(summary: dict, proposal, end, metric: str | None, log) -> dict:
+    """A trial's summary once it has ended; its proposal told how it went (the metric the
+    sweep optimises, averaged over the trial's cells)."""
+    sweeps = _sweeps()
+    results = Path(summary["out"]) / "results"
+    value = trial_metric(load_records(results) if results.is_dir() else [], metric)
+    proposal.state = sweeps.RunState.finished if end.exit_code == 0 else sweeps.RunState.failed
+    proposal.summary_metrics = {metric: value} if metric and value is not None else {}
+    how = f"exited {end.exit_code}" if end.exit_code is not None else f"failed: {end.error}"
+    log(f"sweep: trial {summary['trial']} {how}; {metric} = {value}")
+    return {
+        **summary,
+        "exit_code": end.exit_code,
+        "error": end.error,
+        "metric": metric,
+        "value": value,
+    }
 
 
 def _plain(value: Any) -> Any:

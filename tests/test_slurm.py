@@ -5,6 +5,7 @@ job (with and without accounting), SIGTERM to vaebench, an unreachable controlle
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,12 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmark.cli import main
 from benchmark.config import SlurmConfig
 from benchmark.errors import UserInputError
-from benchmark.executors import Partition, _gpus, _minutes, job_request
 from benchmark.results import load_records
+from benchmark.slurm import Partition, _gpus, _minutes, job_request
 from benchmark.suites import resolve_suite
 from conftest import TINY_SETTINGS
 
@@ -282,3 +284,140 @@ def test_an_unreachable_controller_is_one_line_before_any_training(
     assert code == 2 and err.count("\n") == 1
     assert "cannot reach the SLURM controller" in err or "did not answer" in err
     assert not (tmp_path / "out" / "results").exists()
+
+
+def squeue_state(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "--noheader", "--format=%T", f"--jobs={job_id}"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+@real_slurm
+@pytest.mark.slurm
+def test_a_requeued_job_continues_its_cell_from_the_rolling_checkpoint(data_beside):
+    seen: list[str] = []
+    process = start_run(data_beside, "--set", "train.epochs=600", "--checkpoint-every", "20")
+    job_id = submitted_job(process, seen)
+    wait_until_running(job_id)
+    deadline = time.monotonic() + 60
+    while not list(data_beside.rglob("*.resume.pt")):  # a rolling checkpoint to continue from
+        assert time.monotonic() < deadline, "no rolling checkpoint was written"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    deadline = time.monotonic() + 60
+    while squeue_state(job_id) != "PENDING":  # killed (KillWait), then held back
+        assert time.monotonic() < deadline, f"job {job_id} was not requeued"
+        time.sleep(0.5)
+    # SLURM holds a requeued job about two minutes (its begin time); let it start now
+    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
+    output = "".join(seen) + process.communicate(timeout=240)[0]
+    assert process.returncode == 0, output
+    (record,) = load_records(data_beside)
+    assert record.status == "ok" and 0 < record.training["resumed_after_epoch"] < 600
+    assert sacct_states([job_id]) == {job_id: "COMPLETED"}
+    job_log = next(data_beside.glob(f"slurm/{job_id}/*_log.out")).read_text()
+    assert "resuming from the rolling checkpoint after epoch" in job_log
+
+
+@real_slurm
+@pytest.mark.slurm
+def test_a_job_pending_for_a_reason_that_never_clears_is_one_line_and_cancelled(
+    parquet_repo, tmp_path, monkeypatch, capsys
+):
+    """A cluster whose sinfo overstates its nodes: the pre-check passes, SLURM holds the job
+    (PartitionConfig), vaebench says so and cancels it instead of waiting forever."""
+    import benchmark.slurm
+
+    monkeypatch.setattr(
+        benchmark.slurm, "read_partition", lambda name: Partition("debug", 4096, 10**7, 0, None)
+    )
+    started = time.monotonic()
+    code = main(
+        ["run", "--datasets", str(parquet_repo), "--models", "betavae", "--wandb", "off"]
+        + [*SETTINGS, "--out", str(tmp_path), "--executor", "slurm"]
+        + ["--set", "train.device=cpu", "--set", "slurm.cpus_per_job=64"]
+    )
+    captured = capsys.readouterr()
+    (job_id,) = captured.out.split("submitted 1 jobs: ")[1].split()
+    assert code == 2 and captured.err.count("\n") == 1, captured.err
+    assert f"job {job_id} can never start (PartitionConfig)" in captured.err
+    assert f"cancelled this run's SLURM jobs still queued or running: {job_id}" in captured.err
+    assert time.monotonic() - started < 30
+    assert squeue_state(job_id) == ""
+    assert not list((tmp_path / "results").rglob("*.json"))  # nothing ran: nothing to record
+
+
+def sacct_times(job_ids: list[str]) -> list[tuple[str, str]]:
+    done = subprocess.run(
+        ["sacct", "--noheader", "--parsable2", "-X", "--format=Start,End", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sorted(tuple(line.split("|")) for line in done.stdout.splitlines())
+
+
+@real_slurm
+@pytest.mark.slurm
+def test_max_parallel_throttles_the_job_array(parquet_repo, tmp_path, capsys):
+    """Two one-CPU cells fit the two-CPU node at once; `slurm.max_parallel=1` runs them one
+    after the other."""
+    code = main(
+        ["run", "--datasets", str(parquet_repo), "--models", "betavae,vqvae", "--wandb", "off"]
+        + [*SETTINGS, "--out", str(tmp_path), "--executor", "slurm"]
+        + ["--set", "train.device=cpu", "--set", "train.threads=1"]
+        + ["--set", "slurm.max_parallel=1"]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    job_ids = printed.split("submitted 2 jobs: ")[1].splitlines()[0].split(", ")
+    assert {job_id.split("_")[0] for job_id in job_ids} == {job_ids[0].split("_")[0]}  # one array
+    (_, first_end), (second_start, _) = sacct_times(job_ids)
+    assert second_start >= first_end
+
+
+@real_slurm
+@pytest.mark.slurm
+def test_a_sweep_runs_each_trial_as_a_job(parquet_repo, tmp_path):
+    fixed = [*TINY_SETTINGS, "train.device=cpu", "train.threads=1"]
+    sweep = {
+        "method": "grid",
+        "metric": {"name": "recon/mse", "goal": "minimize"},
+        "parameters": {
+            "betavae.beta": {"values": [0.5, 2.0]},
+            "models": {"value": "betavae"},
+            "datasets": {"value": str(parquet_repo)},
+            **{s.split("=")[0]: {"value": yaml.safe_load(s.split("=")[1])} for s in fixed},
+        },
+        "command": ["${env}", "${interpreter}", "-m", "benchmark", "run", "--wandb", "off"]
+        + ["${args}"],
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmark", "sweep", str(path), "--count", "2"]
+        + ["--out", str(out), "--executor", "slurm", "--parallel", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    started = [line for line in lines if " started (job " in line]
+    assert len(started) == 2
+    # both trials were submitted before either ended: two at once
+    assert lines.index(started[1]) < min(i for i, x in enumerate(lines) if " exited " in x)
+    job_ids = [line.split("(job ")[1].split(";")[0] for line in started]
+    assert set(sacct_states(job_ids).values()) == {"COMPLETED"}
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [t["params"]["betavae.beta"] for t in summary["trials"]] == [0.5, 2.0]
+    for trial in summary["trials"]:
+        (record,) = load_records(Path(trial["out"]) / "results")
+        assert (
+            record.status == "ok"
+            and record.config["params"]["beta"] == trial["params"]["betavae.beta"]
+        )
+        assert trial["exit_code"] == 0 and trial["value"] == pytest.approx(
+            record.metrics["recon/mse"]
+        )

@@ -13,6 +13,7 @@ import torch
 import yaml
 from wandb_log import complete_records, find_runs, read_run
 
+from benchmark.cli import main
 from benchmark.models import FAMILIES
 from benchmark.models.vqvae import latent_elements
 from benchmark.suites import expand_cells, resolve_suite
@@ -263,3 +264,42 @@ def test_every_sweep_optimises_a_registered_metric_in_its_direction_never_self_c
         assert metric["goal"] == ("maximize" if info.higher_is_better else "minimize"), path.name
         # gen/'s pixel metrics compare a sample with its own reconstruction (docs/metrics.md)
         assert prefix == "recon" or info.realism, path.name
+
+
+def test_a_local_sweep_runs_trials_side_by_side_with_parallel(tmp_path, parquet_repo):
+    sweep = yaml.safe_load(_tiny_sweep(tmp_path, parquet_repo).read_text())
+    sweep["parameters"]["betavae.beta"] = {"values": [0.5, 2.0]}
+    sweep["parameters"]["train.threads"] = {"value": 1}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmark", "sweep", str(path), "--count", "2"]
+        + ["--out", str(out), "--parallel", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    started = [i for i, line in enumerate(lines) if " started (process " in line]
+    exited = [i for i, line in enumerate(lines) if " exited 0" in line]
+    assert len(started) == len(exited) == 2 and max(started) < min(exited)  # two at once
+    summary = json.loads((out / "sweep.json").read_text())
+    for trial in summary["trials"]:
+        # each trial's own output, not interleaved on the terminal
+        assert "vaebench: 1 ok, 0 failed" in (Path(trial["out"]) / "trial.log").read_text()
+        assert trial["value"] is not None
+
+
+def test_sweep_settings_are_refused_in_one_line(tmp_path, parquet_repo, capsys):
+    path = _tiny_sweep(tmp_path, parquet_repo)
+    for args, words in [
+        (["--parallel", "0"], "--parallel must be at least 1"),
+        (["--set", "train.epochs=3"], "only slurm.KEY=VALUE settings, with --executor slurm"),
+        (["--set", "slurm.cpus_per_job=0"], "slurm.cpus_per_job"),
+    ]:
+        executor = ["--executor", "slurm"] if args[0] == "--set" and "slurm." in args[1] else []
+        code = main(["sweep", str(path), "--out", str(tmp_path / "out"), *args, *executor])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and words in err, err

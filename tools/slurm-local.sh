@@ -53,6 +53,9 @@ SchedulerType=sched/builtin
 ReturnToService=2
 MpiDefault=none
 JobRequeue=1
+# a job told to stop (scancel, requeue) is killed 5 s later, not 30: a cell's state is
+# already in its rolling checkpoint, and the tests do not wait on the default
+KillWait=5
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/d
 SlurmctldPidFile=$STATE/run/slurmctld.pid
