@@ -421,3 +421,32 @@ def test_a_sweep_runs_each_trial_as_a_job(parquet_repo, tmp_path):
         assert trial["exit_code"] == 0 and trial["value"] == pytest.approx(
             record.metrics["recon/mse"]
         )
+
+
+@real_slurm
+@pytest.mark.slurm
+def test_the_agents_job_array_starts_one_agent_per_task(tmp_path):
+    """sweeps/slurm-agents.sbatch as a user submits it, sized down to this CPU node, with a
+    stand-in `wandb` that says how it was called (no W&B server here)."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "wandb").write_text('#!/bin/sh\necho "wandb $* task $SLURM_ARRAY_TASK_ID"\n')
+    (shims / "wandb").chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "sweeps" / "slurm-agents.sbatch"
+    job_id = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--array=0-1", "--gpus-per-node=0"]
+        + ["--cpus-per-task=1", "--mem=1G", f"--output={tmp_path}/%A_%a.out"]
+        + [f"--export=ALL,PATH={shims}:{os.environ['PATH']},SWEEP_ID=team/vaebench/abc123"]
+        + [str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert job_id.returncode == 0, job_id.stderr
+    array = job_id.stdout.strip()
+    outputs = sorted(tmp_path.glob(f"{array}_*.out"))
+    assert [p.read_text().strip() for p in outputs] == [
+        "wandb agent team/vaebench/abc123 task 0",
+        "wandb agent team/vaebench/abc123 task 1",
+    ]
