@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -303,3 +305,35 @@ def test_sweep_settings_are_refused_in_one_line(tmp_path, parquet_repo, capsys):
         code = main(["sweep", str(path), "--out", str(tmp_path / "out"), *args, *executor])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and words in err, err
+
+
+def test_a_sweep_stopped_by_sigterm_stops_its_running_trials(tmp_path, parquet_repo):
+    sweep = yaml.safe_load(_tiny_sweep(tmp_path, parquet_repo).read_text())
+    sweep["parameters"]["train.epochs"] = {"value": 100000}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "out"
+    sweep_process = subprocess.Popen(
+        [sys.executable, "-m", "benchmark", "sweep", str(path), "--count", "2"]
+        + ["--out", str(out), "--parallel", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    for line in sweep_process.stdout:
+        seen.append(line)
+        if "trial 1 started" in line:
+            break
+    logs = [out / "trial-0" / "trial.log", out / "trial-1" / "trial.log"]
+    deadline = time.monotonic() + 120
+    while not all("epoch 1/" in log.read_text() for log in logs):  # both are training
+        assert time.monotonic() < deadline, "".join(seen)
+        time.sleep(0.5)
+    sweep_process.send_signal(signal.SIGTERM)
+    output = "".join(seen) + sweep_process.communicate(timeout=120)[0]
+    assert sweep_process.returncode == 143, output
+    assert "sweep: stopped 2 running trials" in output and "Traceback" not in output
+    assert json.loads((out / "sweep.json").read_text())["trials"] == []
+    for log in logs:  # each trial took the preemption path: its rolling state is kept
+        assert "vaebench: terminated" in log.read_text()
