@@ -73,6 +73,9 @@ class TrainConfig(Section):
     # Float sums split by thread count, so it is part of the cell's configuration (and hash):
     # one config gives one set of numbers on one machine, alone or beside others (--jobs)
     threads: int = Field(2, ge=1, le=1_024)
+    # pythae: pythae's trainer runs the loop. vaebench: the same models, losses, optimisers and
+    # schedulers in a loop of our own with no host read inside a step (benchmark/engine.py)
+    engine: Literal["pythae", "vaebench"] = "pythae"
 
 
 class CodePriorConfig(Section):
@@ -178,19 +181,35 @@ SAMENESS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Settings added after records existed, with the value that does what every earlier record did:
+# at that value a setting is left out of every identity, so an upgrade does not make finished
+# cells look new (and train them again).
+ADDED_LATER: dict[str, Any] = {
+    "train.engine": "pythae",
+}
+
+
 def identity(config: RunConfig | dict[str, Any], sameness: str) -> str:
     """A short hash of `config` (a RunConfig, or a record's stored config) without what the
     `sameness` question ignores: equal hashes, the same for that question."""
     payload = config.model_dump(mode="json") if isinstance(config, RunConfig) else config
     payload = json.loads(json.dumps(payload))  # a copy to drop keys from
     for dotted in SAMENESS[sameness]:
-        *parents, name = dotted.split(".")
-        section = payload
-        for parent in parents:
-            section = section.get(parent) or {}
-        section.pop(name, None)
+        _pop(payload, dotted)
+    for dotted, earlier in ADDED_LATER.items():
+        _pop(payload, dotted, only_if=earlier)
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _pop(payload: dict[str, Any], dotted: str, **condition: Any) -> None:
+    """Drop the dotted key (`only_if=V`: only when its value is V)."""
+    *parents, name = dotted.split(".")
+    section = payload
+    for parent in parents:
+        section = section.get(parent) or {}
+    if "only_if" not in condition or section.get(name) == condition["only_if"]:
+        section.pop(name, None)
 
 
 def same_training(a: RunConfig, b: RunConfig) -> bool:

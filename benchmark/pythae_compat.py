@@ -9,6 +9,9 @@ pins the quirk (what stock pythae does) and the fix (what it does under the patc
 - `without_best_model_copies`: no best-model deep copy per epoch, no final save.
 - `quiet_pythae` / `drop_pythae_console_callbacks`: pythae's own logging, tqdm bars and
   console printer, which the benchmark replaces with its own progress.
+- `one_hot_without_host_reads`: VQ-VAE's quantizer calls `F.one_hot`, which on the CPU reads
+  the indices' min and max back to check them (two host reads a step); under the patch the
+  one-hot is a scatter, the same tensor without the reads (the vaebench engine's step).
 """
 
 from __future__ import annotations
@@ -82,6 +85,39 @@ def bce_outside_autocast(model: torch.nn.Module):
         yield
         return
     module.F = _FunctionalWithFp32BCE("torch.nn.functional (fp32 BCE)")
+    try:
+        yield
+    finally:
+        module.F = torch.nn.functional
+
+
+def one_hot_by_scatter(indices: torch.Tensor, num_classes: int = -1) -> torch.Tensor:
+    """`F.one_hot(indices, num_classes)` for indices known to be in range: no host read."""
+    if num_classes < 0:
+        raise ValueError("one_hot_by_scatter needs num_classes")
+    encoded = torch.zeros(*indices.shape, num_classes, dtype=torch.int64, device=indices.device)
+    return encoded.scatter_(-1, indices.unsqueeze(-1), 1)
+
+
+class _FunctionalWithScatterOneHot(ModuleType):
+    """Stands in for `torch.nn.functional` inside pythae's VQ-VAE quantizer module."""
+
+    def __getattr__(self, name: str):
+        return getattr(torch.nn.functional, name)
+
+    one_hot = staticmethod(one_hot_by_scatter)
+
+
+@contextlib.contextmanager
+def one_hot_without_host_reads(model: torch.nn.Module):
+    """For the block, the module that defines `model`'s quantizer (VQ-VAE) one-hot encodes by
+    scatter; any other model is left alone."""
+    quantizer = getattr(model, "quantizer", None)
+    module = sys.modules.get(type(quantizer).__module__, None) if quantizer is not None else None
+    if module is None or getattr(module, "F", None) is not torch.nn.functional:
+        yield
+        return
+    module.F = _FunctionalWithScatterOneHot("torch.nn.functional (scatter one_hot)")
     try:
         yield
     finally:

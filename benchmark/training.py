@@ -22,9 +22,11 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from benchmark.config import RunConfig
 from benchmark.data import ImageSplits
+from benchmark.engine import train_with_engine
 from benchmark.models import Family
 from benchmark.pythae_compat import (
     autocast_forward,
+    bce_outside_autocast,
     drop_pythae_console_callbacks,
     quiet_pythae,
     without_best_model_copies,
@@ -183,6 +185,12 @@ class StepRecorder:
             if self.on_step is not None:
                 self.on_step(step, batch, at)
 
+    def epoch_means(self, training: bool) -> dict[str, float]:
+        """The epoch so far: each component's mean over its training (or validation) steps."""
+        self.flush()
+        values = self._epoch_train if training else self._epoch_val
+        return {name: sum(series) / len(series) for name, series in values.items() if series}
+
     def close_epoch(self) -> dict[str, float]:
         self.flush()
         now = time.perf_counter()
@@ -337,35 +345,54 @@ def train(
         callback.trainer = trainer
         if resume is not None:  # pythae always counts epochs from 1: run only what is left
             trainer.training_config.num_epochs = config.train.epochs - resume.epochs_done
-        if fast_loading:
-            # swap pythae's item-by-item loaders for batch loaders (same order, same losses)
-            trainer.train_loader = batch_loader(
-                trainer.train_dataset, config.train.batch_size, True
-            )
-            if trainer.eval_loader is not None:
-                eval_batch = trainer.training_config.per_device_eval_batch_size
-                trainer.eval_loader = batch_loader(trainer.eval_dataset, eval_batch, True)
-        # registered after the trainer's sanity-check forward, so only real steps are recorded
-        handle = model.register_forward_hook(recorder)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         recorder._opened = time.perf_counter()
         try:
-            with (
-                without_best_model_copies(trainer),
-                autocast_forward(model, device, config.train.precision),
-            ):
-                trainer.train()
+            if config.train.engine == "vaebench":
+                bf16 = config.train.precision == "bf16"
+                with bce_outside_autocast(model) if bf16 else contextlib.nullcontext():
+                    train_with_engine(
+                        trainer,
+                        family,
+                        model,
+                        trainer.train_dataset.images,
+                        trainer.eval_dataset.images if trainer.eval_dataset else None,
+                        config.train,
+                        device,
+                        recorder,
+                        callback,
+                    )
+            else:
+                _train_with_pythae(trainer, model, config, device, recorder, fast_loading)
         except BaseException:
             with contextlib.suppress(Exception):  # steps still on the device: history, W&B
                 recorder.flush()
             raise
-        finally:
-            handle.remove()
     recorder.history.seconds = earlier + time.perf_counter() - started
     if device == "cuda":
         recorder.history.peak_gpu_memory_mb = torch.cuda.max_memory_allocated() / 2**20
     return recorder.history
+
+
+def _train_with_pythae(trainer, model, config: RunConfig, device, recorder, fast_loading) -> None:
+    """pythae's own `trainer.train()`, each step observed by a forward hook."""
+    if fast_loading:
+        # swap pythae's item-by-item loaders for batch loaders (same order, same losses)
+        trainer.train_loader = batch_loader(trainer.train_dataset, config.train.batch_size, True)
+        if trainer.eval_loader is not None:
+            eval_batch = trainer.training_config.per_device_eval_batch_size
+            trainer.eval_loader = batch_loader(trainer.eval_dataset, eval_batch, True)
+    # registered after the trainer's sanity-check forward, so only real steps are recorded
+    handle = model.register_forward_hook(recorder)
+    try:
+        with (
+            without_best_model_copies(trainer),
+            autocast_forward(model, device, config.train.precision),
+        ):
+            trainer.train()
+    finally:
+        handle.remove()
 
 
 def _trained_already(model, state: TrainingState, device: str, channels_last: bool):

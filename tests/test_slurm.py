@@ -164,6 +164,8 @@ def start_run(out, *more: str, env=None) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        # Ctrl-C reaches it as at a terminal, even when the tests run in the background
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -235,7 +237,8 @@ def test_a_cancelled_job_fails_its_cell_in_one_line_and_a_rerun_trains_it(
 
 @real_slurm
 @pytest.mark.slurm
-def test_sigterm_cancels_this_runs_jobs_and_only_them(data_beside):
+@pytest.mark.parametrize("stop, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_cancels_this_runs_jobs_and_only_them(data_beside, stop, code):
     other = subprocess.run(
         [
             "sbatch",
@@ -255,9 +258,9 @@ def test_sigterm_cancels_this_runs_jobs_and_only_them(data_beside):
         process = start_run(data_beside)
         job_id = submitted_job(process, seen)
         wait_until_running(job_id)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         output = "".join(seen) + process.communicate(timeout=60)[0]
-        assert process.returncode == 143, output
+        assert process.returncode == code, output
         assert f"cancelled this run's SLURM jobs still queued or running: {job_id}" in output
         queue = subprocess.run(
             ["squeue", "--noheader", "--format=%i"], capture_output=True, text=True

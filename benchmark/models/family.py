@@ -51,6 +51,9 @@ class Family:
     latent: Literal["gaussian", "discrete", "deterministic"] = "gaussian"
     # what its own `recon_loss` is, for the report's note on the families' own losses
     own_loss: str = ""
+    # train.engine=vaebench: the training forward, (model, inputs, **pythae's kwargs) -> its
+    # loss components as tensors, none of them read on the host. None: the model's own forward
+    engine_forward: Callable[..., Any] | None = None
 
     @property
     def metric_keys(self) -> tuple[str, ...]:

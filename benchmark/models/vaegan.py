@@ -133,6 +133,56 @@ def evaluate_batch(model: VAEGAN, x: torch.Tensor, params: VAEGANParams) -> Batc
     )
 
 
+def gated_forward(model: VAEGAN, inputs, **kwargs) -> dict[str, torch.Tensor]:
+    """pythae's `VAEGAN.forward` for the vaebench engine: the same draws in the same order and
+    the same losses, with the margin/equilibrium gates as 0-dim bool tensors on the device
+    instead of Python branches on `.item()` (which would stop the host every step).
+    `tests/test_engine.py` holds it equal to pythae's forward."""
+    x = inputs["data"]
+    mu, log_var, z = gaussian_posterior(model, x)
+    recon_x = model.decoder(z).reconstruction
+    z_prior = torch.randn_like(z, device=x.device).requires_grad_(True)
+    n = z.shape[0]
+    kld = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp(), dim=-1)
+    recon_loss = 0.5 * F.mse_loss(
+        _features(model, x).reshape(n, -1),
+        _features(model, recon_x).reshape(n, -1),
+        reduction="none",
+    ).sum(dim=-1)
+    encoder_loss = kld + recon_loss
+    gen_prior = model.decoder(z_prior).reconstruction
+    true_score = model.discriminator(x).embedding.flatten()
+    prior_score = model.discriminator(gen_prior).embedding.flatten()
+    true_cost = _bce(true_score, torch.ones(n, device=x.device))
+    prior_cost = _bce(prior_score, torch.zeros(n, device=x.device))
+    discriminator_loss = true_cost + prior_cost
+    alpha = model.adversarial_loss_scale
+    decoder_loss = (1 - alpha) * recon_loss - alpha * discriminator_loss
+    low, high = model.equilibrium - model.margin, model.equilibrium + model.margin
+    update_discriminator = ~((true_cost < low) | (prior_cost < low))
+    update_decoder = ~((true_cost > high) | (prior_cost > high))
+    neither = ~update_decoder & ~update_discriminator  # pythae then updates both
+    encoder_loss, decoder_loss = encoder_loss.mean(dim=0), decoder_loss.mean(dim=0)
+    discriminator_loss = discriminator_loss.mean(dim=0)
+    return {
+        "loss": encoder_loss + decoder_loss + discriminator_loss,
+        "recon_loss": recon_loss.mean(dim=0),
+        "encoder_loss": encoder_loss,
+        "decoder_loss": decoder_loss,
+        "discriminator_loss": discriminator_loss,
+        "update_encoder": torch.ones((), dtype=torch.bool, device=x.device),
+        "update_decoder": update_decoder | neither,
+        "update_discriminator": update_discriminator | neither,
+    }
+
+
+def _bce(score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """pythae's `F.binary_cross_entropy(score, target)`, in fp32 outside autocast (which CUDA
+    refuses for BCE)."""
+    with torch.autocast(device_type=score.device.type, enabled=False):
+        return F.binary_cross_entropy(score.float(), target.float())
+
+
 FAMILY = Family(
     name="vaegan",
     label="VAEGAN",
@@ -145,6 +195,7 @@ FAMILY = Family(
     trainer_config=trainer_config,
     trainer_cls=CoupledOptimizerAdversarialTrainer,
     evaluate_batch=evaluate_batch,
+    engine_forward=gated_forward,
     samplers=("normal", "gmm"),
     train_components=(
         "loss",

@@ -1,0 +1,194 @@
+"""`train.engine: vaebench`: pythae's models, losses, optimisers and schedulers, our own loop.
+
+pythae's trainer prepares everything as it would (seed, optimisers, schedulers, with the configs
+the family gives it); this loop then trains with it, and differs from pythae's loop in what a
+GPU waits on, not in what it computes:
+
+- the training images stay on the device; an epoch's order is drawn as pythae's DataLoader
+  draws it (same random numbers, same order), and a batch is a gather on the device;
+- no host read inside a step: the loss components stay on the device until the recorder takes
+  them every N steps; Adam's step count lives on the device (`device_adam.py`); VAEGAN's
+  margin/equilibrium gates are device-side masks (`models/vaegan.gated_forward`), and an
+  optimiser whose gate is closed keeps its state, as when pythae's coupled trainer skips it;
+- static shapes: every training batch has `train.batch_size` images; the last, smaller batch
+  of an epoch is dropped (pythae trains on it). With a training set a multiple of the batch
+  size both loops compute the same numbers (`tests/test_engine.py`).
+
+Validation, the scheduler step, the rolling checkpoint and what is reported each epoch are
+pythae's trainer's, through the same callback the pythae engine uses.
+"""
+
+from __future__ import annotations
+
+import torch
+from pythae.trainers import BaseTrainer, CoupledOptimizerAdversarialTrainer
+
+from benchmark.device_adam import DeviceAdam
+from benchmark.errors import UserInputError
+from benchmark.pythae_compat import one_hot_without_host_reads
+from benchmark.resume import trainer_parts
+
+COUPLED = ("encoder_optimizer", "decoder_optimizer", "discriminator_optimizer")
+
+
+def epoch_order(n: int) -> torch.Tensor:
+    """A permutation of range(n), drawn from the global RNG exactly as iterating pythae's
+    DataLoader(shuffle=True) draws it: the loader's base seed, then RandomSampler's seed."""
+    torch.empty((), dtype=torch.int64).random_()  # the DataLoader iterator's base seed
+    seed = int(torch.empty((), dtype=torch.int64).random_().item())
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return torch.randperm(n, generator=generator)
+
+
+def check_engine_fits(trainer, train_size: int, batch_size: int, optimizer: str) -> None:
+    if type(trainer) not in (BaseTrainer, CoupledOptimizerAdversarialTrainer):
+        raise UserInputError(
+            f"train.engine=vaebench trains with pythae's BaseTrainer or "
+            f"CoupledOptimizerAdversarialTrainer, not {type(trainer).__name__}"
+        )
+    if optimizer not in ("Adam", "AdamW"):
+        raise UserInputError(
+            f"train.engine=vaebench steps Adam or AdamW without host reads; "
+            f"train.optimizer={optimizer} needs train.engine=pythae"
+        )
+    if train_size < batch_size:
+        raise UserInputError(
+            f"train.engine=vaebench drops an epoch's last partial batch, and the training set "
+            f"({train_size} images) is smaller than train.batch_size={batch_size}"
+        )
+
+
+class Engine:
+    """One cell's training loop over a prepared pythae trainer."""
+
+    def __init__(self, trainer, family, model, images, val_images, train_config, device) -> None:
+        self.trainer = trainer
+        self.model = model
+        self.images = images  # uint8, on the training device when it fits there
+        self.val_images = val_images
+        self.batch_size = train_config.batch_size
+        self.channels_last = train_config.channels_last
+        self.precision = train_config.precision
+        self.device = torch.device(device)
+        self.forward = family.engine_forward or _model_forward
+        self.optimizers = {
+            name: DeviceAdam(optimizer) for name, optimizer in trainer_parts(trainer)[0].items()
+        }
+        self.coupled = set(self.optimizers) == set(COUPLED)
+
+    def batch(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        x = images[indices.to(images.device)].to(self.device, non_blocking=True)
+        x = x.float().div_(255)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train_epoch(self, epoch: int, record) -> None:
+        """One epoch of full batches; `record(model, inputs, outputs)` after each step."""
+        self.model.train()
+        order = epoch_order(len(self.images)).to(self.images.device)
+        steps = len(self.images) // self.batch_size
+        with one_hot_without_host_reads(self.model):
+            for index in range(steps):
+                x = self.batch(self.images, order[index * self.batch_size :][: self.batch_size])
+                inputs = {"data": x}
+                outputs = self.step(inputs, epoch)
+                record(self.model, (inputs,), outputs)
+        self.model.update()
+
+    def step(self, inputs: dict, epoch: int) -> dict[str, torch.Tensor]:
+        """Forward, backward and optimiser steps for one batch, with no host read."""
+        kwargs = {"epoch": epoch, "dataset_size": len(self.images), "uses_ddp": False}
+        with self.autocast():
+            outputs = self.forward(self.model, inputs, **kwargs)
+        if self.coupled:
+            self._coupled_update(outputs)
+        else:
+            optimizer = self.optimizers["optimizer"]
+            optimizer.zero_grad()
+            outputs["loss"].backward()
+            optimizer.step()
+        return outputs
+
+    def _coupled_update(self, outputs: dict) -> None:
+        """pythae's CoupledOptimizerAdversarialTrainer._optimizers_step with its gates as masks.
+
+        pythae, per optimiser whose gate is open: zero its gradients, backpropagate its loss
+        (into every parameter the loss reaches); then step each open optimiser. Here every
+        backward runs, scaled by its gate (0 or 1: exact), each optimiser's gradients are zeroed
+        where its gate is open, and a closed optimiser keeps its state."""
+        encoder, decoder, discriminator = (self.optimizers[name] for name in COUPLED)
+        open_decoder = outputs["update_decoder"]
+        open_discriminator = outputs["update_discriminator"]
+        encoder.zero_grad()  # pythae's encoder gate is always open
+        outputs["encoder_loss"].backward(retain_graph=True)
+        _zero_where(decoder, open_decoder)
+        (outputs["decoder_loss"] * open_decoder).backward(retain_graph=True)
+        _zero_where(discriminator, open_discriminator)
+        (outputs["discriminator_loss"] * open_discriminator).backward()
+        encoder.step()
+        decoder.step(open_decoder)
+        discriminator.step(open_discriminator)
+
+    def validate(self, epoch: int, record) -> None:
+        """pythae's eval_step: the validation set in a shuffled order, every batch (the last
+        may be smaller), the model's own forward without gradients."""
+        self.model.eval()
+        order = epoch_order(len(self.val_images))
+        size = self.trainer.training_config.per_device_eval_batch_size
+        kwargs = {"epoch": epoch, "dataset_size": len(self.val_images), "uses_ddp": False}
+        with torch.no_grad():
+            for start in range(0, len(self.val_images), size):
+                inputs = {"data": self.batch(self.val_images, order[start : start + size])}
+                with self.autocast():
+                    record(self.model, (inputs,), _model_forward(self.model, inputs, **kwargs))
+
+    def autocast(self):
+        """bf16 around a forward pass (never around a backward or the optimiser)."""
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16")
+
+    def scheduler_step(self, means: dict[str, float]) -> None:
+        """pythae's `_schedulers_step`, fed the epoch's mean losses as its trainer feeds it."""
+        if self.coupled:
+            self.trainer._schedulers_step(
+                encoder_metrics=means.get("encoder_loss"),
+                decoder_metrics=means.get("decoder_loss"),
+                discriminator_metrics=means.get("discriminator_loss"),
+            )
+        else:
+            self.trainer._schedulers_step(means.get("loss"))
+
+
+def _model_forward(model, inputs, **kwargs):
+    """The model class's own forward: no forward hooks, no per-instance patches (the engine
+    records each step itself and applies autocast itself)."""
+    return type(model).forward(model, inputs, **kwargs)
+
+
+def train_with_engine(
+    trainer, family, model, images, val_images, train_config, device, recorder, callback
+) -> None:
+    """pythae's `trainer.train()`, with this module's loop: the trainer prepares (seed,
+    optimisers, schedulers, callbacks), `callback` does what it does under pythae each epoch
+    (report, rolling checkpoint) and, on resume, puts the saved state in."""
+    check_engine_fits(trainer, len(images), train_config.batch_size, train_config.optimizer)
+    trainer.prepare_training()
+    callback.on_train_begin(trainer.training_config)
+    engine = Engine(trainer, family, model, images, val_images, train_config, device)
+    validating = val_images is not None and len(val_images) > 0
+    for epoch in range(1, trainer.training_config.num_epochs + 1):
+        engine.train_epoch(epoch, recorder)
+        if validating:
+            engine.validate(epoch, recorder)
+        engine.scheduler_step(recorder.epoch_means(training=not validating))
+        callback.on_log(trainer.training_config, {})
+
+
+def _zero_where(optimizer: DeviceAdam, gate: torch.Tensor) -> None:
+    """`optimizer.zero_grad()` where the 0-dim bool `gate` is true; the gradients as they are
+    otherwise (pythae leaves a skipped optimiser's gradients alone)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param.grad is not None:
+                param.grad.mul_(~gate)
