@@ -234,8 +234,9 @@ def _add_perf(sub) -> None:
         "images/s per family with pythae's stock TrainingPipeline, with our runner and with "
         "each speed option (against fp32 too), evaluation images/s per metric group, suite "
         "throughput with --jobs N against sequential, the share of a quick-suite cell outside "
-        "training, and FLOP/s against the machine's matrix-multiply rate. Prints a table and "
-        "writes JSON.",
+        "training, FLOP/s against the machine's matrix-multiply rate, and milliseconds per "
+        "training step at batch 4 for stock pythae, our runner and the vaebench engine in each "
+        "mode. Prints a table and writes JSON.",
     )
     perf.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement [3]")
     perf.add_argument(
@@ -255,6 +256,14 @@ def _add_perf(sub) -> None:
         default=2,
         metavar="N",
         help="also time the suite's cells with --jobs N against sequential (1: skip) [2]",
+    )
+    perf.add_argument(
+        "--engine-modes",
+        type=_csv(str),
+        default=["off", "default", "max-autotune-no-cudagraphs"],
+        metavar="LIST",
+        help="the vaebench engine's train.compile modes to time, off being eager; '' for none "
+        "[off,default,max-autotune-no-cudagraphs]",
     )
     perf.add_argument(
         "--no-cell",

@@ -376,6 +376,9 @@ def perf_command(args, extra: list[str]) -> int:
         raise UserInputError("--repeats must be at least 1")
     if args.jobs < 1:
         raise UserInputError("--jobs must be at least 1")
+    from benchmark.perf_training import engine_modes
+
+    modes = engine_modes(args.engine_modes)
     results = run_perf(
         args.overrides,
         args.repeats,
@@ -386,6 +389,7 @@ def perf_command(args, extra: list[str]) -> int:
         datasets=args.datasets,
         mirror=args.data_mirror,
         jobs=args.jobs,
+        engine_modes=modes,
     )
     write_json(results, args.out)
     print()

@@ -11,7 +11,14 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from benchmark.errors import UserInputError, unknown_name
 
@@ -76,6 +83,16 @@ class TrainConfig(Section):
     # pythae: pythae's trainer runs the loop. vaebench: the same models, losses, optimisers and
     # schedulers in a loop of our own with no host read inside a step (benchmark/engine.py)
     engine: Literal["pythae", "vaebench"] = "pythae"
+    # vaebench engine only: the step's forward (and so its backward) and the optimiser update
+    # through torch.compile; same losses within fp32 rounding (random draws as in eager)
+    compile: Literal["off", "default", "max-autotune-no-cudagraphs"] = "off"
+
+    @field_validator("compile")
+    @classmethod
+    def _compiled_by_our_engine(cls, value: str, info: ValidationInfo) -> str:
+        if value != "off" and info.data.get("engine") != "vaebench":
+            raise ValueError("compiles the vaebench engine's step: set train.engine=vaebench")
+        return value
 
 
 class CodePriorConfig(Section):
@@ -186,6 +203,7 @@ SAMENESS: dict[str, tuple[str, ...]] = {
 # cells look new (and train them again).
 ADDED_LATER: dict[str, Any] = {
     "train.engine": "pythae",
+    "train.compile": "off",
 }
 
 

@@ -15,6 +15,8 @@ It wraps a real `torch.optim.Adam`/`AdamW`: the learning-rate schedulers act on 
 
 from __future__ import annotations
 
+import types
+
 import torch
 
 
@@ -27,6 +29,7 @@ class DeviceAdam:
                 raise ValueError("DeviceAdam does not do amsgrad or maximize")
         self.optimizer = optimizer
         self.decoupled = isinstance(optimizer, torch.optim.AdamW)
+        self._update_group = update_group  # or its compiled form (`compile`)
         self._adopt_counts()
 
     @property
@@ -50,16 +53,38 @@ class DeviceAdam:
             if "step" in slot:
                 slot["step"] = torch.as_tensor(slot["step"]).to(param.device, torch.float64)
 
+    def compile(self, options: dict) -> None:
+        """Each step through torch.compile: the per-parameter updates fused. The compiled
+        update is one per process and `options` (it takes the tensors as arguments), so the
+        next cell's optimiser runs the same code. Every parameter's state is made now, so that
+        no step adds to it (a parameter that never gets a gradient is never updated)."""
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                self._slot(param)
+        shapes = tuple(
+            tuple(p.shape) for group in self.optimizer.param_groups for p in group["params"]
+        )
+        key = (tuple(sorted(options.items())), self.decoupled, shapes)
+        if key not in _COMPILED_UPDATES:
+            _COMPILED_UPDATES[key] = compiled_separately(update_group, options)
+        self._update_group = _COMPILED_UPDATES[key]
+
     @torch.no_grad()
     def step(self, gate: torch.Tensor | None = None) -> None:
         for group in self.optimizer.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            slots = [self._slot(p) for p in params]
             beta1, beta2 = group["betas"]
-            lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                slot = self._slot(param)
-                self._update(param, param.grad, slot, lr, beta1, beta2, eps, decay, gate)
+            self._update_group(
+                params,
+                [p.grad for p in params],
+                [slot["exp_avg"] for slot in slots],
+                [slot["exp_avg_sq"] for slot in slots],
+                [slot["step"] for slot in slots],
+                (group["lr"], beta1, beta2, group["eps"], group["weight_decay"]),
+                self.decoupled,
+                gate,
+            )
 
     def _slot(self, param: torch.Tensor) -> dict:
         slot = self.optimizer.state[param]
@@ -69,15 +94,38 @@ class DeviceAdam:
             slot["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return slot
 
-    def _update(self, param, grad, slot, lr, beta1, beta2, eps, decay, gate) -> None:
-        """torch.optim.adam._single_tensor_adam (capturable=False, differentiable=False), with
-        `step.item()` replaced by tensor arithmetic on the device."""
-        step_t, exp_avg, exp_avg_sq = slot["step"], slot["exp_avg"], slot["exp_avg_sq"]
+
+_COMPILED_UPDATES: dict[tuple, object] = {}
+
+
+def compiled_separately(function, options: dict):
+    """`torch.compile(function)` with a compile cache of its own. torch keeps compiled code on
+    the function's code object, with a limit of 8 variants (then it runs eagerly); every
+    family, dataset and optimiser of a suite would share one. A copy of the code object gives
+    each its own."""
+    copy = types.FunctionType(
+        function.__code__.replace(),
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    return torch.compile(copy, options=options)
+
+
+def update_group(params, grads, exp_avgs, exp_avg_sqs, steps, hyper, decoupled, gate) -> None:
+    """torch.optim.adam._single_tensor_adam (capturable=False, differentiable=False) over one
+    parameter group, with `step.item()` replaced by tensor arithmetic on the device; where the
+    0-dim bool `gate` is false, everything keeps its value."""
+    lr, beta1, beta2, eps, decay = hyper
+    for param, grad, exp_avg, exp_avg_sq, step_t in zip(
+        params, grads, exp_avgs, exp_avg_sqs, steps, strict=True
+    ):
         if gate is not None:  # the state as it was: kept where the gate is closed
             old = (param.clone(), exp_avg.clone(), exp_avg_sq.clone(), step_t.clone())
         step_t += 1
         if decay != 0:
-            if self.decoupled:
+            if decoupled:
                 param.mul_(1 - lr * decay)
             else:
                 grad = grad.add(param, alpha=decay)

@@ -20,15 +20,46 @@ pythae's trainer's, through the same callback the pythae engine uses.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import torch
 from pythae.trainers import BaseTrainer, CoupledOptimizerAdversarialTrainer
 
-from benchmark.device_adam import DeviceAdam
+from benchmark.device_adam import DeviceAdam, compiled_separately
 from benchmark.errors import UserInputError
-from benchmark.pythae_compat import one_hot_without_host_reads
+from benchmark.pythae_compat import one_hot_without_host_reads, traceable_model_outputs
 from benchmark.resume import trainer_parts
 
 COUPLED = ("encoder_optimizer", "decoder_optimizer", "discriminator_optimizer")
+# compiled forwards, one per family and mode, kept for the process: a later epoch or cell of the
+# same family and shapes runs the code compiled for the first (parameters are graph inputs)
+_COMPILED: dict[tuple[str, str], Callable] = {}
+
+
+def compile_options(mode: str) -> dict:
+    """torch.compile's options for `mode`, with random draws made as eager makes them (the
+    same numbers for a seed, compiled or not)."""
+    import torch._inductor
+
+    return {**torch._inductor.list_mode_options(mode), "fallback_random": True}
+
+
+def compiled_forward(family, mode: str) -> Callable:
+    """The family's training forward as a compiled function of (model, inputs) -> its loss
+    components. No `epoch` or `dataset_size` goes in (a changing Python number would compile
+    again each epoch; no family reads them: tests/test_resume.py pins it)."""
+    key = (family.name, mode)
+    if key not in _COMPILED:
+        forward = family.engine_forward or _model_forward
+        names = family.train_components
+
+        def components(model, inputs):
+            outputs = forward(model, inputs)
+            return {name: outputs[name] for name in names if outputs.get(name) is not None}
+
+        _COMPILED[key] = compiled_separately(components, compile_options(mode))
+    return _COMPILED[key]
 
 
 def epoch_order(n: int) -> torch.Tensor:
@@ -76,6 +107,11 @@ class Engine:
             name: DeviceAdam(optimizer) for name, optimizer in trainer_parts(trainer)[0].items()
         }
         self.coupled = set(self.optimizers) == set(COUPLED)
+        self.compiled = None
+        if train_config.compile != "off":
+            self.compiled = compiled_forward(family, train_config.compile)
+            for optimizer in self.optimizers.values():
+                optimizer.compile(compile_options(train_config.compile))
 
     def batch(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         x = images[indices.to(images.device)].to(self.device, non_blocking=True)
@@ -89,7 +125,8 @@ class Engine:
         self.model.train()
         order = epoch_order(len(self.images)).to(self.images.device)
         steps = len(self.images) // self.batch_size
-        with one_hot_without_host_reads(self.model):
+        traced = traceable_model_outputs() if self.compiled else contextlib.nullcontext()
+        with one_hot_without_host_reads(self.model), traced:
             for index in range(steps):
                 x = self.batch(self.images, order[index * self.batch_size :][: self.batch_size])
                 inputs = {"data": x}
@@ -101,7 +138,10 @@ class Engine:
         """Forward, backward and optimiser steps for one batch, with no host read."""
         kwargs = {"epoch": epoch, "dataset_size": len(self.images), "uses_ddp": False}
         with self.autocast():
-            outputs = self.forward(self.model, inputs, **kwargs)
+            if self.compiled is not None:
+                outputs = self.compiled(self.model, inputs)
+            else:
+                outputs = self.forward(self.model, inputs, **kwargs)
         if self.coupled:
             self._coupled_update(outputs)
         else:

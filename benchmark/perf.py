@@ -4,15 +4,18 @@ For any suite's networks (`--suite paper`: pythae's benchmark networks) on its f
 on the device at hand. In one process, interleaved, after a warm-up, median of `repeats`:
 1. training images/s per family: pythae's stock `TrainingPipeline` vs our runner, on the same
    networks, data, batch size and hyper-parameters (and whether their first losses agree),
-   and our runner with each speed option (channels-last, bf16 autocast, both), each also
-   against fp32 (an option slower than fp32 here says so; one that fails gets its own row);
+   and our runner with each speed option (channels-last, bf16 autocast, both) and the vaebench
+   engine in each mode (eager, compiled), each also against fp32 (an option slower than fp32
+   here says so; one that fails gets its own row);
 2. evaluation images/s per metric group (pixel metrics, SSIM+GMSD, LPIPS with a random VGG16 —
    the same cost as the pretrained one —, the family's own losses);
 3. the share of a quick-suite cell's wall time spent outside training (evaluation, tracking,
    I/O, start-up);
 4. FLOPs per image (forward + backward) and the achieved FLOP/s against a measured fp32
    matrix-multiply rate;
-5. suite throughput with `--jobs N` worker processes against the sequential runner.
+5. suite throughput with `--jobs N` worker processes against the sequential runner;
+6. milliseconds per training step at batch 4 (the launch-bound regime), for stock pythae, our
+   runner and the vaebench engine in each mode (`perf_training.step_costs`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from benchmark import files
 from benchmark.data import ImageSplits, load_image_splits
 from benchmark.metrics import LPIPS, per_image_metrics
 from benchmark.models import FAMILIES, Family
-from benchmark.perf_training import _median_time, training_throughput
+from benchmark.perf_training import (
+    ENGINE_MODES,
+    SPEED_OPTIONS,
+    _median_time,
+    step_costs,
+    training_throughput,
+)
 from benchmark.suites import expand_cells, resolve_suite
 from benchmark.training import resolve_device
 
@@ -236,6 +245,7 @@ def run_perf(
     datasets: list[str] | None = None,
     mirror: str | None = None,
     jobs: int = 2,
+    engine_modes: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
     """Everything above for one suite's networks and first dataset (`--suite paper` times
     pythae's benchmark networks); the quick-suite cell overhead only for the quick suite."""
@@ -253,7 +263,8 @@ def run_perf(
     )
     device = resolve_device(cells[0].train.device)
     peak = matmul_flops_per_s(device)
-    training = training_throughput(cells, data, repeats, log)
+    engine_modes = ENGINE_MODES if engine_modes is None else engine_modes
+    training = training_throughput(cells, data, repeats, log, SPEED_OPTIONS | engine_modes)
     flops = {}
     for cell in cells:
         family = FAMILIES.get(cell.model)
@@ -282,6 +293,7 @@ def run_perf(
         "training": training,
         "evaluation_images_per_s": evaluation_throughput(cells, data, repeats, log),
         "flops": flops,
+        "step_cost": step_costs(cells, data, repeats, log, engine_modes),
     }
     if jobs > 1:
         single_dataset = suite.model_copy(update={"datasets": [cells[0].dataset]})
@@ -327,6 +339,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{option['ratio_to_stock']:.2f} | {option['ratio_to_fp32']:.2f}{slower} | "
                 f"{option['max_loss_deviation_first_steps']:.1e} |"
             )
+    lines += ["", *step_cost_table(results["step_cost"])]
     lines += [
         "",
         f"fp32 matmul rate on {results['config']['device']} "
@@ -357,6 +370,21 @@ def table(results: dict[str, Any]) -> str:
             f"({c['startup_s']:.1f}s) shared by the suite's 3 cells",
         ]
     return "\n".join(lines)
+
+
+def step_cost_table(step_cost: dict[str, dict]) -> list[str]:
+    """ms per training step at batch 4: one row per family, one column per runner."""
+    runners = list(next(iter(step_cost.values()))["ms_per_step"]) if step_cost else []
+    names = {"stock": "stock pythae", "ours": "ours (pythae's trainer)"}
+    lines = [
+        "| ms per step, batch 4 | " + " | ".join(names.get(r, r) for r in runners) + " |",
+        "|---|" + "---|" * len(runners),
+    ]
+    for model, cost in step_cost.items():
+        ms = cost["ms_per_step"]
+        lines.append(f"| {model} | " + " | ".join(f"{ms[r]:.2f}" for r in runners) + " |")
+        lines += [f"| {model} | {name} failed: {error} |" for name, error in cost["errors"].items()]
+    return lines
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

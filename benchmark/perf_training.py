@@ -12,11 +12,13 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 
 from benchmark.data import ImageSplits
+from benchmark.errors import UserInputError
 from benchmark.models import FAMILIES, Family
 from benchmark.pythae_compat import quiet_pythae
 from benchmark.training import StepRecorder, resolve_device, train
@@ -30,6 +32,32 @@ SPEED_OPTIONS: dict[str, dict[str, Any]] = {
     "bf16": {"precision": "bf16"},
     "bf16 + channels_last": {"precision": "bf16", "channels_last": True},
 }
+# the vaebench engine (benchmark/engine.py) in each of its modes; timed like a speed option, and
+# per step at batch 4 (`step_costs`)
+ENGINE_MODES: dict[str, dict[str, Any]] = {
+    "engine": {"engine": "vaebench"},
+    "engine + compile": {"engine": "vaebench", "compile": "default"},
+    "engine + compile max-autotune-no-cudagraphs": {
+        "engine": "vaebench",
+        "compile": "max-autotune-no-cudagraphs",
+    },
+}
+
+
+def engine_modes(compiles: list[str]) -> dict[str, dict[str, Any]]:
+    """The engine modes whose train.compile is in `compiles` (`off`: eager)."""
+    known = {changes.get("compile", "off"): name for name, changes in ENGINE_MODES.items()}
+    unknown = [c for c in compiles if c not in known]
+    if unknown:
+        raise UserInputError(
+            f"--engine-modes: unknown mode {unknown[0]!r}; choose from {', '.join(known)}"
+        )
+    return {known[c]: ENGINE_MODES[known[c]] for c in compiles}
+
+
+# the launch-bound regime: with batches this small, a step's fixed cost is most of it
+STEP_COST_BATCH = 4
+STEP_COST_IMAGES = 256
 
 
 def _seconds(run: Callable[..., Any], *args: Any) -> float:
@@ -42,8 +70,9 @@ def _median_time(run: Callable[[], Any], repeats: int) -> float:
     return statistics.median(_seconds(run) for _ in range(repeats))
 
 
-def _stock_pipeline(family: Family, cell, params, data: ImageSplits) -> list[dict]:
-    """pythae's own TrainingPipeline; returns its per-step losses (observed by a hook)."""
+def _stock_pipeline(family: Family, cell, params, data: ImageSplits, on_step=None) -> list[dict]:
+    """pythae's own TrainingPipeline; returns its per-step losses (observed by a hook, which
+    also calls `on_step(step, batch, time)`)."""
     from pythae.pipelines import TrainingPipeline
 
     torch.manual_seed(cell.seed)
@@ -51,7 +80,7 @@ def _stock_pipeline(family: Family, cell, params, data: ImageSplits) -> list[dic
     with tempfile.TemporaryDirectory() as workdir:
         device = resolve_device(cell.train.device)
         config = family.trainer_config(params, cell.train, cell.seed, workdir, device)
-        recorder = StepRecorder(family.train_components)
+        recorder = StepRecorder(family.train_components, on_step)
         pipeline = TrainingPipeline(model=model, training_config=config)
         handle = model.register_forward_hook(recorder)
         try:
@@ -65,10 +94,10 @@ def _stock_pipeline(family: Family, cell, params, data: ImageSplits) -> list[dic
     return recorder.history.steps[1:]  # the first call is the pipeline's sanity check
 
 
-def _ours(family: Family, cell, params, data: ImageSplits) -> list[dict]:
+def _ours(family: Family, cell, params, data: ImageSplits, on_step=None) -> list[dict]:
     torch.manual_seed(cell.seed)
     model = family.build(params, data.shape, cell.arch)
-    return train(family, model, data, cell, params).steps
+    return train(family, model, data, cell, params, on_step=on_step).steps
 
 
 def _with_train(cell, changes: dict[str, Any]):
@@ -96,7 +125,9 @@ def _option_result(ours_rate: float, stock_rate: float, rate: float, deviation: 
     }
 
 
-def training_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> dict[str, dict]:
+def training_throughput(
+    cells, data: ImageSplits, repeats: int, log: Log, options: dict[str, dict] | None = None
+) -> dict[str, dict]:
     """Stock pythae vs ours vs ours with each speed option, per family. An option that fails on
     this device (for example bf16 where the device has no bf16) gets its own row, with the
     error, and is left out of the timing; the defaults are never allowed to fail quietly."""
@@ -105,8 +136,9 @@ def training_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> dic
         family = FAMILIES.get(cell.model)
         params = family.params_model(**cell.params)
         images = len(data.train) * cell.train.epochs
+        options = SPEED_OPTIONS | ENGINE_MODES if options is None else options
         variants = {"ours": cell} | {
-            name: _with_train(cell, changes) for name, changes in SPEED_OPTIONS.items()
+            name: _with_train(cell, changes) for name, changes in options.items()
         }
         stock_steps = _stock_pipeline(family, cell, params, data)  # warm-up (and losses)
         steps, errors = {}, {}
@@ -127,29 +159,89 @@ def training_throughput(cells, data: ImageSplits, repeats: int, log: Log) -> dic
         rate = {name: images / statistics.median(t) for name, t in times.items()}
         stock, ours = rate["stock"], rate["ours"]
         first = min(5, len(steps["ours"]))
-        options = {}
-        for name in SPEED_OPTIONS:
+        rows = {}
+        for name in options:
             if name in errors:
-                options[name] = {"error": errors[name]}
+                rows[name] = {"error": errors[name]}
                 continue
             deviation = _max_loss_deviation(steps["ours"][:first], steps[name][:first])
-            options[name] = _option_result(ours, stock, rate[name], deviation)
+            rows[name] = _option_result(ours, stock, rate[name], deviation)
         results[cell.model] = {
             "stock_images_per_s": stock,
             "ours_images_per_s": ours,
             "ratio": ours / stock,
             "same_losses_first_steps": stock_steps[:first] == steps["ours"][:first],
-            "options": options,
+            "options": rows,
         }
         shown = ", ".join(
             f"{name} FAILED"
             if option.get("error")
             else f"{name} x{option['ratio_to_stock']:.2f}"
             + (" (slower than fp32)" if option["slower_than_fp32"] else "")
-            for name, option in options.items()
+            for name, option in rows.items()
         )
         log(
             f"perf: train {cell.model}: stock {stock:.0f} img/s, ours {ours:.0f} img/s "
             f"(x{ours / stock:.2f}); {shown}"
         )
     return results
+
+
+def step_costs(
+    cells, data: ImageSplits, repeats: int, log: Log, modes: dict[str, dict] | None = None
+) -> dict[str, dict]:
+    """Milliseconds per training step at batch 4, per family: stock pythae, our runner
+    (pythae's trainer) and the vaebench engine in each mode, on the first 256 training images,
+    without validation. A step's time is the median interval between consecutive steps (an
+    epoch's start is an outlier the median ignores); each runner warms up once (a compiled
+    mode compiles there), then the runners are interleaved, median of `repeats`."""
+    modes = ENGINE_MODES if modes is None else modes
+    small = ImageSplits(
+        train=data.train[:STEP_COST_IMAGES], val=data.val[:0], test=data.test[:STEP_COST_BATCH]
+    )
+    results = {}
+    for cell in cells:
+        family = FAMILIES.get(cell.model)
+        params = family.params_model(**cell.params)
+        at4 = _with_train(cell, {"batch_size": STEP_COST_BATCH, "epochs": 1})
+        runners = {
+            "stock": partial(_stock_step_ms, family, at4, params, small),
+            "ours": partial(_our_step_ms, family, at4, params, small),
+        } | {
+            name: partial(_our_step_ms, family, _with_train(at4, changes), params, small)
+            for name, changes in modes.items()
+        }
+        errors = {}
+        for name, run in list(runners.items()):  # warm-up
+            try:
+                run()
+            except Exception as error:  # noqa: BLE001 - reported in the mode's row
+                if name in ("stock", "ours"):
+                    raise
+                errors[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+                del runners[name]
+        samples: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(repeats):
+            for name, run in runners.items():
+                samples[name].append(run())
+        ms = {name: statistics.median(values) for name, values in samples.items()}
+        results[cell.model] = {"batch_size": STEP_COST_BATCH, "ms_per_step": ms, "errors": errors}
+        shown = ", ".join(f"{name} {value:.2f}" for name, value in ms.items())
+        log(f"perf: ms per step at batch {STEP_COST_BATCH}, {cell.model}: {shown}")
+    return results
+
+
+def _median_gap_ms(times: list[float]) -> float:
+    return 1000 * statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+def _stock_step_ms(family: Family, cell, params, data: ImageSplits) -> float:
+    times: list[float] = []
+    _stock_pipeline(family, cell, params, data, on_step=lambda step, batch, at: times.append(at))
+    return _median_gap_ms(times)
+
+
+def _our_step_ms(family: Family, cell, params, data: ImageSplits) -> float:
+    rates: list[float] = []
+    _ours(family, cell, params, data, on_step=lambda v: rates.append(v["perf/images_per_s"]))
+    return 1000 * STEP_COST_BATCH / statistics.median(rates)

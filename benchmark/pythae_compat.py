@@ -9,6 +9,10 @@ pins the quirk (what stock pythae does) and the fix (what it does under the patc
 - `without_best_model_copies`: no best-model deep copy per epoch, no final save.
 - `quiet_pythae` / `drop_pythae_console_callbacks`: pythae's own logging, tqdm bars and
   console printer, which the benchmark replaces with its own progress.
+- `traceable_model_outputs`: `torch.compile` cannot trace pythae's `ModelOutput` (an
+  OrderedDict whose attributes are set by overridden `__setitem__`; compiled, `out.embedding`
+  fails with "'ModelOutput' object has no attribute 'embedding'"). While compiled steps run,
+  the modules that build one build a plain object with the same reads and writes instead.
 - `one_hot_without_host_reads`: VQ-VAE's quantizer calls `F.one_hot`, which on the CPU reads
   the indices' min and max back to check them (two host reads a step); under the patch the
   one-hot is a scatter, the same tensor without the reads (the vaebench engine's step).
@@ -74,6 +78,11 @@ class _FunctionalWithFp32BCE(ModuleType):
     binary_cross_entropy = staticmethod(binary_cross_entropy_fp32)
 
 
+# one of each stand-in for the process: a compiled step guards on the `F` it saw, and a new
+# stand-in each epoch would compile it again
+_FUNCTIONAL_WITH_FP32_BCE = _FunctionalWithFp32BCE("torch.nn.functional (fp32 BCE)")
+
+
 @contextlib.contextmanager
 def bce_outside_autocast(model: torch.nn.Module):
     """For the block, the pythae module that defines `model`'s loss (VAEGAN's discriminator
@@ -84,11 +93,53 @@ def bce_outside_autocast(model: torch.nn.Module):
     if module is None or getattr(module, "F", None) is not torch.nn.functional:
         yield
         return
-    module.F = _FunctionalWithFp32BCE("torch.nn.functional (fp32 BCE)")
+    module.F = _FUNCTIONAL_WITH_FP32_BCE
     try:
         yield
     finally:
         module.F = torch.nn.functional
+
+
+class TraceableOutput:
+    """What pythae's code does with a `ModelOutput` (built from keywords; read and written by
+    attribute, by key and with `get`), as a plain object that `torch.compile` traces."""
+
+    def __init__(self, **values) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def __getitem__(self, name: str):
+        return getattr(self, name)
+
+    def __setitem__(self, name: str, value) -> None:
+        setattr(self, name, value)
+
+    def __contains__(self, name: str) -> bool:
+        return hasattr(self, name)
+
+    def get(self, name: str, default=None):
+        return getattr(self, name, default)
+
+
+@contextlib.contextmanager
+def traceable_model_outputs():
+    """For the block, every loaded pythae or vaebench module that builds a `ModelOutput` builds
+    a `TraceableOutput` instead (for compiled steps; eager code is left as it is outside)."""
+    from pythae.models.base.base_utils import ModelOutput
+
+    modules = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith(("pythae.", "benchmark.", "tests."))
+        and getattr(module, "ModelOutput", None) is ModelOutput
+    ]
+    for module in modules:
+        module.ModelOutput = TraceableOutput
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.ModelOutput = ModelOutput
 
 
 def one_hot_by_scatter(indices: torch.Tensor, num_classes: int = -1) -> torch.Tensor:
@@ -108,6 +159,9 @@ class _FunctionalWithScatterOneHot(ModuleType):
     one_hot = staticmethod(one_hot_by_scatter)
 
 
+_FUNCTIONAL_WITH_SCATTER_ONE_HOT = _FunctionalWithScatterOneHot("torch.nn.functional (scatter)")
+
+
 @contextlib.contextmanager
 def one_hot_without_host_reads(model: torch.nn.Module):
     """For the block, the module that defines `model`'s quantizer (VQ-VAE) one-hot encodes by
@@ -117,7 +171,7 @@ def one_hot_without_host_reads(model: torch.nn.Module):
     if module is None or getattr(module, "F", None) is not torch.nn.functional:
         yield
         return
-    module.F = _FunctionalWithScatterOneHot("torch.nn.functional (scatter one_hot)")
+    module.F = _FUNCTIONAL_WITH_SCATTER_ONE_HOT
     try:
         yield
     finally:

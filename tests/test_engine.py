@@ -37,14 +37,16 @@ def splits(train_size: int, val_size: int = 20) -> ImageSplits:
     )
 
 
-def cell(model: str, *overrides: str):
+def cell(model: str, *overrides: str, seed: int = 0):
     settings = [*TINY_SETTINGS, "train.device=cpu", "train.threads=1", *overrides]
-    return expand_cells(resolve_suite("quick", settings, models=[model]))[0]
+    return expand_cells(resolve_suite("quick", settings, models=[model], seeds=[seed]))[0]
 
 
-def steps_of(model_name: str, data: ImageSplits, *overrides: str) -> tuple[list, list, dict]:
+def steps_of(
+    model_name: str, data: ImageSplits, *overrides: str, seed: int = 0
+) -> tuple[list, list, dict]:
     """Every step's loss components, the epoch summaries and the final weights."""
-    config = cell(model_name, *overrides)
+    config = cell(model_name, *overrides, seed=seed)
     family = FAMILIES.get(model_name)
     params = family.params_model(**config.params)
     torch.manual_seed(config.seed)
@@ -221,3 +223,33 @@ def test_the_engine_is_part_of_a_cells_identity_and_pythae_is_what_earlier_recor
     earlier = pythae.model_dump(mode="json")
     del earlier["train"]["engine"]  # a record written before the setting existed
     assert identity(earlier, "run") == pythae.config_hash()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_a_compiled_step_gives_eagers_losses_and_compiles_once_per_process(name):
+    """train.compile=default: the forward (so its backward) and the optimiser update compiled;
+    random draws as in eager, so the losses differ by fp32 rounding only. The next cell of the
+    same configuration (another seed) in the same process compiles nothing new; a different
+    Python number in the step (a learning rate, a beta) does compile again."""
+    from torch._dynamo.utils import counters
+
+    data = splits(64)
+    settings = ("train.batch_size=8", "train.epochs=3", "train.engine=vaebench")
+    eager, eager_epochs, _ = steps_of(name, data, *settings)
+    compiled, compiled_epochs, _ = steps_of(name, data, *settings, "train.compile=default")
+    for theirs, mine in zip(eager, compiled, strict=True):
+        for key in (k for k in theirs if k.startswith("train/")):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), key
+    for theirs, mine in zip(eager_epochs, compiled_epochs, strict=True):
+        assert mine["val/loss"] == pytest.approx(theirs["val/loss"], rel=1e-4)
+    graphs = counters["stats"]["unique_graphs"]
+    steps_of(name, data, *settings, "train.compile=default", seed=1)
+    assert counters["stats"]["unique_graphs"] == graphs  # the next seed's cell reuses the code
+
+
+def test_compile_needs_the_vaebench_engine():
+    from benchmark.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="train.engine=vaebench"):
+        cell("betavae", "train.compile=default")

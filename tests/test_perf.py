@@ -45,6 +45,7 @@ def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys, mon
     out = tmp_path / "perf.json"
     sets = [a for s in [*TINY_SETTINGS, "data.max_train=64"] for a in ("--set", s)]
     args = ["perf", "--repeats", "1", "--no-cell", "--jobs", "2", "--out", str(out), *sets]
+    args += ["--engine-modes", "off"]  # the eager engine (compiling is tested in test_engine)
     code = main([*args, "--datasets", str(parquet_repo)])
     assert code == 0
     results = json.loads(out.read_text())
@@ -55,7 +56,13 @@ def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys, mon
             entry["ours_images_per_s"] / entry["stock_images_per_s"]
         )
         options = entry["options"]
-        assert set(options) == {"channels_last", "bf16", "bf16 + channels_last", "on cuda"}
+        assert set(options) == {
+            "channels_last",
+            "bf16",
+            "bf16 + channels_last",
+            "engine",
+            "on cuda",
+        }
         assert "no CUDA device" in options.pop("on cuda")["error"]
         for option in options.values():
             assert option["images_per_s"] > 0 and option["error"] is None
@@ -73,8 +80,13 @@ def test_perf_command_emits_well_formed_json(parquet_repo, tmp_path, capsys, mon
     assert {"pixel (mse, bce, psnr)", "ssim + gmsd", "lpips (vgg16)", "betavae losses"} <= set(
         results["evaluation_images_per_s"]
     )
+    for cost in results["step_cost"].values():
+        assert cost["batch_size"] == 4 and cost["errors"] == {}
+        assert set(cost["ms_per_step"]) == {"stock", "ours", "engine"}
+        assert all(ms > 0 for ms in cost["ms_per_step"].values())
     printed = capsys.readouterr().out
     assert "| betavae |" in printed and "| vqvae | on cuda | failed: RuntimeError" in printed
+    assert "| ms per step, batch 4 | stock pythae | ours (pythae's trainer) | engine |" in printed
     assert "--jobs 2" in printed
 
 
@@ -111,3 +123,9 @@ def test_bf16_autocast_trains_like_fp32(model, parquet_repo):
     fp32, bf16 = losses("fp32"), losses("bf16")
     assert bf16 == pytest.approx(fp32, rel=0.01)
     assert max(bf16) - min(bf16) > 0.02 * abs(bf16[0])  # the forward sees updated weights
+
+
+def test_an_unknown_engine_mode_is_one_line(capsys):
+    assert main(["perf", "--engine-modes", "turbo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown mode 'turbo'" in err
