@@ -48,10 +48,18 @@ class DeviceAdam:
 
     def _adopt_counts(self) -> None:
         """A state torch's Adam made or loaded (a resumed cell): each step count beside its
-        parameter, in float64 (an integer count is exact in both)."""
-        for param, slot in self.optimizer.state.items():
-            if "step" in slot:
-                slot["step"] = torch.as_tensor(slot["step"]).to(param.device, torch.float64)
+        parameter, in float64 (an integer count is exact in both), one tensor per group and
+        value (read once, here, not in a step)."""
+        for group in self.optimizer.param_groups:
+            shared: dict[tuple, torch.Tensor] = {}
+            for param in group["params"]:
+                slot = self.optimizer.state.get(param)
+                if slot and "step" in slot:
+                    value = float(slot["step"])
+                    key = (value, param.device)
+                    if key not in shared:
+                        shared[key] = torch.tensor(value, dtype=torch.float64, device=param.device)
+                    slot["step"] = shared[key]
 
     def compile(self, options: dict) -> None:
         """Each step through torch.compile: the per-parameter updates fused. The compiled
@@ -59,8 +67,7 @@ class DeviceAdam:
         next cell's optimiser runs the same code. Every parameter's state is made now, so that
         no step adds to it (a parameter that never gets a gradient is never updated)."""
         for group in self.optimizer.param_groups:
-            for param in group["params"]:
-                self._slot(param)
+            self._slots(group["params"], group["params"])
         shapes = tuple(
             tuple(p.shape) for group in self.optimizer.param_groups for p in group["params"]
         )
@@ -73,26 +80,45 @@ class DeviceAdam:
     def step(self, gate: torch.Tensor | None = None) -> None:
         for group in self.optimizer.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            slots = [self._slot(p) for p in params]
+            slots = self._slots(group["params"], params)
+            counts = list({id(slot["step"]): slot["step"] for slot in slots}.values())
+            which = tuple(next(i for i, c in enumerate(counts) if c is s["step"]) for s in slots)
             beta1, beta2 = group["betas"]
             self._update_group(
                 params,
                 [p.grad for p in params],
                 [slot["exp_avg"] for slot in slots],
                 [slot["exp_avg_sq"] for slot in slots],
-                [slot["step"] for slot in slots],
+                counts,
+                which,
                 (group["lr"], beta1, beta2, group["eps"], group["weight_decay"]),
                 self.decoupled,
                 gate,
             )
 
-    def _slot(self, param: torch.Tensor) -> dict:
+    def _slots(self, group: list[torch.Tensor], stepping: list[torch.Tensor]) -> list[dict]:
+        """The state of each stepping parameter. Parameters whose counts are equal share one
+        count tensor (one increment and one pair of bias corrections a step, not one per
+        parameter); a parameter that skips this step while others of its count step gets a
+        count of its own first, so every count stays exactly torch's."""
+        fresh = [p for p in stepping if not self.optimizer.state[p]]
+        if fresh:  # as torch initialises them, their (equal) count on their device
+            count = torch.zeros((), dtype=torch.float64, device=fresh[0].device)
+            for param in fresh:
+                self._init_slot(param, count)
+        stepping_ids = {id(p) for p in stepping}
+        moving = {id(self.optimizer.state[p]["step"]) for p in stepping}
+        for param in group:
+            slot = self.optimizer.state[param]
+            if slot and id(param) not in stepping_ids and id(slot["step"]) in moving:
+                slot["step"] = slot["step"].clone()
+        return [self.optimizer.state[p] for p in stepping]
+
+    def _init_slot(self, param: torch.Tensor, count: torch.Tensor) -> None:
         slot = self.optimizer.state[param]
-        if not slot:  # as torch initialises it, with the count on the parameter's device
-            slot["step"] = torch.zeros((), dtype=torch.float64, device=param.device)
-            slot["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            slot["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        return slot
+        slot["step"] = count
+        slot["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        slot["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
 
 _COMPILED_UPDATES: dict[tuple, object] = {}
@@ -113,31 +139,51 @@ def compiled_separately(function, options: dict):
     return torch.compile(copy, options=options)
 
 
-def update_group(params, grads, exp_avgs, exp_avg_sqs, steps, hyper, decoupled, gate) -> None:
+def update_group(
+    params, grads, exp_avgs, exp_avg_sqs, counts, which, hyper, decoupled, gate
+) -> None:
     """torch.optim.adam._single_tensor_adam (capturable=False, differentiable=False) over one
-    parameter group, with `step.item()` replaced by tensor arithmetic on the device; where the
-    0-dim bool `gate` is false, everything keeps its value."""
+    parameter group, with `step.item()` replaced by tensor arithmetic on the device: each
+    count in `counts` is incremented once and gives its bias corrections to the parameters
+    that share it (`which[i]`: parameter i's count).
+
+    Where the 0-dim bool `gate` is false, nothing moves: the count is not incremented, and the
+    update's coefficients are chosen (torch.where, exact) so that each term adds an exact zero:
+    the first moment's weight is 0, the second moment is scaled by 1 and gets 0 * grad², the
+    step size is 0. With the gate open the coefficients are torch's own values."""
     lr, beta1, beta2, eps, decay = hyper
-    for param, grad, exp_avg, exp_avg_sq, step_t in zip(
-        params, grads, exp_avgs, exp_avg_sqs, steps, strict=True
+    dtype = params[0].dtype if params else torch.float32
+    corrections = []
+    for count in counts:
+        count += 1 if gate is None else gate
+        bias_correction1 = 1 - torch.pow(beta1, count)
+        bias_correction2 = 1 - torch.pow(beta2, count)
+        negative_step_size = (lr / bias_correction1).to(dtype).neg()
+        bias_correction2_sqrt = bias_correction2.sqrt().to(dtype)
+        if gate is not None:  # a count that never moved has corrections 1 - 1 = 0: not used
+            negative_step_size = torch.where(gate, negative_step_size, 0.0)
+            bias_correction2_sqrt = torch.where(gate, bias_correction2_sqrt, 1.0)
+        corrections.append((negative_step_size, bias_correction2_sqrt))
+    if gate is None:
+        first, second, decayed = 1 - beta1, beta2, 1 - lr * decay
+    else:
+        first = torch.where(gate, torch.tensor(1 - beta1, dtype=dtype), 0.0)
+        second = torch.where(gate, torch.tensor(beta2, dtype=dtype), 1.0)
+        decayed = torch.where(gate, torch.tensor(1 - lr * decay, dtype=dtype), 1.0)
+        squared = gate.to(dtype)
+    for param, grad, exp_avg, exp_avg_sq, index in zip(
+        params, grads, exp_avgs, exp_avg_sqs, which, strict=True
     ):
-        if gate is not None:  # the state as it was: kept where the gate is closed
-            old = (param.clone(), exp_avg.clone(), exp_avg_sq.clone(), step_t.clone())
-        step_t += 1
         if decay != 0:
             if decoupled:
-                param.mul_(1 - lr * decay)
+                param.mul_(decayed)
             else:
                 grad = grad.add(param, alpha=decay)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad.conj(), value=1 - beta2)
-        bias_correction1 = 1 - torch.pow(beta1, step_t)
-        bias_correction2 = 1 - torch.pow(beta2, step_t)
-        step_size = (lr / bias_correction1).to(param.dtype)
-        bias_correction2_sqrt = bias_correction2.sqrt().to(param.dtype)
+        exp_avg.lerp_(grad, first)
+        exp_avg_sq.mul_(second).addcmul_(
+            grad, grad.conj() if gate is None else grad.conj() * squared, value=1 - beta2
+        )
+        negative_step_size, bias_correction2_sqrt = corrections[index]
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
         # addcdiv_(exp_avg, denom, value=-step_size) with the value a tensor: (v * t1) / t2
-        param.add_(exp_avg.mul(-step_size).div_(denom))
-        if gate is not None:
-            for now, before in zip((param, exp_avg, exp_avg_sq, step_t), old, strict=True):
-                now.copy_(torch.where(gate, now, before))
+        param.add_(exp_avg.mul(negative_step_size).div_(denom))

@@ -21,6 +21,7 @@ pythae's trainer's, through the same callback the pythae engine uses.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 
 import torch
@@ -42,6 +43,8 @@ def compile_options(mode: str) -> dict:
     same numbers for a seed, compiled or not)."""
     import torch._inductor
 
+    # on a machine without CUDA, compiling warns that it found no CUDA runtime: not news here
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return {**torch._inductor.list_mode_options(mode), "fallback_random": True}
 
 
@@ -109,6 +112,10 @@ class Engine:
         self.coupled = set(self.optimizers) == set(COUPLED)
         self.compiled = None
         if train_config.compile != "off":
+            if self.coupled:
+                # VAEGAN's three backward passes share one graph (retain_graph=True), which
+                # AOTAutograd's donated buffers (activations freed by the first backward) forbid
+                torch._functorch.config.donated_buffer = False
             self.compiled = compiled_forward(family, train_config.compile)
             for optimizer in self.optimizers.values():
                 optimizer.compile(compile_options(train_config.compile))
@@ -228,7 +235,8 @@ def train_with_engine(
 def _zero_where(optimizer: DeviceAdam, gate: torch.Tensor) -> None:
     """`optimizer.zero_grad()` where the 0-dim bool `gate` is true; the gradients as they are
     otherwise (pythae leaves a skipped optimiser's gradients alone)."""
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            if param.grad is not None:
-                param.grad.mul_(~gate)
+    grads = [
+        p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+    ]
+    if grads:
+        torch._foreach_mul_(grads, (~gate).to(grads[0].dtype))

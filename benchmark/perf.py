@@ -374,7 +374,9 @@ def table(results: dict[str, Any]) -> str:
 
 def step_cost_table(step_cost: dict[str, dict]) -> list[str]:
     """ms per training step at batch 4: one row per family, one column per runner."""
-    runners = list(next(iter(step_cost.values()))["ms_per_step"]) if step_cost else []
+    runners = []
+    for cost in step_cost.values():
+        runners += [r for r in [*cost["ms_per_step"], *cost["errors"]] if r not in runners]
     names = {"stock": "stock pythae", "ours": "ours (pythae's trainer)"}
     lines = [
         "| ms per step, batch 4 | " + " | ".join(names.get(r, r) for r in runners) + " |",
@@ -382,8 +384,10 @@ def step_cost_table(step_cost: dict[str, dict]) -> list[str]:
     ]
     for model, cost in step_cost.items():
         ms = cost["ms_per_step"]
-        lines.append(f"| {model} | " + " | ".join(f"{ms[r]:.2f}" for r in runners) + " |")
-        lines += [f"| {model} | {name} failed: {error} |" for name, error in cost["errors"].items()]
+        shown = (f"{ms[r]:.2f}" if r in ms else "failed" for r in runners)
+        lines.append(f"| {model} | " + " | ".join(shown) + " |")
+    for model, cost in step_cost.items():
+        lines += [f"\n{model}, {name}: failed: {error}" for name, error in cost["errors"].items()]
     return lines
 
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One command on a GPU machine, about 5 minutes (at most 10 on one GPU): `vaebench perf` on the
-# paper suite's networks (pythae's, MNIST), then the paper suite's MNIST cells (one seed) in
-# fp32 and in bf16, and one table per family: fp32 and bf16 epoch seconds, ours/stock, the
-# share of the measured matmul rate, peak GPU memory, and the --jobs speed-up of the suite.
+# One command on a GPU machine, about 10 minutes on one GPU: `vaebench perf` on the paper
+# suite's networks (pythae's, MNIST; the vaebench engine in each mode, ms per step at batch 4),
+# the paper suite's MNIST cells (one seed) in fp32 and in bf16, VQ-VAE's 100 epochs on full MNIST
+# with the vaebench engine, and the paper suite's MNIST cells end to end with --jobs under each
+# engine. Tables: per family fp32 and bf16 epoch seconds, ours/stock, the share of the measured
+# matmul rate, peak GPU memory, the --jobs speed-up; then the engine's two targets.
 #   bash docker/gpu_check.sh
 #   (EPOCHS=3 PERF_TRAIN=10000 JOBS=8 MIRROR=DIR OUT=gpu-check PRECISIONS="fp32 bf16" INSTALL=1
-#    MODELS=betavae,vqvae,vaegan)
+#    MODELS=betavae,vqvae,vaegan VQ_EPOCHS=100 COMPILE=default ENGINE_CHECK=1)
 # Offline GPU machine: `. gpu-env.sh && INSTALL=0 bash docker/gpu_check.sh` (see
 # ../shared/tools/gpu/README.md); the mirror then comes from $VAEBENCH_DATA_MIRROR.
 set -euo pipefail
@@ -34,6 +36,23 @@ for precision in ${PRECISIONS:-fp32 bf16}; do
         --out "$OUT/paper-$precision" "${sets[@]}" --set "train.precision=$precision" \
         "${common[@]}" | tee "$OUT/paper-$precision.log" || true
 done
+
+# the vaebench engine (train.engine=vaebench, train.compile=$COMPILE): VQ-VAE for VQ_EPOCHS on
+# full MNIST, then the paper suite's MNIST cells with --jobs under each engine, wall time each
+engine=(--set train.engine=vaebench --set "train.compile=${COMPILE:-default}")
+if [ "${ENGINE_CHECK:-1}" = 1 ]; then
+    python3 -m benchmark run --suite paper --datasets mnist --models vqvae --seeds 0 --wandb off \
+        --out "$OUT/vq-engine" --set "train.epochs=${VQ_EPOCHS:-100}" "${engine[@]}" \
+        ${MIRROR:+--data-mirror "$MIRROR"} | tee "$OUT/vq-engine.log" || true
+    for which in pythae vaebench; do
+        more=(); [ "$which" = vaebench ] && more=("${engine[@]}")
+        started=$(date +%s.%N)
+        python3 -m benchmark run --suite paper --datasets mnist --seeds 0 --wandb off \
+            --jobs "$JOBS" --out "$OUT/suite-$which" "${sets[@]}" "${more[@]}" "${common[@]}" \
+            | tee "$OUT/suite-$which.log" || true
+        echo "$(date +%s.%N) - $started" | bc > "$OUT/suite-$which.seconds"
+    done
+fi
 
 python3 - "$OUT" <<'PY'
 import json, statistics, sys
@@ -83,4 +102,22 @@ if "jobs" in perf:
     j = perf["jobs"]
     print(f"\n--jobs {j['jobs']}: {j['cells']} cells in {j['parallel_s']:.1f}s against "
           f"{j['sequential_s']:.1f}s sequential: x{j['speedup']:.2f} suite throughput")
+print()
+for model, cost in perf.get("step_cost", {}).items():
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in cost["ms_per_step"].items())
+    print(f"ms per step at batch {cost['batch_size']}, {model}: {shown}")
+vq = [json.loads(p.read_text()) for p in out.glob("vq-engine/results/**/*.json")]
+if vq and vq[0]["status"] == "ok":
+    epochs, seconds = len(vq[0]["training"]["epochs"]), vq[0]["timings"]["train"]
+    print(f"VQ-VAE, {epochs} epochs on full MNIST, vaebench engine "
+          f"(compile={vq[0]['config']['train']['compile']}): {seconds:.1f}s of training "
+          f"(target: 100 epochs in 60s or less)")
+elif vq:
+    print(f"VQ-VAE with the vaebench engine failed: {vq[0]['error']}")
+walls = {w: float((out / f"suite-{w}.seconds").read_text()) for w in ("pythae", "vaebench")
+         if (out / f"suite-{w}.seconds").exists()}
+if len(walls) == 2:
+    print(f"paper suite, MNIST cells, end to end with --jobs: pythae's loop {walls['pythae']:.1f}s, "
+          f"vaebench engine {walls['vaebench']:.1f}s: x{walls['pythae'] / walls['vaebench']:.2f} "
+          f"(target: x5 or more)")
 PY
