@@ -41,9 +41,11 @@ done
 # full MNIST, then the paper suite's MNIST cells with --jobs under each engine, wall time each
 engine=(--set train.engine=vaebench --set "train.compile=${COMPILE:-default}")
 if [ "${ENGINE_CHECK:-1}" = 1 ]; then
+    vq=(--set "train.epochs=${VQ_EPOCHS:-100}")  # full MNIST unless MAX_TRAIN says otherwise
+    [ -n "${MAX_TRAIN:-}" ] && vq+=(--set "data.max_train=$MAX_TRAIN")
+    [ -n "${MIRROR:-}" ] && vq+=(--data-mirror "$MIRROR")
     python3 -m benchmark run --suite paper --datasets mnist --models vqvae --seeds 0 --wandb off \
-        --out "$OUT/vq-engine" --set "train.epochs=${VQ_EPOCHS:-100}" "${engine[@]}" \
-        ${MIRROR:+--data-mirror "$MIRROR"} | tee "$OUT/vq-engine.log" || true
+        --out "$OUT/vq-engine" "${vq[@]}" "${engine[@]}" | tee "$OUT/vq-engine.log" || true
     for which in pythae vaebench; do
         more=(); [ "$which" = vaebench ] && more=("${engine[@]}")
         started=$(date +%s.%N)
