@@ -9,7 +9,9 @@ GPU waits on, not in what it computes:
 - no host read inside a step: the loss components stay on the device until the recorder takes
   them every N steps; Adam's step count lives on the device (`device_adam.py`); VAEGAN's
   margin/equilibrium gates are device-side masks (`models/vaegan.gated_forward`), and an
-  optimiser whose gate is closed keeps its state, as when pythae's coupled trainer skips it;
+  optimiser whose gate is closed keeps its state, as when pythae's coupled trainer skips it.
+  (On the CPU, where a host read is no wait, the gates branch as in pythae instead, which
+  skips a closed optimiser's backward; the tests check the masks there too);
 - static shapes: every training batch has `train.batch_size` images; the last, smaller batch
   of an epoch is dropped (pythae trains on it). With a training set a multiple of the batch
   size both loops compute the same numbers (`tests/test_engine.py`).
@@ -33,6 +35,10 @@ from benchmark.pythae_compat import one_hot_without_host_reads, traceable_model_
 from benchmark.resume import trainer_parts
 
 COUPLED = ("encoder_optimizer", "decoder_optimizer", "discriminator_optimizer")
+GATES = ("update_encoder", "update_decoder", "update_discriminator")
+COUPLED_LOSSES = ("encoder_loss", "decoder_loss", "discriminator_loss")
+# VAEGAN's gates as device-side masks on the CPU too (tests: the GPU's path, checked on the CPU)
+GATES_AS_MASKS_ON_CPU = False
 # compiled forwards, one per family and mode, kept for the process: a later epoch or cell of the
 # same family and shapes runs the code compiled for the first (parameters are graph inputs)
 _COMPILED: dict[tuple[str, str], Callable] = {}
@@ -110,6 +116,9 @@ class Engine:
             name: DeviceAdam(optimizer) for name, optimizer in trainer_parts(trainer)[0].items()
         }
         self.coupled = set(self.optimizers) == set(COUPLED)
+        # a host read costs nothing on the CPU: there the gates branch as in pythae, and a closed
+        # optimiser's backward is skipped; elsewhere they are masks, every backward runs
+        self.gates_as_masks = self.device.type != "cpu" or GATES_AS_MASKS_ON_CPU
         self.compiled = None
         if train_config.compile != "off":
             if self.coupled:
@@ -149,8 +158,10 @@ class Engine:
                 outputs = self.compiled(self.model, inputs)
             else:
                 outputs = self.forward(self.model, inputs, **kwargs)
-        if self.coupled:
+        if self.coupled and self.gates_as_masks:
             self._coupled_update(outputs)
+        elif self.coupled:
+            self._coupled_update_on_the_cpu(outputs)
         else:
             optimizer = self.optimizers["optimizer"]
             optimizer.zero_grad()
@@ -177,6 +188,22 @@ class Engine:
         encoder.step()
         decoder.step(open_decoder)
         discriminator.step(open_discriminator)
+
+    def _coupled_update_on_the_cpu(self, outputs: dict) -> None:
+        """pythae's CoupledOptimizerAdversarialTrainer._optimizers_step itself, branches and
+        all: on the CPU reading a gate is no wait, and a closed optimiser's backward is work
+        saved."""
+        gates = [bool(outputs[gate]) for gate in GATES]
+        optimizers = [self.optimizers[name] for name in COUPLED]
+        for gate, optimizer, loss, retain in zip(
+            gates, optimizers, COUPLED_LOSSES, (True, True, False), strict=True
+        ):
+            if gate:
+                optimizer.zero_grad()
+                outputs[loss].backward(retain_graph=retain)
+        for gate, optimizer in zip(gates, optimizers, strict=True):
+            if gate:
+                optimizer.step()
 
     def validate(self, epoch: int, record) -> None:
         """pythae's eval_step: the validation set in a shuffled order, every batch (the last

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import benchmark.engine
 from benchmark.cli import main
 from benchmark.config import identity
 from benchmark.data import ImageSplits
@@ -56,20 +57,25 @@ def steps_of(
     return steps, history.epochs, model.state_dict()
 
 
+GATED = ("vaegan.equilibrium=0.4", "vaegan.margin=0.15")  # both gates open and close
+
+
 @pytest.mark.parametrize(
-    "name, more",
+    "name, more, masks",
     [
-        ("betavae", ()),
-        ("vqvae", ()),
-        ("vaegan", ()),
-        # both of VAEGAN's gates open and close within the 200 steps
-        ("vaegan", ("vaegan.equilibrium=0.4", "vaegan.margin=0.15")),
+        ("betavae", (), False),
+        ("vqvae", (), False),
+        ("vaegan", (), False),
+        ("vaegan", GATED, False),  # the CPU's branches
+        ("vaegan", GATED, True),  # the GPU's masks
     ],
 )
-def test_the_engine_computes_pythaes_losses_step_for_step(name, more):
+def test_the_engine_computes_pythaes_losses_step_for_step(name, more, masks, monkeypatch):
     """fp32 on the CPU, same seed and batches (a training set that is a multiple of the batch
     size, so pythae trains no partial batch): the first 200 steps' losses, every component,
-    and the validation losses are pythae's trainer's, to 1e-6 relative (measured: bit for bit)."""
+    and the validation losses are pythae's trainer's, to 1e-6 relative (measured: bit for bit).
+    VAEGAN's gates are checked both ways: as branches (the CPU) and as masks (a GPU)."""
+    monkeypatch.setattr(benchmark.engine, "GATES_AS_MASKS_ON_CPU", masks)
     batch, train_size = 8, 64
     epochs = PARITY_STEPS // (train_size // batch)
     data = splits(train_size)
@@ -152,6 +158,7 @@ def test_a_training_step_reads_nothing_back_to_the_host(name):
         )
         trainer.prepare_training()
         engine = Engine(trainer, family, model, data.train, None, config.train, "cpu")
+        engine.gates_as_masks = True  # the GPU's step, run on the CPU
         model.train()
         x = engine.batch(data.train, torch.arange(8))
         engine.step({"data": x}, epoch=1)  # optimiser state made (lazily, as torch does)
@@ -253,3 +260,30 @@ def test_compile_needs_the_vaebench_engine():
 
     with pytest.raises(UserInputError, match="train.engine=vaebench"):
         cell("betavae", "train.compile=default")
+
+
+def test_the_engine_stops_a_diverging_run():
+    from benchmark.training import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="non-finite training loss"):
+        steps_of(
+            "betavae", splits(64), "train.engine=vaebench", "train.learning_rate=10",
+            "train.epochs=5", "train.batch_size=8",
+        )  # fmt: skip
+
+
+def test_a_suite_trains_with_the_engine_through_the_runner_and_jobs(parquet_repo, tmp_path):
+    """Every family, two worker processes, records and per-step files as with pythae's loop."""
+    import pandas as pd
+
+    from benchmark.results import load_records
+
+    sets = [a for s in [*TINY_SETTINGS, "train.engine=vaebench"] for a in ("--set", s)]
+    args = ["run", "--datasets", str(parquet_repo), "--wandb", "off", "--jobs", "2", *sets]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    records = load_records(tmp_path / "results")
+    assert sorted(r.model for r in records) == ["betavae", "vaegan", "vqvae"]
+    for record in records:
+        assert record.status == "ok" and record.config["train"]["engine"] == "vaebench"
+        steps = pd.read_csv(next(tmp_path.rglob(f"*-{record.model}-seed0.steps.csv")))
+        assert len(steps) == record.training["steps"] > 0 and steps["train/loss"].notna().all()
