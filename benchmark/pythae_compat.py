@@ -68,19 +68,35 @@ def binary_cross_entropy_fp32(input, target, *args, **kwargs):
         )
 
 
-class _FunctionalWithFp32BCE(ModuleType):
-    """Stands in for `torch.nn.functional` inside one pythae model module: everything is
-    torch's, except binary_cross_entropy."""
+class _FunctionalWith(ModuleType):
+    """Stands in for `torch.nn.functional` inside one pythae module: everything is torch's,
+    except the functions given."""
+
+    def __init__(self, name: str, **replacements) -> None:
+        super().__init__(name)
+        for function_name, function in replacements.items():
+            setattr(self, function_name, function)
 
     def __getattr__(self, name: str):
         return getattr(torch.nn.functional, name)
 
-    binary_cross_entropy = staticmethod(binary_cross_entropy_fp32)
-
 
 # one of each stand-in for the process: a compiled step guards on the `F` it saw, and a new
 # stand-in each epoch would compile it again
-_FUNCTIONAL_WITH_FP32_BCE = _FunctionalWithFp32BCE("torch.nn.functional (fp32 BCE)")
+_FP32_BCE = _FunctionalWith("F (fp32 BCE)", binary_cross_entropy=binary_cross_entropy_fp32)
+
+
+@contextlib.contextmanager
+def _functional_swapped(module: ModuleType | None, stand_in: ModuleType):
+    """`module.F` is `stand_in` for the block, where `module` uses torch's `F`."""
+    if module is None or getattr(module, "F", None) is not torch.nn.functional:
+        yield
+        return
+    module.F = stand_in
+    try:
+        yield
+    finally:
+        module.F = torch.nn.functional
 
 
 @contextlib.contextmanager
@@ -90,14 +106,8 @@ def bce_outside_autocast(model: torch.nn.Module):
     module's `F` name is swapped: torch itself, and every other caller, are left alone."""
     loss_function = getattr(type(model), "loss_function", None)
     module = sys.modules.get(getattr(loss_function, "__module__", ""), None)
-    if module is None or getattr(module, "F", None) is not torch.nn.functional:
+    with _functional_swapped(module, _FP32_BCE):
         yield
-        return
-    module.F = _FUNCTIONAL_WITH_FP32_BCE
-    try:
-        yield
-    finally:
-        module.F = torch.nn.functional
 
 
 class TraceableOutput:
@@ -150,16 +160,7 @@ def one_hot_by_scatter(indices: torch.Tensor, num_classes: int = -1) -> torch.Te
     return encoded.scatter_(-1, indices.unsqueeze(-1), 1)
 
 
-class _FunctionalWithScatterOneHot(ModuleType):
-    """Stands in for `torch.nn.functional` inside pythae's VQ-VAE quantizer module."""
-
-    def __getattr__(self, name: str):
-        return getattr(torch.nn.functional, name)
-
-    one_hot = staticmethod(one_hot_by_scatter)
-
-
-_FUNCTIONAL_WITH_SCATTER_ONE_HOT = _FunctionalWithScatterOneHot("torch.nn.functional (scatter)")
+_SCATTER_ONE_HOT = _FunctionalWith("F (scatter one_hot)", one_hot=one_hot_by_scatter)
 
 
 @contextlib.contextmanager
@@ -168,14 +169,8 @@ def one_hot_without_host_reads(model: torch.nn.Module):
     scatter; any other model is left alone."""
     quantizer = getattr(model, "quantizer", None)
     module = sys.modules.get(type(quantizer).__module__, None) if quantizer is not None else None
-    if module is None or getattr(module, "F", None) is not torch.nn.functional:
+    with _functional_swapped(module, _SCATTER_ONE_HOT):
         yield
-        return
-    module.F = _FUNCTIONAL_WITH_SCATTER_ONE_HOT
-    try:
-        yield
-    finally:
-        module.F = torch.nn.functional
 
 
 @contextlib.contextmanager

@@ -268,16 +268,29 @@ def test_every_sweep_optimises_a_registered_metric_in_its_direction_never_self_c
         assert prefix == "recon" or info.realism, path.name
 
 
-def test_a_local_sweep_runs_trials_side_by_side_with_parallel(tmp_path, parquet_repo):
+def _two_trials_at_once(tmp_path, parquet_repo, **parameters) -> list[str]:
+    """`vaebench sweep` of the tiny sweep with `parameters` changed, two trials, both at once."""
     sweep = yaml.safe_load(_tiny_sweep(tmp_path, parquet_repo).read_text())
-    sweep["parameters"]["betavae.beta"] = {"values": [0.5, 2.0]}
-    sweep["parameters"]["train.threads"] = {"value": 1}
-    path = tmp_path / "two.yaml"
+    sweep["parameters"].update(parameters)
+    path = tmp_path / "variant.yaml"
     path.write_text(yaml.safe_dump(sweep))
+    return [sys.executable, "-m", "benchmark", "sweep", str(path), "--count", "2"] + [
+        "--out",
+        str(tmp_path / "out"),
+        "--parallel",
+        "2",
+    ]
+
+
+def test_a_local_sweep_runs_trials_side_by_side_with_parallel(tmp_path, parquet_repo):
+    command = _two_trials_at_once(
+        tmp_path,
+        parquet_repo,
+        **{"betavae.beta": {"values": [0.5, 2.0]}, "train.threads": {"value": 1}},
+    )
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "benchmark", "sweep", str(path), "--count", "2"]
-        + ["--out", str(out), "--parallel", "2"],
+        command,
         capture_output=True,
         text=True,
         timeout=300,
@@ -308,14 +321,10 @@ def test_sweep_settings_are_refused_in_one_line(tmp_path, parquet_repo, capsys):
 
 
 def test_a_sweep_stopped_by_sigterm_stops_its_running_trials(tmp_path, parquet_repo):
-    sweep = yaml.safe_load(_tiny_sweep(tmp_path, parquet_repo).read_text())
-    sweep["parameters"]["train.epochs"] = {"value": 100000}
-    path = tmp_path / "long.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    command = _two_trials_at_once(tmp_path, parquet_repo, **{"train.epochs": {"value": 100000}})
     out = tmp_path / "out"
     sweep_process = subprocess.Popen(
-        [sys.executable, "-m", "benchmark", "sweep", str(path), "--count", "2"]
-        + ["--out", str(out), "--parallel", "2"],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
