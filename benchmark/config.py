@@ -87,6 +87,13 @@ class TrainConfig(Section):
     # through torch.compile; same losses within fp32 rounding (random draws as in eager)
     compile: Literal["off", "default", "max-autotune-no-cudagraphs"] = "off"
 
+    @field_validator("engine")
+    @classmethod
+    def _an_optimiser_our_engine_steps(cls, value: str, info: ValidationInfo) -> str:
+        if value == "vaebench" and info.data.get("optimizer") not in ("Adam", "AdamW"):
+            raise ValueError("steps Adam or AdamW only: set train.optimizer=Adam or AdamW")
+        return value
+
     @field_validator("compile")
     @classmethod
     def _compiled_by_our_engine(cls, value: str, info: ValidationInfo) -> str:

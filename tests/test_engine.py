@@ -255,11 +255,15 @@ def test_a_compiled_step_gives_eagers_losses_and_compiles_once_per_process(name)
     assert counters["stats"]["unique_graphs"] == graphs  # the next seed's cell reuses the code
 
 
-def test_compile_needs_the_vaebench_engine():
-    from benchmark.errors import UserInputError
-
-    with pytest.raises(UserInputError, match="train.engine=vaebench"):
-        cell("betavae", "train.compile=default")
+def test_compile_needs_the_vaebench_engine_and_the_engine_adam(capsys):
+    for settings, words in [
+        (["train.compile=default"], "'train.compile'"),
+        (["train.engine=vaebench", "train.optimizer=SGD"], "'train.engine'"),
+    ]:
+        sets = [a for s in settings for a in ("--set", s)]
+        assert main(["run", "--dry-run", *sets]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
 
 
 def test_the_engine_stops_a_diverging_run():
