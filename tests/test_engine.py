@@ -204,6 +204,7 @@ def test_one_hot_by_scatter_is_torchs_one_hot():
     assert torch.equal(one_hot_by_scatter(indices, 7), torch.nn.functional.one_hot(indices, 7))
 
 
+@pytest.mark.slow
 def test_a_killed_engine_cell_resumes_and_ends_with_the_uninterrupted_record(
     parquet_repo, tmp_path, capsys
 ):
@@ -276,6 +277,7 @@ def test_the_engine_stops_a_diverging_run():
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_suite_trains_with_the_engine_through_the_runner_and_jobs(parquet_repo, tmp_path):
     """Every family, two worker processes, records and per-step files as with pythae's loop."""
     import pandas as pd
