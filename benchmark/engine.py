@@ -81,16 +81,13 @@ def epoch_order(n: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def check_engine_fits(trainer, train_size: int, batch_size: int, optimizer: str) -> None:
+def check_engine_fits(trainer, train_size: int, batch_size: int) -> None:
+    """What the config cannot know: the family's trainer and the training set's size. (That
+    the optimiser is Adam or AdamW is checked when the config is read: config.TrainConfig.)"""
     if type(trainer) not in (BaseTrainer, CoupledOptimizerAdversarialTrainer):
         raise UserInputError(
             f"train.engine=vaebench trains with pythae's BaseTrainer or "
             f"CoupledOptimizerAdversarialTrainer, not {type(trainer).__name__}"
-        )
-    if optimizer not in ("Adam", "AdamW"):
-        raise UserInputError(
-            f"train.engine=vaebench steps Adam or AdamW without host reads; "
-            f"train.optimizer={optimizer} needs train.engine=pythae"
         )
     if train_size < batch_size:
         raise UserInputError(
@@ -246,7 +243,7 @@ def train_with_engine(
     """pythae's `trainer.train()`, with this module's loop: the trainer prepares (seed,
     optimisers, schedulers, callbacks), `callback` does what it does under pythae each epoch
     (report, rolling checkpoint) and, on resume, puts the saved state in."""
-    check_engine_fits(trainer, len(images), train_config.batch_size, train_config.optimizer)
+    check_engine_fits(trainer, len(images), train_config.batch_size)
     trainer.prepare_training()
     callback.on_train_begin(trainer.training_config)
     engine = Engine(trainer, family, model, images, val_images, train_config, device)
