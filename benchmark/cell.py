@@ -33,7 +33,7 @@ from benchmark.resources import Log, SharedResources
 from benchmark.results import Record, build_record, finished_record, make_way_for, read_record
 from benchmark.resume import RollingCheckpoint, TrainingState, capture
 from benchmark.scoring import score, score_as, write_grids
-from benchmark.trackers import NullTracker
+from benchmark.tracking.base import NullTracker
 from benchmark.training import TrainingHistory, cell_threads, resolve_device, train
 
 

@@ -42,16 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     if in_main_thread:  # SIGTERM: SLURM's warning before a kill
         previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        return getattr(commands, f"{args.command}_command")(args, extra)
+        return _handler(args.command)(args, extra)
     except UserInputError as error:
         print(f"vaebench {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
         if terminated and args.command == "run":
-            from benchmark.tracking import mark_preempting
+            from benchmark.tracking import agent_plugin
 
-            mark_preempting()  # under a sweep agent: requeue this run, which then resumes
+            if (agent := agent_plugin()) is not None:
+                agent.mark_preempting()  # under a sweep agent: requeue this run, to resume
         print(
             f"\nvaebench: {'terminated' if terminated else 'interrupted'}; finished cells are "
             "kept; rerun the same command to resume",
@@ -74,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _handler(command: str):
+    """The function behind `vaebench COMMAND`: `perf` (a diagnostic that times the runner) in
+    its own module beside the others, off the route a run takes."""
+    if command == "perf":
+        from benchmark import perf  # torch and the runner: only when measuring
+
+        return perf.perf_command
+    return getattr(commands, f"{command}_command")
 
 
 class Terminated(KeyboardInterrupt):

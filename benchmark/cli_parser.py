@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from benchmark import executors, tracking
+
 DEFAULT_OUT = "vaebench-runs"
 DESCRIPTION = "`vaebench`: a thin command line over suites, the runner and the report."
 
@@ -74,14 +76,6 @@ def _add_run(sub) -> None:
         help="folder holding hub datasets as owner/name/ (or $VAEBENCH_DATA_MIRROR)",
     )
     run.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="run up to N cells at once, each in its own process: GPUs round-robin (N above "
-        "the GPU count puts several cells on a card), CPU cores shared [1]",
-    )
-    run.add_argument(
         "--checkpoint-every",
         type=int,
         metavar="N",
@@ -89,35 +83,21 @@ def _add_run(sub) -> None:
         "or requeued cell resumes where it stopped [the suite's checkpoint_every, 5 unless it "
         "says otherwise]",
     )
-    run.add_argument(
-        "--wandb-artifacts",
-        action="store_true",
-        help="log each cell's final checkpoint as a W&B model artifact of its run",
-    )
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells and exit")
-    run.add_argument(
-        "--executor",
-        choices=["local", "slurm"],
-        default="local",
-        help="local: cells run here; slurm: one submitit job per cell, settings from the "
-        "suite's slurm section or --set slurm.partition=gpu, slurm.time_min=..., ... [local]",
+    _add_plugins(run, "executor", executors.EXECUTORS, executors.DEFAULT)
+    _add_plugins(run, "tracker", tracking.TRACKERS, tracking.DEFAULT)
+
+
+def _add_plugins(parser, kind: str, registry, default: str) -> None:
+    """`--executor NAME` / `--tracker NAME`: the choices, their help and each plug-in's own
+    options, all read from the registry (a plug-in registered before the parser is built
+    shows up here)."""
+    lines = "; ".join(f"{plugin.name}: {plugin.help}" for plugin in registry.values())
+    parser.add_argument(
+        f"--{kind}", choices=registry.names(), default=default, help=f"{lines} [{default}]"
     )
-    run.add_argument(
-        "--wandb",
-        choices=["auto", "online", "offline", "off"],
-        default="auto",
-        help="W&B tracking: online when logged in, else offline [auto]",
-    )
-    run.add_argument("--wandb-project", help="W&B project [$WANDB_PROJECT or vaebench]")
-    run.add_argument("--wandb-entity", help="W&B entity (user or team)")
-    run.add_argument(
-        "--wandb-log-every",
-        type=int,
-        default=1,
-        metavar="N",
-        help="stream every Nth training step to W&B (the .steps.csv beside each "
-        "record keeps all of them) [1]",
-    )
+    for plugin in registry.values():
+        plugin.add_run_options(parser)
 
 
 def _add_sweep(sub) -> None:
@@ -132,10 +112,11 @@ def _add_sweep(sub) -> None:
     sweep.add_argument("--out", type=Path, help=f"output folder [{DEFAULT_OUT}/sweep-NAME]")
     sweep.add_argument(
         "--executor",
-        choices=["local", "slurm"],
-        default="local",
-        help="local: trials run here; slurm: one SLURM job per trial, sized for the trial's "
-        "cells as `vaebench run --executor slurm` sizes them [local]",
+        choices=executors.EXECUTORS.names(),
+        default=executors.DEFAULT,
+        help="where the trials run: local, processes here; slurm, one SLURM job per trial, "
+        "sized for the trial's cells as `vaebench run --executor slurm` sizes them "
+        f"[{executors.DEFAULT}]",
     )
     sweep.add_argument(
         "--parallel", type=int, default=1, metavar="N", help="at most N trials at once [1]"
@@ -156,9 +137,8 @@ def _add_report(sub) -> None:
         "results", type=Path, nargs="?", help="a run's --out folder or any folder of records"
     )
     report.add_argument("--out", type=Path, help="report folder [RESULTS_DIR]")
-    report.add_argument("--wandb", metavar="ENTITY/PROJECT", help="build from W&B runs instead")
-    report.add_argument("--group", help="with --wandb: only this run group (SUITE/DATASET)")
-    report.add_argument("--tag", help="with --wandb: only runs with this tag")
+    for plugin in tracking.TRACKERS.values():  # a tracker's runs as the report's source
+        plugin.add_report_options(report)
 
 
 def _add_evaluate(sub) -> None:

@@ -11,27 +11,28 @@ from pathlib import Path
 from benchmark import files
 from benchmark.cli_parser import DEFAULT_OUT
 from benchmark.errors import UserInputError
+from benchmark.executors import EXECUTORS
 from benchmark.results import Record
+from benchmark.tracking import TRACKERS, agent_plugin, update_run
 
 
 def run_command(args, extra: list[str]) -> int:
-    from benchmark import tracking
     from benchmark.preflight import check_after_training_pieces
     from benchmark.report import from_directory, write_report
     from benchmark.runner import run_suite
-    from benchmark.suites import check_devices, expand_cells
-    from benchmark.wandb_records import update_run
+    from benchmark.suites import expand_cells
 
     suite = _suite_of_run(args, extra)
     out = args.out or _default_out(suite.name)
     cells = expand_cells(suite)
+    executor_plugin, tracker_plugin = EXECUTORS.get(args.executor), TRACKERS.get(args.tracker)
     checkpoint_every = _check_run_options(args, suite, len(cells))
+    tracker_plugin.check_run_options(args)
     if not args.dry_run:  # before any work: one line, exit 2
-        if args.executor == "local":
-            check_devices(suite)
+        executor_plugin.check(args, suite, cells)
         check_mirror(args.data_mirror)
         check_writable(out)
-        check_after_training_pieces(cells)  # a missing piece never throws training away
+        check_after_training_pieces(cells, tracker_plugin.requires)  # nothing thrown away
     print(
         f"vaebench: suite '{suite.name}': {len(cells)} cells "
         f"({len(suite.datasets)} datasets x {len(suite.models)} models x "
@@ -43,20 +44,8 @@ def run_command(args, extra: list[str]) -> int:
             print(f"  {cell.cell_id}  config {cell.config_hash()}")
         return 0
     log = lambda message: print(message, flush=True)  # noqa: E731
-    trackers = tracking.make_tracker_factory(
-        args.wandb,
-        args.wandb_project,
-        args.wandb_entity,
-        str(out),
-        log,
-        args.wandb_log_every,
-        artifacts=args.wandb_artifacts,
-    )
-    executor = None
-    if args.executor == "slurm":
-        from benchmark.slurm import slurm_executor
-
-        executor = slurm_executor(suite.slurm, out / "slurm", f"vaebench-{suite.name}", cells)
+    trackers = tracker_plugin.tracker_factory(args, out, log)
+    executor = executor_plugin.create(args, suite, cells, out)
     records = run_suite(
         suite,
         out,
@@ -64,7 +53,6 @@ def run_command(args, extra: list[str]) -> int:
         log=log,
         tracker_factory=trackers,
         executor=executor,
-        jobs=args.jobs,
         checkpoint_every=checkpoint_every,
         update_run=update_run,
     )
@@ -81,15 +69,14 @@ def run_command(args, extra: list[str]) -> int:
 def _suite_of_run(args, extra: list[str]):
     """The suite `run` was asked for: --suite, --set, --models/--datasets/--seeds, and a sweep
     agent's parameters."""
-    from benchmark import tracking
     from benchmark.suites import resolve_suite
     from benchmark.sweeping import overrides_from_args
 
     # a sweep agent's ${args} (`--train.epochs=3`) are overrides like --set
     overrides, selections = overrides_from_args(extra)
-    if tracking.in_sweep() and args.wandb != "off":
-        # attach to the agent's run; its wandb.config holds this trial's parameters
-        swept = {f"--{k}={v}" for k, v in tracking.sweep_parameters().items()}
+    agent = agent_plugin()
+    if agent is not None:  # the agent's run holds this trial's parameters
+        swept = {f"--{k}={v}" for k, v in agent.agent_parameters(args).items()}
         more, more_selections = overrides_from_args(sorted(swept))
         overrides, selections = more + overrides, {**more_selections, **selections}
     return resolve_suite(
@@ -103,17 +90,11 @@ def _suite_of_run(args, extra: list[str]):
 
 def _check_run_options(args, suite, n_cells: int) -> int:
     """Bad `run` options are one line; returns the epochs between rolling checkpoints."""
-    from benchmark import tracking
-
-    if tracking.in_sweep() and n_cells != 1:
+    if agent_plugin() is not None and n_cells != 1:
         raise UserInputError(
-            f"under a W&B sweep agent a run is one cell, got {n_cells}: sweep over models, "
+            f"under a sweep agent a run is one cell, got {n_cells}: sweep over models, "
             "datasets and seeds, or fix them in the sweep's command"
         )
-    if args.wandb_log_every < 1:
-        raise UserInputError("--wandb-log-every must be at least 1")
-    if args.jobs < 1:
-        raise UserInputError("--jobs must be at least 1")
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise UserInputError("--checkpoint-every must be 0 (none) or a number of epochs")
     checkpoint_every = (
@@ -173,19 +154,16 @@ def _ints(values: list[str] | None) -> list[int] | None:
 def _default_out(suite_name: str) -> Path:
     """$VAEBENCH_OUT (set per trial by `vaebench sweep`), a per-run folder under a sweep agent,
     else vaebench-runs/SUITE."""
-    import os
-
     if os.environ.get("VAEBENCH_OUT"):
         return Path(os.environ["VAEBENCH_OUT"])
-    if os.environ.get("WANDB_SWEEP_ID"):
-        run_id = os.environ.get("WANDB_RUN_ID", "run")
-        return Path(DEFAULT_OUT) / f"sweep-{os.environ['WANDB_SWEEP_ID']}" / run_id
+    agent = agent_plugin()
+    if agent is not None and (folder := agent.agent_folder()):
+        return Path(DEFAULT_OUT) / folder
     return Path(DEFAULT_OUT) / suite_name
 
 
 def sweep_command(args, extra: list[str]) -> int:
     from benchmark.sweeping import run_sweep
-    from benchmark.trials import LocalTrials, SlurmTrials
 
     if args.count < 1:
         raise UserInputError("--count must be at least 1")
@@ -195,13 +173,9 @@ def sweep_command(args, extra: list[str]) -> int:
     out = (args.out or Path(DEFAULT_OUT) / f"sweep-{args.file.stem}").resolve()
     check_writable(out)
     log = lambda message: print(message, flush=True)  # noqa: E731
-    if args.executor == "slurm":
-        name = f"vaebench-sweep-{args.file.stem}"
-        trials = SlurmTrials(
-            slurm, out / "slurm", name, lambda command: _trial_suite(command, args.overrides), log
-        )
-    else:
-        trials = LocalTrials(args.parallel, log)
+    trials = EXECUTORS.get(args.executor).trials(
+        args, slurm, out, log, lambda command: _trial_suite(command, args.overrides)
+    )
     summaries = run_sweep(args.file, args.count, out, trials, args.parallel, log)
     failed = [t for t in summaries if t["exit_code"] != 0]
     print(f"vaebench: {len(summaries)} trials, {len(failed)} failed; summary {out / 'sweep.json'}")
@@ -257,21 +231,24 @@ def _print_summary(records: list[Record]) -> None:
 
 
 def report_command(args, extra: list[str]) -> int:
-    from benchmark.report import from_directory, from_wandb, write_report
+    from benchmark.report import from_directory, write_report
     from benchmark.report.sources import dump_records
 
-    if args.wandb and args.results:
-        raise UserInputError("give either RESULTS_DIR or --wandb ENTITY/PROJECT, not both")
-    if args.wandb and not args.out:
-        raise UserInputError("--wandb needs --out REPORT_DIR")
-    if not args.wandb and args.results is None:
+    sources = {p.name: s for p in TRACKERS.values() if (s := p.report_source(args))}
+    if len(sources) > 1:
+        raise UserInputError(f"give one tracker's runs, not those of {' and '.join(sources)}")
+    if sources and args.results:
+        raise UserInputError("give either RESULTS_DIR or a tracker's runs, not both")
+    if sources and not args.out:
+        raise UserInputError("a report from a tracker's runs needs --out REPORT_DIR")
+    if not sources and args.results is None:
         raise UserInputError("give RESULTS_DIR (a run's --out folder) or --wandb ENTITY/PROJECT")
-    if not args.wandb and not args.results.is_dir():
+    if not sources and not args.results.is_dir():
         raise UserInputError(f"no such folder: {args.results}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UserInputError(f"--out {args.out} is a file; give a folder for the report")
-    if args.wandb:
-        inputs = from_wandb(args.wandb, args.group, args.tag)
+    if sources:
+        inputs = next(iter(sources.values()))()
         dump_records(inputs, args.out / "records")
     else:
         inputs = from_directory(args.results)
@@ -294,7 +271,6 @@ def evaluate_command(args, extra: list[str]) -> int:
     check_mirror(args.data_mirror)
     if not any(True for _ in iter_records(args.results)):
         raise UserInputError(f"no result records under {args.results}")
-    from benchmark.wandb_records import update_run
 
     updated = rescore(
         args.results, args.metrics, args.data_mirror, sampler=sampler, update_run=update_run
@@ -367,35 +343,6 @@ def compare_command(args, extra: list[str]) -> int:
     improved = sum(d.verdict == "improved" for d in deltas)
     print(f"\nvaebench: {len(bad)} regressions, {improved} improvements, {len(deltas)} compared")
     return 1 if bad else 0
-
-
-def perf_command(args, extra: list[str]) -> int:
-    from benchmark.perf import run_perf, table, write_json
-
-    if args.repeats < 1:
-        raise UserInputError("--repeats must be at least 1")
-    if args.jobs < 1:
-        raise UserInputError("--jobs must be at least 1")
-    from benchmark.perf_training import engine_modes
-
-    modes = engine_modes(args.engine_modes)
-    results = run_perf(
-        args.overrides,
-        args.repeats,
-        args.models,
-        not args.no_cell,
-        log=lambda m: print(m, flush=True),
-        suite_name=args.suite,
-        datasets=args.datasets,
-        mirror=args.data_mirror,
-        jobs=args.jobs,
-        engine_modes=modes,
-    )
-    write_json(results, args.out)
-    print()
-    print(table(results))
-    print(f"\nvaebench: perf results in {args.out}")
-    return 0
 
 
 def list_command(args, extra: list[str]) -> int:

@@ -23,6 +23,7 @@ pythae's trainer's, through the same callback the pythae engine uses.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 
@@ -31,14 +32,18 @@ from pythae.trainers import BaseTrainer, CoupledOptimizerAdversarialTrainer
 
 from benchmark.device_adam import DeviceAdam, compiled_separately
 from benchmark.errors import UserInputError
-from benchmark.pythae_compat import one_hot_without_host_reads, traceable_model_outputs
+from benchmark.pythae_compat import (
+    one_hot_without_host_reads,
+    step_schedulers,
+    traceable_model_outputs,
+)
 from benchmark.resume import trainer_parts
 
 COUPLED = ("encoder_optimizer", "decoder_optimizer", "discriminator_optimizer")
 GATES = ("update_encoder", "update_decoder", "update_discriminator")
 COUPLED_LOSSES = ("encoder_loss", "decoder_loss", "discriminator_loss")
-# VAEGAN's gates as device-side masks on the CPU too (tests: the GPU's path, checked on the CPU)
-GATES_AS_MASKS_ON_CPU = False
+# VAEGAN's gates as device-side masks on the CPU too, inside `gates_as_masks_on_cpu()` only
+_MASKS_ON_CPU: contextvars.ContextVar[bool] = contextvars.ContextVar("masks_on_cpu", default=False)
 # compiled forwards, one per family and mode, kept for the process: a later epoch or cell of the
 # same family and shapes runs the code compiled for the first (parameters are graph inputs)
 _COMPILED: dict[tuple[str, str], Callable] = {}
@@ -115,13 +120,9 @@ class Engine:
         self.coupled = set(self.optimizers) == set(COUPLED)
         # a host read costs nothing on the CPU: there the gates branch as in pythae, and a closed
         # optimiser's backward is skipped; elsewhere they are masks, every backward runs
-        self.gates_as_masks = self.device.type != "cpu" or GATES_AS_MASKS_ON_CPU
+        self.gates_as_masks = self.device.type != "cpu" or _MASKS_ON_CPU.get()
         self.compiled = None
         if train_config.compile != "off":
-            if self.coupled:
-                # VAEGAN's three backward passes share one graph (retain_graph=True), which
-                # AOTAutograd's donated buffers (activations freed by the first backward) forbid
-                torch._functorch.config.donated_buffer = False
             self.compiled = compiled_forward(family, train_config.compile)
             for optimizer in self.optimizers.values():
                 optimizer.compile(compile_options(train_config.compile))
@@ -139,7 +140,7 @@ class Engine:
         order = epoch_order(len(self.images)).to(self.images.device)
         steps = len(self.images) // self.batch_size
         traced = traceable_model_outputs() if self.compiled else contextlib.nullcontext()
-        with one_hot_without_host_reads(self.model), traced:
+        with one_hot_without_host_reads(self.model), traced, self.compile_settings():
             for index in range(steps):
                 x = self.batch(self.images, order[index * self.batch_size :][: self.batch_size])
                 inputs = {"data": x}
@@ -219,22 +220,35 @@ class Engine:
         """bf16 around a forward pass (never around a backward or the optimiser)."""
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16")
 
+    def compile_settings(self):
+        """torch's compiler settings this engine's compiled step needs, for the block only
+        (AOTAutograd reads them when it compiles, at a step's first call): VAEGAN's three
+        backward passes share one graph (retain_graph=True), which donated buffers
+        (activations freed by the first backward) forbid."""
+        if self.compiled is None or not self.coupled:
+            return contextlib.nullcontext()
+        return torch._functorch.config.patch(donated_buffer=False)
+
     def scheduler_step(self, means: dict[str, float]) -> None:
-        """pythae's `_schedulers_step`, fed the epoch's mean losses as its trainer feeds it."""
-        if self.coupled:
-            self.trainer._schedulers_step(
-                encoder_metrics=means.get("encoder_loss"),
-                decoder_metrics=means.get("decoder_loss"),
-                discriminator_metrics=means.get("discriminator_loss"),
-            )
-        else:
-            self.trainer._schedulers_step(means.get("loss"))
+        """pythae's scheduler step, fed the epoch's mean losses as its trainer feeds it."""
+        step_schedulers(self.trainer, means, self.coupled)
 
 
 def _model_forward(model, inputs, **kwargs):
     """The model class's own forward: no forward hooks, no per-instance patches (the engine
     records each step itself and applies autocast itself)."""
     return type(model).forward(model, inputs, **kwargs)
+
+
+@contextlib.contextmanager
+def gates_as_masks_on_cpu():
+    """For the block, engines made on the CPU run VAEGAN's gates as device-side masks, as on a
+    GPU (the GPU's path, checked on the CPU by the parity tests)."""
+    token = _MASKS_ON_CPU.set(True)
+    try:
+        yield
+    finally:
+        _MASKS_ON_CPU.reset(token)
 
 
 def train_with_engine(

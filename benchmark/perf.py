@@ -34,12 +34,14 @@ from pythae.data.datasets import DatasetOutput
 
 from benchmark import files
 from benchmark.data import ImageSplits, load_image_splits
+from benchmark.errors import UserInputError
 from benchmark.metrics import LPIPS, per_image_metrics
 from benchmark.models import FAMILIES, Family
 from benchmark.perf_training import (
     ENGINE_MODES,
     SPEED_OPTIONS,
     _median_time,
+    engine_modes,
     step_costs,
     training_throughput,
 )
@@ -116,7 +118,8 @@ def startup_seconds() -> float:
 
 def cell_overhead(cell, repeats: int, log: Log) -> dict[str, float]:
     """A quick-suite cell with W&B offline and with tracking off, interleaved; medians."""
-    from benchmark import runner, tracking
+    from benchmark import runner
+    from benchmark.tracking import wandb_tracker
 
     suite = resolve_suite("quick", [], models=[cell.model])
     suite = suite.model_copy(update={"train": cell.train, "data": cell.data, "eval": cell.eval})
@@ -124,7 +127,7 @@ def cell_overhead(cell, repeats: int, log: Log) -> dict[str, float]:
     for _ in range(repeats):
         for mode in samples:
             with tempfile.TemporaryDirectory() as out:
-                factory = tracking.make_tracker_factory(
+                factory = wandb_tracker.make_tracker_factory(
                     mode, "vaebench-perf", None, out, lambda m: None
                 )
                 started = time.perf_counter()
@@ -395,3 +398,29 @@ def write_json(results: dict[str, Any], path: Path) -> None:
     import json
 
     files.write_text(path, json.dumps(results, indent=2) + "\n")
+
+
+def perf_command(args, extra: list[str]) -> int:
+    """`vaebench perf`: the measurements, as a table and a JSON file."""
+    if args.repeats < 1:
+        raise UserInputError("--repeats must be at least 1")
+    if args.jobs < 1:
+        raise UserInputError("--jobs must be at least 1")
+    modes = engine_modes(args.engine_modes)
+    results = run_perf(
+        args.overrides,
+        args.repeats,
+        args.models,
+        not args.no_cell,
+        log=lambda m: print(m, flush=True),
+        suite_name=args.suite,
+        datasets=args.datasets,
+        mirror=args.data_mirror,
+        jobs=args.jobs,
+        engine_modes=modes,
+    )
+    write_json(results, args.out)
+    print()
+    print(table(results))
+    print(f"\nvaebench: perf results in {args.out}")
+    return 0

@@ -43,9 +43,12 @@ CLASSIFIER = Need(
 GMM = Need("sklearn.mixture", "scikit-learn", "the gmm sampler")
 
 
-def needs(cells: Iterable[RunConfig]) -> list[Need]:
-    """What the cells need after training, each piece once, in a fixed order."""
+def needs(cells: Iterable[RunConfig], tracker: tuple[tuple[str, str], ...] = ()) -> list[Need]:
+    """What the cells need after training, each piece once, in a fixed order; `tracker`: the
+    (module, pip package) pairs the run's tracker plug-in requires."""
     wanted: dict[Need, None] = dict.fromkeys(ALWAYS)
+    for module, package in tracker:
+        wanted[Need(module, package, "the tracker (--tracker)")] = None
     for cell in cells:
         if cell.eval.lpips:
             wanted[LPIPS] = None
@@ -58,10 +61,10 @@ def needs(cells: Iterable[RunConfig]) -> list[Need]:
     return list(wanted)
 
 
-def missing(cells: Iterable[RunConfig]) -> list[tuple[Need, str]]:
+def missing(cells: Iterable[RunConfig], tracker=()) -> list[tuple[Need, str]]:
     """(need, why it does not import) for each piece that fails to import."""
     failures = []
-    for need in needs(cells):
+    for need in needs(cells, tracker):
         try:
             importlib.import_module(need.module)
         except Exception as error:  # noqa: BLE001 - a broken install raises anything
@@ -70,9 +73,9 @@ def missing(cells: Iterable[RunConfig]) -> list[tuple[Need, str]]:
     return failures
 
 
-def check_after_training_pieces(cells: Iterable[RunConfig]) -> None:
+def check_after_training_pieces(cells: Iterable[RunConfig], tracker=()) -> None:
     """Raise UserInputError (one line, exit 2) when a piece is missing; nothing has run yet."""
-    failures = missing(cells)
+    failures = missing(cells, tracker)
     if not failures:
         return
     pieces = "; ".join(f"{need.purpose} needs '{need.package}' ({why})" for need, why in failures)

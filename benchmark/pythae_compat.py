@@ -16,6 +16,14 @@ pins the quirk (what stock pythae does) and the fix (what it does under the patc
 - `one_hot_without_host_reads`: VQ-VAE's quantizer calls `F.one_hot`, which on the CPU reads
   the indices' min and max back to check them (two host reads a step); under the patch the
   one-hot is a scatter, the same tensor without the reads (the vaebench engine's step).
+
+And the two places where vaebench uses a trainer's insides, kept here with the rest:
+
+- `use_batch_loaders`: the trainer's item-by-item DataLoaders swapped for batch loaders (the
+  same order, so the same batches), before its `train()` builds nothing else from them.
+- `step_schedulers`: pythae's private `_schedulers_step`, fed the epoch's mean losses as its
+  own loop feeds it (the vaebench engine's epoch end); its signature differs for the coupled
+  (VAEGAN) trainer.
 """
 
 from __future__ import annotations
@@ -137,11 +145,12 @@ def traceable_model_outputs():
     a `TraceableOutput` instead (for compiled steps; eager code is left as it is outside)."""
     from pythae.models.base.base_utils import ModelOutput
 
+    # every module that bound pythae's class by name (pythae's, ours, a family defined
+    # elsewhere); read from the module's own namespace, so no lazy module loads anything
     modules = [
         module
-        for name, module in list(sys.modules.items())
-        if name.startswith(("pythae.", "benchmark.", "tests."))
-        and getattr(module, "ModelOutput", None) is ModelOutput
+        for module in list(sys.modules.values())
+        if getattr(module, "__dict__", {}).get("ModelOutput") is ModelOutput
     ]
     for module in modules:
         module.ModelOutput = TraceableOutput
@@ -221,3 +230,24 @@ def quiet_pythae():
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+def use_batch_loaders(trainer, batch_size: int, make_loader) -> None:
+    """The trainer's DataLoaders replaced by `make_loader(dataset, batch_size, shuffle)` (a
+    loader that fetches a batch with one indexing, in the same order)."""
+    trainer.train_loader = make_loader(trainer.train_dataset, batch_size, True)
+    if trainer.eval_loader is not None:
+        eval_batch = trainer.training_config.per_device_eval_batch_size
+        trainer.eval_loader = make_loader(trainer.eval_dataset, eval_batch, True)
+
+
+def step_schedulers(trainer, means: dict[str, float], coupled: bool) -> None:
+    """pythae's `_schedulers_step` with the epoch's mean losses (`loss`, or VAEGAN's three)."""
+    if coupled:
+        trainer._schedulers_step(
+            encoder_metrics=means.get("encoder_loss"),
+            decoder_metrics=means.get("decoder_loss"),
+            discriminator_metrics=means.get("discriminator_loss"),
+        )
+    else:
+        trainer._schedulers_step(means.get("loss"))

@@ -29,7 +29,7 @@ from benchmark.results import Record, iter_records, warn_on_stderr
 from benchmark.samplers import SAMPLERS
 from benchmark.scoring import score, score_as, update_metrics
 from benchmark.suites import sampler_for
-from benchmark.trackers import RunUpdater, no_update
+from benchmark.tracking.base import RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device
 
 Log = Callable[[str], None]

@@ -17,7 +17,7 @@ from benchmark.data import ImageSplits, load_image_splits
 from benchmark.distribution import DistributionReference, InceptionFeatures
 from benchmark.errors import DatasetUnavailable, one_line
 from benchmark.metrics import LPIPS
-from benchmark.trackers import RunUpdater, no_update
+from benchmark.tracking.base import RunUpdater, no_update
 
 Log = Callable[[str], None]
 

@@ -1,5 +1,6 @@
-"""Run a suite: which cells are finished, where the others run (here one after the other,
-in `--jobs` worker processes, or as SLURM jobs), and the suite's records in order.
+"""Run a suite: which cells are finished, the others handed to an executor (`executors/`:
+here one after the other, in `--jobs` worker processes, or as SLURM jobs), and the suite's
+records in order.
 
 A cell itself (training, scoring, its record) is `benchmark/cell.py`. Records are written as
 soon as a cell ends, so an interrupted suite loses nothing finished; rerunning skips cells
@@ -11,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.cell import HeldElsewhere, execute_cell, report_outcome
+from benchmark.cell import HeldElsewhere
 from benchmark.cellfiles import CellFiles
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
-from benchmark.executors import run_as_jobs
-from benchmark.parallel import run_in_workers
+from benchmark.executors.base import Executor
+from benchmark.executors.local import Local
 from benchmark.resources import Log, MetricNetworks, RunSettings, SharedResources
 from benchmark.results import Record, finished_record
-from benchmark.trackers import NullTracker, RunUpdater, no_update
+from benchmark.tracking.base import NullTracker, RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device
 
 
@@ -53,20 +54,21 @@ def run_cells(
     log: Log = print,
     networks: MetricNetworks = MetricNetworks(),
     tracker_factory: Callable = NullTracker,
-    executor=None,
+    executor: Executor | None = None,
     jobs: int = 1,
     checkpoint_every: int = 0,
     update_run: RunUpdater = no_update,
 ) -> list[Record]:
     """Run every cell not already finished; return all the suite's records (old and new).
 
-    `executor`: None runs the cells here: one after the other (`jobs=1`), or in `jobs` worker
-    processes; a submitit executor (SLURM, or its local executor) runs one job per cell and
-    waits for them. Cells another runner is training are left to it (and not returned).
+    `executor`: where the cells run (`executors/`); None is the local one, one cell after the
+    other, or `jobs` at once in worker processes. Cells another runner is training are left to
+    it (and not returned).
     `checkpoint_every`: epochs between a cell's rolling checkpoints (0: none); a cell that has
     one from an interrupted run resumes from it either way.
 
-    Cells run here (not as SLURM jobs, whose nodes may hold other data) have their datasets
+    Cells run here (`executor.runs_here`; not SLURM jobs, whose nodes may hold other data) have
+    their datasets
     opened before the first one starts: a missing or unreadable dataset, a wrong image column
     or a batch larger than the training split is one line (UserInputError), before any cell.
     """
@@ -84,22 +86,9 @@ def run_cells(
             pending.append((index, config))
     settings = RunSettings(mirror, networks, checkpoint_every, update_run)
     shared = SharedResources(settings)
-    if executor is None:
+    executor = executor or Local(jobs)
+    if executor.runs_here:
         open_datasets([config for _, config in pending], shared, log)
-    if executor is not None:
-        outcomes = run_as_jobs(
-            pending, len(cells), executor, out_dir, settings, log, tracker_factory
-        )
-    elif jobs > 1 and len(pending) > 1:
-        outcomes = run_in_workers(
-            pending, len(cells), jobs, out_dir, settings, log, tracker_factory
-        )
-    else:
-        outcomes = {}
-        for index, config in pending:
-            prefix = f"[{index}/{len(cells)}] {config.cell_id}"
-            outcome = execute_cell(config, out_dir, shared, log, tracker_factory, prefix)
-            report_outcome(prefix, outcome, log)
-            outcomes[index] = outcome
+    outcomes = executor.run(pending, len(cells), out_dir, shared, log, tracker_factory)
     records.update({i: o for i, o in outcomes.items() if not isinstance(o, HeldElsewhere)})
     return [records[index] for index in sorted(records)]

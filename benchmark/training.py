@@ -29,6 +29,7 @@ from benchmark.pythae_compat import (
     bce_outside_autocast,
     drop_pythae_console_callbacks,
     quiet_pythae,
+    use_batch_loaders,
     without_best_model_copies,
 )
 from benchmark.resume import (
@@ -130,7 +131,7 @@ class StepRecorder:
         self.history = TrainingHistory()
         self._epoch_train: dict[str, list[float]] = defaultdict(list)
         self._epoch_val: dict[str, list[float]] = defaultdict(list)
-        self._opened = time.perf_counter()
+        self.open_epoch()
         # (stacked tensor components or None, their names, other values, batch size, time)
         self._pending: list[tuple[torch.Tensor | None, list[str], dict, int, float]] = []
 
@@ -190,6 +191,10 @@ class StepRecorder:
         self.flush()
         values = self._epoch_train if training else self._epoch_val
         return {name: sum(series) / len(series) for name, series in values.items() if series}
+
+    def open_epoch(self) -> None:
+        """The epoch's clock starts now (`close_epoch` reads it and restarts it)."""
+        self._opened = time.perf_counter()
 
     def close_epoch(self) -> dict[str, float]:
         self.flush()
@@ -347,7 +352,7 @@ def train(
             trainer.training_config.num_epochs = config.train.epochs - resume.epochs_done
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        recorder._opened = time.perf_counter()
+        recorder.open_epoch()  # the first epoch's clock starts with its first step
         try:
             if config.train.engine == "vaebench":
                 bf16 = config.train.precision == "bf16"
@@ -377,12 +382,8 @@ def train(
 
 def _train_with_pythae(trainer, model, config: RunConfig, device, recorder, fast_loading) -> None:
     """pythae's own `trainer.train()`, each step observed by a forward hook."""
-    if fast_loading:
-        # swap pythae's item-by-item loaders for batch loaders (same order, same losses)
-        trainer.train_loader = batch_loader(trainer.train_dataset, config.train.batch_size, True)
-        if trainer.eval_loader is not None:
-            eval_batch = trainer.training_config.per_device_eval_batch_size
-            trainer.eval_loader = batch_loader(trainer.eval_dataset, eval_batch, True)
+    if fast_loading:  # batch loaders for pythae's item-by-item ones (same order, same losses)
+        use_batch_loaders(trainer, config.train.batch_size, batch_loader)
     # registered after the trainer's sanity-check forward, so only real steps are recorded
     handle = model.register_forward_hook(recorder)
     try:

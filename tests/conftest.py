@@ -110,3 +110,52 @@ def random_set_features(device="cpu"):
         torch.nn.Flatten(),
     )
     return SetFeatures(network, "random", device), None
+
+
+# ---- shared helpers: a record as the runner writes it, a one-line exit, a process's children
+
+
+def write_record(folder: Path, cell, status: str = "ok", **fields):
+    """`cell`'s record, made as the runner makes it and written where the runner writes it
+    under `folder`; `fields` as `build_record` takes them (metrics, unavailable, ...)."""
+    from benchmark.cellfiles import CellFiles
+    from benchmark.results import build_record
+
+    record = build_record(cell, status=status, **fields)
+    record.write(CellFiles.of(folder, cell).record)
+    return record
+
+
+def one_line_exit(args: list[str], capsys, code: int = 2) -> str:
+    """`vaebench ARGS` exits with `code` and says why in one line on stderr, no traceback."""
+    from benchmark.cli import main
+
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (read from /proc; Linux only)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone while we read
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """The `pids` still alive after up to `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in pids if Path(f"/proc/{p}").exists()]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    return alive

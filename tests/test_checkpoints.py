@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from benchmark import resources, runner, wandb_records
+from benchmark import resources, runner
 from benchmark.cellfiles import CellFiles
 from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadata
 from benchmark.cli import main
@@ -17,6 +17,7 @@ from benchmark.report import from_directory, write_report
 from benchmark.rescoring import rescore
 from benchmark.results import Record
 from benchmark.suites import resolve_suite
+from benchmark.tracking import wandb_records
 from conftest import random_set_features
 
 NO_WEIGHTS = resources.MetricNetworks(

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.compare import compare, load_side, summarise
-from benchmark.results import Record, build_record
+from benchmark.results import Record
 from benchmark.suites import expand_cells, resolve_suite
+from conftest import write_record
 
 SEEDS = [0, 1, 2]
 NOISE = {0: -0.01, 1: 0.0, 2: 0.01}  # seed-to-seed spread of ssim
@@ -28,7 +28,7 @@ def write_suite(folder, ssim_shift=0.0, gmsd_shift=0.0, overrides=()):
             "recon/gmsd": 0.2 + NOISE[cell.seed] / 2 + gmsd_shift,
             "recon/mse": 20.0 + cell.seed,
         }
-        build_record(cell, status="ok", metrics=metrics).write(CellFiles.of(folder, cell).record)
+        write_record(folder, cell, metrics=metrics)
     return folder
 
 

@@ -13,6 +13,7 @@ import submitit
 from benchmark import runner
 from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
+from benchmark.executors.slurm import JobArray
 from benchmark.suites import builtin_suites, expand_cells, resolve_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def test_slurm_path_runs_real_cells_through_submitit(tiny_suite_args, tmp_path):
     executor = submitit.LocalExecutor(folder=tmp_path / "jobs" / "%j")
     executor.update_parameters(timeout_min=10)
     logs: list[str] = []
-    records = runner.run_suite(suite, tmp_path, log=logs.append, executor=executor)
+    records = runner.run_suite(suite, tmp_path, log=logs.append, executor=JobArray(executor))
     assert [r.status for r in records] == ["ok", "ok"]
     assert any(line.startswith("submitted 2 jobs") for line in logs)
     for cell, record in zip(expand_cells(suite), records, strict=True):
@@ -78,7 +79,7 @@ def test_slurm_path_runs_real_cells_through_submitit(tiny_suite_args, tmp_path):
         assert on_disk["metrics"] == record.metrics
     # resume works the same way: nothing is submitted again
     logs.clear()
-    runner.run_suite(suite, tmp_path, log=logs.append, executor=executor)
+    runner.run_suite(suite, tmp_path, log=logs.append, executor=JobArray(executor))
     assert sum("skipped" in line for line in logs) == 2
     assert not any(
         line.startswith("submitted 1") or line.startswith("submitted 2") for line in logs

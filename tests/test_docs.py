@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchmark.cellfiles import CellFiles
 from benchmark.metrics import METRICS
 from benchmark.models import FAMILIES
+from conftest import write_record
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
 FAMILY_COLUMNS = {"BetaVAE": "betavae", "VQVAE": "vqvae", "VAEGAN": "vaegan"}
@@ -42,13 +42,12 @@ def test_the_applicability_table_is_what_each_family_reports():
 def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
     """Adding a metric (FID, say) touches its registry entry only: the report tables and plots,
     compare and W&B's summary directions all read the entry."""
-    from benchmark import tracking
     from benchmark.compare import compare, summarise
     from benchmark.metrics import MetricInfo
     from benchmark.report import from_directory, write_report
     from benchmark.report.plots import metric_bars
-    from benchmark.results import build_record
     from benchmark.suites import expand_cells, resolve_suite
+    from benchmark.tracking import wandb_tracker
 
     entry = MetricInfo("sharpness", True, "all", "a stand-in new metric", plotted=True)
     monkeypatch.setitem(METRICS, "sharpness", entry)
@@ -58,9 +57,7 @@ def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
         for cell in expand_cells(suite):
             value = (0.9 if cell.model == "vqvae" else 0.5) + 0.01 * cell.seed + shift
             metrics = {"recon/sharpness": value, "recon/ssim": 0.5}
-            build_record(cell, status="ok", metrics=metrics).write(
-                CellFiles.of(folder, cell).record
-            )
+            write_record(folder, cell, metrics=metrics)
         return from_directory(folder)
 
     base = write(tmp_path / "base", 0.0)
@@ -71,7 +68,7 @@ def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
     worse = write(tmp_path / "worse", -0.2)
     deltas = compare(summarise(base.records), summarise(worse.records))
     assert {d.verdict for d in deltas if d.metric == "recon/sharpness"} == {"regression"}
-    assert tracking.summary_directions()["recon/sharpness"] == "max"
+    assert wandb_tracker.summary_directions()["recon/sharpness"] == "max"
 
 
 def test_each_metrics_sets_and_switch_are_what_the_docs_and_the_config_say():

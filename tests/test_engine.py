@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 import traceback
@@ -10,12 +11,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import benchmark.engine
 from benchmark.cli import main
 from benchmark.config import identity
 from benchmark.data import ImageSplits
 from benchmark.device_adam import DeviceAdam
-from benchmark.engine import Engine, epoch_order
+from benchmark.engine import Engine, epoch_order, gates_as_masks_on_cpu
 from benchmark.models import FAMILIES
 from benchmark.pythae_compat import one_hot_by_scatter, one_hot_without_host_reads, quiet_pythae
 from benchmark.suites import expand_cells, resolve_suite
@@ -70,18 +70,18 @@ GATED = ("vaegan.equilibrium=0.4", "vaegan.margin=0.15")  # both gates open and 
         ("vaegan", GATED, True),  # the GPU's masks
     ],
 )
-def test_the_engine_computes_pythaes_losses_step_for_step(name, more, masks, monkeypatch):
+def test_the_engine_computes_pythaes_losses_step_for_step(name, more, masks):
     """fp32 on the CPU, same seed and batches (a training set that is a multiple of the batch
     size, so pythae trains no partial batch): the first 200 steps' losses, every component,
     and the validation losses are pythae's trainer's, to 1e-6 relative (measured: bit for bit).
     VAEGAN's gates are checked both ways: as branches (the CPU) and as masks (a GPU)."""
-    monkeypatch.setattr(benchmark.engine, "GATES_AS_MASKS_ON_CPU", masks)
     batch, train_size = 8, 64
     epochs = PARITY_STEPS // (train_size // batch)
     data = splits(train_size)
     settings = (f"train.batch_size={batch}", f"train.epochs={epochs}", *more)
     pythae_steps, pythae_epochs, pythae_weights = steps_of(name, data, *settings)
-    ours, our_epochs, our_weights = steps_of(name, data, *settings, "train.engine=vaebench")
+    with gates_as_masks_on_cpu() if masks else contextlib.nullcontext():
+        ours, our_epochs, our_weights = steps_of(name, data, *settings, "train.engine=vaebench")
     assert len(pythae_steps) == len(ours) == PARITY_STEPS
     components = [k for k in pythae_steps[0] if k.startswith("train/")]
     assert "train/loss" in components

@@ -1,6 +1,6 @@
 """What it costs to extend vaebench, proved end to end: a fourth family is one file
 (`tests/families/rae.py`, nowhere in the package), a per-image metric one registry entry, a
-dataset one catalogue entry."""
+dataset one catalogue entry, an executor and a tracker one module each (`tests/extensions/`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import pytest
 
 from benchmark.catalogue import DATASETS, DatasetSpec
 from benchmark.cli import main
+from benchmark.executors import EXECUTORS
 from benchmark.metrics import METRICS, MetricInfo
 from benchmark.models import FAMILIES
-from benchmark.results import load_records
+from benchmark.results import Record, iter_records, load_records
+from benchmark.tracking import TRACKERS
 from conftest import TINY_SETTINGS
+from extensions import jsonl_tracker, reverse_executor
 from families import rae
 
 SETTINGS = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
@@ -54,13 +57,21 @@ def test_a_fourth_family_in_one_file_runs_reports_and_compares(
     steps = (tmp_path / "a" / "results").rglob("*-rae-seed0.steps.csv")
     assert "train/embedding_loss" in next(steps).read_text().splitlines()[0]
 
-    # the same configuration with another seed, in another folder, compared with the first
-    assert run(tmp_path / "b", "--seeds", "1") == 0
-    capsys.readouterr()
-    code = main(["compare", str(tmp_path / "a"), str(tmp_path / "b")])
-    captured = capsys.readouterr()
-    assert code in (0, 1), captured.err
-    assert "rae" in captured.out
+    # compare reads the family: the same records are no regression; the RAE's recon/ssim
+    # dropped from its value to a tenth of it is one, and the line names the RAE
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+    assert "0 regressions" in capsys.readouterr().out
+    for path, kept in iter_records(tmp_path / "a"):
+        data = kept.as_dict()
+        if kept.model == "rae":
+            data["metrics"]["recon/ssim"] = kept.metrics["recon/ssim"] / 10
+        copy = tmp_path / "worse" / path.relative_to(tmp_path / "a")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        Record.parse(data, "edited").write(copy)
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "worse")]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if "regression" in line]
+    assert any("rae" in line and "recon/ssim" in line for line in lines), lines
+    assert not any("betavae" in line for line in lines[:-1]), lines
 
 
 def test_a_dataset_is_one_catalogue_entry(parquet_repo, tmp_path, monkeypatch, capsys):
@@ -99,3 +110,78 @@ def test_a_per_image_metric_is_one_entry_from_computation_to_report(
     assert "brightness" in FAMILIES.get("betavae").metric_keys
     report = (tmp_path / "REPORT.md").read_text()
     assert any(line.startswith("| brightness") for line in report.splitlines())
+
+
+@pytest.fixture
+def reverse_registered():
+    EXECUTORS.add("reverse", reverse_executor.PLUGIN)
+    yield reverse_executor.PLUGIN
+    EXECUTORS.remove("reverse")
+    reverse_executor.PLUGIN.made.clear()
+
+
+def test_an_executor_is_one_module(reverse_registered, parquet_repo, tmp_path, capsys):
+    """`tests/extensions/reverse_executor.py`, registered: its name and option are on the
+    command line, its check runs before any work, its cells train, record, resume and report."""
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = capsys.readouterr().out
+    assert "{local,reverse,slurm}" in help_text and "--reverse-limit" in help_text
+
+    def run(*more):
+        return main(
+            ["run", "--datasets", str(parquet_repo), "--models", "betavae,vqvae"]
+            + ["--out", str(tmp_path), "--wandb", "off", "--executor", "reverse", *SETTINGS, *more]
+        )
+
+    assert run("--reverse-limit", "1") == 2  # its own check, before any work
+    assert "runs at most 1 cells" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+    assert run() == 0
+    out = capsys.readouterr().out
+    (made,) = reverse_registered.made
+    assert [cell.rsplit("-", 2)[1] for cell in made.ran] == ["vqvae", "betavae"]
+    assert out.index("[2/2] ") < out.index("[1/2] ")  # its order, as it ran them
+    assert {r.model for r in load_records(tmp_path)} == {"betavae", "vqvae"}
+    assert (tmp_path / "REPORT.md").exists()
+    assert run() == 0  # resume: both finished, nothing handed to the executor
+    assert reverse_registered.made[-1].ran == []
+    assert capsys.readouterr().out.count("skipped") == 2
+
+
+@pytest.fixture
+def jsonl_registered():
+    TRACKERS.add("jsonl", jsonl_tracker.PLUGIN)
+    yield jsonl_tracker.PLUGIN
+    TRACKERS.remove("jsonl")
+
+
+def test_a_tracker_is_one_module(jsonl_registered, parquet_repo, tmp_path, capsys):
+    """`tests/extensions/jsonl_tracker.py`, registered: `--tracker jsonl` streams every step,
+    the record names its run, and `vaebench evaluate` updates that run through the plug-in."""
+    code = main(
+        ["run", "--datasets", str(parquet_repo), "--models", "betavae", "--out", str(tmp_path)]
+        + ["--tracker", "jsonl", "--jsonl-name", "calls.jsonl", *SETTINGS]
+    )
+    assert code == 0, capsys.readouterr().err
+    (record,) = load_records(tmp_path)
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    cell = calls[0]["cell"]
+    assert cell.endswith("-betavae-seed0")
+    assert record.tracker_run == {
+        "tracker": "jsonl",
+        "path": str(tmp_path / "calls.jsonl"),
+        "mode": "file",
+        "cell": cell,
+    }
+    kinds = [call["kind"] for call in calls]
+    assert kinds[0] == "start" and kinds[-1] == "finish"
+    assert kinds.count("step") == record.training["steps"]
+    assert {k: calls[-1]["summary"][k] for k in record.metrics} == record.metrics
+    assert not list(tmp_path.rglob("wandb"))  # W&B, the default, was not used
+
+    assert main(["evaluate", str(tmp_path), "--metrics", "recon/mse"]) == 0
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert calls[-1]["kind"] == "update" and calls[-1]["cell"] == cell
+    (rescored,) = load_records(tmp_path)
+    assert calls[-1]["summary"]["recon/mse"] == rescored.metrics["recon/mse"]

@@ -3,7 +3,6 @@ and the module structure take what the hardening issue asked for."""
 
 from __future__ import annotations
 
-import ast
 import json
 import signal
 import subprocess
@@ -18,18 +17,11 @@ from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.errors import UserInputError
 from benchmark.report import from_directory, write_report
-from benchmark.results import Record, build_record
+from benchmark.results import Record
 from benchmark.suites import expand_cells, resolve_suite
-from conftest import TINY_SETTINGS
+from conftest import TINY_SETTINGS, one_line_exit, write_record
 
 PACKAGE = Path(__file__).resolve().parents[1] / "benchmark"
-
-
-def one_line_exit(args: list[str], capsys, code: int = 2) -> str:
-    assert main(args) == code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
@@ -113,28 +105,11 @@ def test_a_family_the_report_does_not_know_gets_a_colour_and_a_column(tmp_path):
         if index == 3:  # a fourth family, e.g. a W&B run of another model
             cell = cell.model_copy(update={"model": "rae"})
         metrics = {f"{p}/{k}": 0.1 * (index + 1) for p in ("recon", "gen") for k in ("ssim", "mse")}
-        build_record(cell, status="ok", metrics=metrics).write(CellFiles.of(tmp_path, cell).record)
+        write_record(tmp_path, cell, metrics=metrics)
     report = write_report(from_directory(tmp_path), tmp_path / "report").read_text()
     header = next(line for line in report.splitlines() if "VAEGAN" in line and "|" in line)
     assert header.replace(" ", "").startswith("||VAEGAN|BetaVAE|VQVAE|rae|")
     assert (tmp_path / "report" / "mnist-5k-recon-metrics.png").exists()
-
-
-def _imports(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return found
-
-
-def test_no_import_circle_between_suites_executors_and_runner():
-    assert not {"benchmark.executors", "benchmark.runner"} & _imports("suites")
-    assert "benchmark.suites" not in _imports("runner")
-    assert "benchmark.suites" not in _imports("executors")
 
 
 def test_pythae_is_patched_in_one_module_only():
@@ -172,9 +147,7 @@ def _bad_record(kind: str, good: Record) -> bytes:
 def one_good_cell(tmp_path):
     cell = expand_cells(resolve_suite("quick", TINY_SETTINGS, models=["betavae"]))[0]
     metrics = {f"{p}/{k}": 0.5 for p in ("recon", "gen") for k in ("ssim", "mse")}
-    record = build_record(cell, status="ok", metrics=metrics)
-    record.write(CellFiles.of(tmp_path, cell).record)
-    return cell, record
+    return cell, write_record(tmp_path, cell, metrics=metrics)
 
 
 @pytest.mark.parametrize("kind", list(BAD_RECORDS))

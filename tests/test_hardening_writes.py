@@ -15,18 +15,12 @@ from benchmark import cell as one_cell
 from benchmark import files, runner
 from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
+from benchmark.executors.slurm import JobArray
 from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
-from conftest import TINY_SETTINGS
+from conftest import TINY_SETTINGS, one_line_exit
 
 SETTINGS = [*TINY_SETTINGS, "eval.fid=false"]
-
-
-def one_line_exit(args: list[str], capsys, code: int = 2) -> str:
-    assert main(args) == code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 def tiny_run(repo: Path, out: Path, *more: str) -> list[str]:
@@ -339,7 +333,7 @@ def test_a_scheduler_that_refuses_the_jobs_is_one_line(tmp_path):
     from benchmark.errors import UserInputError
 
     with pytest.raises(UserInputError) as refused:
-        runner.run_cells([cell], tmp_path, executor=Refusing(), log=lambda m: None)
+        runner.run_cells([cell], tmp_path, executor=JobArray(Refusing()), log=lambda m: None)
     assert str(refused.value) == (
         "the scheduler refused the jobs: RuntimeError: sbatch: error: invalid partition "
         "specified: gpux"

@@ -13,13 +13,14 @@ from pathlib import Path
 import cloudpickle
 from wandb_log import find_runs, read_run
 
-from benchmark import runner, tracking
+from benchmark import runner
 from benchmark.cellfiles import CellFiles
 from benchmark.claims import try_claim
-from benchmark.parallel import thread_note, worker_plan
+from benchmark.executors.workers import thread_note, worker_plan
 from benchmark.results import Record
 from benchmark.suites import expand_cells, resolve_suite
-from conftest import TINY_SETTINGS
+from benchmark.tracking import wandb_tracker
+from conftest import TINY_SETTINGS, child_pids, wait_gone
 
 QUIET = dict(log=lambda message: None)
 
@@ -49,7 +50,7 @@ def test_jobs_2_gives_the_records_of_the_sequential_runner(tiny_suite_args, tmp_
     suite = resolve_suite(**tiny_suite_args)
     sequential = runner.run_suite(suite, tmp_path / "seq", **QUIET)
     logs: list[str] = []
-    factory = tracking.make_tracker_factory(
+    factory = wandb_tracker.make_tracker_factory(
         "offline", "vaebench-tests", None, str(tmp_path / "par"), logs.append
     )
     parallel = runner.run_suite(
@@ -185,30 +186,14 @@ def test_ctrl_c_stops_the_workers_and_keeps_finished_cells(parquet_repo, tmp_pat
         lines.append(line)
         if "epoch 2/60" in line:  # both workers are up and training
             break
-    children = _children(process.pid)
+    children = child_pids(process.pid)
     assert len(children) >= 2, lines
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, "".join(lines) + output
     assert "interrupted" in output
-    alive = _wait_gone(children)
+    alive = wait_gone(children)
     assert not alive, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in alive]
     assert not list(tmp_path.rglob("*.claim")) and not list(tmp_path.rglob("*.tmp"))
     for path in tmp_path.rglob("*.json"):  # whatever finished is complete
         assert json.loads(path.read_text())["status"] == "ok"
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while (
-        alive := [p for p in pids if Path(f"/proc/{p}").exists()]
-    ) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return alive

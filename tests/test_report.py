@@ -12,13 +12,14 @@ import torch
 from torchvision.utils import save_image
 from wandb_log import find_runs, read_run
 
-from benchmark import runner, tracking
+from benchmark import runner
 from benchmark.cellfiles import CellFiles
 from benchmark.models import FAMILIES
 from benchmark.report import from_directory, write_report
-from benchmark.report.sources import from_wandb, from_wandb_runs
-from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
+from benchmark.tracking import wandb_tracker
+from benchmark.tracking.wandb_report import from_wandb, from_wandb_runs
+from conftest import write_record
 
 SEEDS = [0, 1, 2]
 
@@ -38,9 +39,7 @@ def fixture_dir(tmp_path_factory):
         path = CellFiles.of(out, cell).record
         if cell.seed == 3:  # the failed cell
             if cell.model == "vaegan":
-                build_record(
-                    cell, status="failed", error="TrainingDiverged: non-finite loss"
-                ).write(path)
+                write_record(out, cell, "failed", error="TrainingDiverged: non-finite loss")
             continue
         keys = [k for k in family.metric_keys if k != "lpips" or cell.model != "vqvae"]
         metrics = {
@@ -56,13 +55,8 @@ def fixture_dir(tmp_path_factory):
             if cell.model == "vqvae"
             else {}
         )
-        build_record(
-            cell,
-            status="ok",
-            metrics=metrics,
-            unavailable=unavailable,
-            timings={"train": 1.0, "eval": 0.1, "total": 1.2},
-        ).write(path)
+        timings = {"train": 1.0, "eval": 0.1, "total": 1.2}
+        write_record(out, cell, metrics=metrics, unavailable=unavailable, timings=timings)
         pd.DataFrame(
             {"step": [1, 2, 3], "train/loss": [3.0, 2.0, 1.5], "train/recon_loss": [2.0, 1.5, 1.0]}
         ).to_csv(path.with_suffix(".steps.csv"), index=False)
@@ -166,7 +160,7 @@ def test_plots_are_pngs_and_every_link_exists(fixture_dir):
 def offline_wandb_run(tiny_suite_args, tmp_path_factory):
     out = tmp_path_factory.mktemp("wandb-report")
     suite = resolve_suite(**dict(tiny_suite_args, models=["betavae", "vqvae"]))
-    factory = tracking.make_tracker_factory("offline", "p", None, str(out), lambda m: None)
+    factory = wandb_tracker.make_tracker_factory("offline", "p", None, str(out), lambda m: None)
     records = runner.run_suite(suite, out, log=lambda m: None, tracker_factory=factory)
     return out, records
 

@@ -8,11 +8,10 @@ import pytest
 from scipy.stats import ttest_ind
 from test_report import table_rows
 
-from benchmark.cellfiles import CellFiles
 from benchmark.report import from_directory, write_report
 from benchmark.report.tables import Cell, comparison, welch_p
-from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
+from conftest import write_record
 
 # recon/ssim per family and seed: VQVAE clearly ahead of both; VAEGAN and BetaVAE overlap
 SSIM = {
@@ -34,8 +33,7 @@ def write_records(out, seeds: list[int]):
             "gen/ssim": SSIM[cell.model][i],  # self-consistency: never ranked
             "gen/fid": 100.0 - 50 * SSIM[cell.model][i],  # realism: ranked
         }
-        record = build_record(cell, status="ok", metrics=metrics)
-        record.write(CellFiles.of(out, cell).record)
+        write_record(out, cell, metrics=metrics)
     return out
 
 
@@ -134,8 +132,7 @@ def test_the_realism_table_carries_cfd_precision_recall_and_names_the_classifier
             "gen/ssim": 0.9 if good else 0.5,
         }
         sha = "b" if cell.model == "betavae" and cell.seed == 2 else "a"
-        record = build_record(cell, status="ok", metrics=metrics, classifier=_classifier(sha))
-        record.write(CellFiles.of(out, cell).record)
+        write_record(out, cell, metrics=metrics, classifier=_classifier(sha))
     report = write_report(from_directory(out), out / "report").read_text()
     realism = table_rows(report, "Generation: realism")
     assert all(realism[m]["VAEGAN"].startswith("**") for m in ("cfd", "precision", "recall"))

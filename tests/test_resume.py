@@ -19,11 +19,11 @@ import torch
 from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.config import RunConfig
-from benchmark.executors import CellJob
+from benchmark.executors.slurm import CellJob
 from benchmark.results import Record
 from benchmark.resume import RollingCheckpoint, TrainingState
 from benchmark.suites import resolve_suite
-from conftest import TINY_SETTINGS
+from conftest import TINY_SETTINGS, child_pids
 
 EPOCHS = 3
 SETTINGS = [*TINY_SETTINGS, f"train.epochs={EPOCHS}", "eval.fid=false"]
@@ -243,18 +243,6 @@ def test_a_resumed_cells_tracker_gets_the_steps_and_epochs_trained_before():
     ]  # fmt: skip
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, tmp_path):
     """submitit's local executor does what SLURM does on preemption: the job gets the signal
@@ -264,7 +252,7 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
     import submitit
 
     from benchmark.resources import MetricNetworks, RunSettings
-    from benchmark.trackers import NullTracker
+    from benchmark.tracking.base import NullTracker
 
     config = tiny_config(parquet_repo, "vaegan")
     config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 40})})
@@ -284,7 +272,7 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
         time.sleep(0.02)
     assert rolling.exists(), "no rolling checkpoint before the job ended"
     # SLURM's preemption signal (submitit's USR2) to the job's task, as SLURM delivers it
-    (task,) = _children(job._process.pid)
+    (task,) = child_pids(job._process.pid)
     os.kill(task, signal.SIGUSR2)
     record = job.result()
     log = job.stdout()

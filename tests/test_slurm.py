@@ -20,8 +20,8 @@ import yaml
 from benchmark.cli import main
 from benchmark.config import SlurmConfig
 from benchmark.errors import UserInputError
+from benchmark.executors.slurm_cluster import Partition, _gpus, _minutes, job_request
 from benchmark.results import load_records
-from benchmark.slurm import Partition, _gpus, _minutes, job_request
 from benchmark.suites import resolve_suite
 from conftest import TINY_SETTINGS
 
@@ -329,10 +329,12 @@ def test_a_job_pending_for_a_reason_that_never_clears_is_one_line_and_cancelled(
 ):
     """A cluster whose sinfo overstates its nodes: the pre-check passes, SLURM holds the job
     (PartitionConfig), vaebench says so and cancels it instead of waiting forever."""
-    import benchmark.slurm
+    import benchmark.executors.slurm_cluster
 
     monkeypatch.setattr(
-        benchmark.slurm, "read_partition", lambda name: Partition("debug", 4096, 10**7, 0, None)
+        benchmark.executors.slurm_cluster,
+        "read_partition",
+        lambda name: Partition("debug", 4096, 10**7, 0, None),
     )
     started = time.monotonic()
     code = main(

@@ -6,12 +6,13 @@ import pytest
 import wandb
 from wandb_log import find_runs, read_run
 
-from benchmark import runner, tracking, wandb_records
+from benchmark import runner
 from benchmark.cellfiles import CellFiles
 from benchmark.models import FAMILIES
 from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
-from benchmark.trackers import NullTracker
+from benchmark.tracking import wandb_records, wandb_tracker
+from benchmark.tracking.base import NullTracker
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def tracked_run(tiny_suite_args, tmp_path_factory):
     out = tmp_path_factory.mktemp("tracked")
     suite = resolve_suite(**tiny_suite_args)
     logs: list[str] = []
-    factory = tracking.make_tracker_factory(
+    factory = wandb_tracker.make_tracker_factory(
         "offline", "vaebench-tests", None, str(out), logs.append
     )
     records = runner.run_suite(suite, out, log=logs.append, tracker_factory=factory)
@@ -80,12 +81,12 @@ def test_not_logged_in_means_offline_with_one_notice(monkeypatch, tmp_path):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
-    mode, notice = tracking.resolve_mode("auto")
+    mode, notice = wandb_tracker.resolve_mode("auto")
     assert mode == "offline" and "wandb sync" in notice
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setattr(tracking, "server_reachable", lambda timeout=None: (True, ""))
-    assert tracking.resolve_mode("auto") == ("online", None)
-    assert tracking.resolve_mode("off") == ("off", None)
+    monkeypatch.setattr(wandb_tracker, "server_reachable", lambda timeout=None: (True, ""))
+    assert wandb_tracker.resolve_mode("auto") == ("online", None)
+    assert wandb_tracker.resolve_mode("off") == ("off", None)
 
 
 def test_a_failing_wandb_never_fails_the_cell(tiny_suite_args, tmp_path, monkeypatch):
@@ -94,7 +95,7 @@ def test_a_failing_wandb_never_fails_the_cell(tiny_suite_args, tmp_path, monkeyp
 
     monkeypatch.setattr(wandb, "init", broken_init)
     logs: list[str] = []
-    factory = tracking.make_tracker_factory("online", "p", None, str(tmp_path), logs.append)
+    factory = wandb_tracker.make_tracker_factory("online", "p", None, str(tmp_path), logs.append)
     args = dict(tiny_suite_args, models=["vqvae"])
     records = runner.run_suite(
         resolve_suite(**args), tmp_path, log=logs.append, tracker_factory=factory
@@ -118,7 +119,7 @@ def test_a_failing_wandb_log_never_fails_the_cell(tiny_suite_args, tmp_path, mon
 
     monkeypatch.setattr(wandb, "init", init_with_broken_log)
     logs: list[str] = []
-    factory = tracking.make_tracker_factory("offline", "p", None, str(tmp_path), logs.append)
+    factory = wandb_tracker.make_tracker_factory("offline", "p", None, str(tmp_path), logs.append)
     records = runner.run_suite(
         resolve_suite(**dict(tiny_suite_args, models=["betavae"])),
         tmp_path,
@@ -131,7 +132,7 @@ def test_a_failing_wandb_log_never_fails_the_cell(tiny_suite_args, tmp_path, mon
 
 def test_streaming_every_nth_step(tiny_suite_args, tmp_path):
     logs: list[str] = []
-    factory = tracking.make_tracker_factory(
+    factory = wandb_tracker.make_tracker_factory(
         "offline", "p", None, str(tmp_path), logs.append, log_every=2
     )
     records = runner.run_suite(
@@ -157,7 +158,7 @@ class SentRows:
 
 
 def test_step_rows_are_sent_in_order_at_the_epoch_end():
-    tracker = tracking.WandbTracker("offline", flush_seconds=3600)
+    tracker = wandb_tracker.WandbTracker("offline", flush_seconds=3600)
     tracker.run = SentRows()
     for step in (1, 2, 3):
         tracker.log_step({"train/loss": float(step), "trainer/step": step})
@@ -168,14 +169,14 @@ def test_step_rows_are_sent_in_order_at_the_epoch_end():
 
 
 def test_a_long_epoch_still_streams_once_rows_are_flush_seconds_old():
-    tracker = tracking.WandbTracker("offline", flush_seconds=0.0)
+    tracker = wandb_tracker.WandbTracker("offline", flush_seconds=0.0)
     tracker.run = SentRows()
     tracker.log_step({"train/loss": 1.0, "trainer/step": 1})
     assert tracker.run.rows == [{"train/loss": 1.0, "trainer/step": 1}]
 
 
 def test_a_cell_that_fails_mid_epoch_still_sends_its_steps(tiny_suite_args, tmp_path):
-    class FailsAtStepTwo(tracking.WandbTracker):
+    class FailsAtStepTwo(wandb_tracker.WandbTracker):
         def log_step(self, values):
             super().log_step(values)
             if values["trainer/step"] == 2:
@@ -208,11 +209,11 @@ def test_a_key_without_a_reachable_server_goes_offline_after_one_short_check(mon
     monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr(tracking, "SERVER_CHECK_S", 0.5)
-    monkeypatch.setattr(tracking.socket, "create_connection", hanging_connection)
+    monkeypatch.setattr(wandb_tracker, "SERVER_CHECK_S", 0.5)
+    monkeypatch.setattr(wandb_tracker.socket, "create_connection", hanging_connection)
     notices: list[str] = []
     started = time.perf_counter()
-    factory = tracking.make_tracker_factory("auto", "p", None, None, notices.append)
+    factory = wandb_tracker.make_tracker_factory("auto", "p", None, None, notices.append)
     assert time.perf_counter() - started < 2.0
     assert calls == [("wandb.example.org", 443)]  # one check for the whole suite
     release.set()
@@ -255,7 +256,7 @@ def test_wandb_artifacts_log_the_final_checkpoint_as_a_model_artifact(tiny_suite
     import json
 
     suite = resolve_suite(**dict(tiny_suite_args, models=["vqvae"]))
-    factory = tracking.make_tracker_factory(
+    factory = wandb_tracker.make_tracker_factory(
         "offline", "vaebench-tests", None, str(tmp_path), lambda m: None, artifacts=True
     )
     (record,) = runner.run_suite(suite, tmp_path, log=lambda m: None, tracker_factory=factory)

@@ -13,9 +13,15 @@ from pythae.trainers.training_callbacks import TrainingCallback
 from benchmark.config import DataConfig
 from benchmark.data import load_image_splits
 from benchmark.models import FAMILIES
-from benchmark.pythae_compat import autocast_forward, bce_outside_autocast, quiet_pythae
+from benchmark.pythae_compat import (
+    autocast_forward,
+    bce_outside_autocast,
+    quiet_pythae,
+    step_schedulers,
+    use_batch_loaders,
+)
 from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import StepRecorder, TrainingDiverged, UInt8Images, train
+from benchmark.training import StepRecorder, TrainingDiverged, UInt8Images, batch_loader, train
 from conftest import TINY_SETTINGS
 
 
@@ -238,3 +244,63 @@ def test_deferred_host_copies_record_the_same_steps(tiny_data, monkeypatch):
     assert recorder.history.steps == []  # still on the device
     with pytest.raises(TrainingDiverged, match=r"non-finite training loss \(inf\) at step 3"):
         recorder.flush()
+
+
+def pythae_trainer(name, tiny_data, tmp_path):
+    family = FAMILIES.get(name)
+    config = cell(name)
+    params = family.params_model(**config.params)
+    model = family.build(params, tiny_data.shape, config.arch)
+    data = (UInt8Images(tiny_data.train), UInt8Images(tiny_data.val))
+    return family.make_trainer(
+        model, *data, params, config.train, config.seed, str(tmp_path), "cpu"
+    )
+
+
+def batches(loader, seed: int) -> list[torch.Tensor]:
+    torch.manual_seed(seed)
+    return [batch["data"] for batch in loader]
+
+
+def test_batch_loaders_replace_pythaes_item_by_item_ones_with_the_same_batches(tiny_data, tmp_path):
+    """Quirk: pythae's trainer builds DataLoaders that fetch and collate one image at a time.
+    `use_batch_loaders` swaps in loaders that index a batch at once: the same batches, in the
+    same order, for a seed (training and validation)."""
+    trainer = pythae_trainer("betavae", tiny_data, tmp_path)
+    theirs = trainer.train_loader, trainer.eval_loader
+    assert theirs[0].batch_size == 32 and theirs[0].batch_sampler is not None  # item by item
+    pythae_train, pythae_eval = batches(theirs[0], 5), batches(theirs[1], 6)
+
+    use_batch_loaders(trainer, 32, batch_loader)
+    assert trainer.train_loader is not theirs[0] and trainer.eval_loader is not theirs[1]
+    ours_train, ours_eval = batches(trainer.train_loader, 5), batches(trainer.eval_loader, 6)
+    assert len(ours_train) == len(pythae_train) == 3 and len(ours_eval) == len(pythae_eval)
+    for mine, their in zip(ours_train + ours_eval, pythae_train + pythae_eval, strict=True):
+        assert torch.equal(mine, their)
+
+
+@pytest.mark.parametrize("name", ["betavae", "vaegan"])  # BaseTrainer and the coupled trainer
+def test_schedulers_step_with_each_optimisers_own_epoch_loss(name, tiny_data, tmp_path):
+    """pythae's `_schedulers_step` takes one loss, or VAEGAN's three by keyword: with
+    plateau schedulers (patience 0), a learning rate halves exactly where its loss rose."""
+    trainer = pythae_trainer(name, tiny_data, tmp_path)
+    trainer.prepare_training()  # optimisers and schedulers, as before pythae's loop
+    optimisers = {
+        key.removesuffix("optimizer"): value
+        for key, value in vars(trainer).items()
+        if isinstance(value, torch.optim.Optimizer)
+    }
+    for prefix, optimiser in optimisers.items():
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, patience=0, factor=0.5)
+        setattr(trainer, f"{prefix}scheduler", plateau)
+    coupled = name == "vaegan"
+    losses = ("encoder_loss", "decoder_loss", "discriminator_loss") if coupled else ("loss",)
+    assert len(optimisers) == len(losses)
+    rising = {"encoder_loss", "discriminator_loss", "loss"}
+    start = {prefix: o.param_groups[0]["lr"] for prefix, o in optimisers.items()}
+    step_schedulers(trainer, dict.fromkeys(losses, 1.0), coupled)
+    step_schedulers(trainer, {k: 2.0 if k in rising else 0.5 for k in losses}, coupled)
+    for loss in losses:
+        prefix = loss.removesuffix("loss")
+        lr = optimisers[prefix].param_groups[0]["lr"]
+        assert lr == pytest.approx(start[prefix] * (0.5 if loss in rising else 1.0)), loss

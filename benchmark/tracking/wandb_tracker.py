@@ -1,5 +1,5 @@
-"""Weights & Biases tracking: one run streamed per cell (with `wandb_records.py`, the only
-modules that import wandb).
+"""Weights & Biases, the default tracker: one run streamed per cell, its sweep agent, its runs as
+a report's source (with `wandb_records.py`, the only modules that import wandb).
 
 One W&B run per cell. Online when logged in, offline otherwise (upload later with
 `wandb sync`), off on request. W&B never fails a cell: any error in it is reported once as a
@@ -21,25 +21,27 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from benchmark.config import RunConfig
-from benchmark.metrics import METRICS
-from benchmark.results import Record
-from benchmark.trackers import NullTracker
-from benchmark.wandb_records import (
+from benchmark.tracking.base import Log, NullTracker, TrackerPlugin, flat_config, summary_values
+from benchmark.tracking.wandb_records import (
     TRACKER,
-    flat_config,
     model_artifact_name,
     prune_superseded,
-    summary_values,
+    update_run,
 )
+
+if TYPE_CHECKING:
+    import argparse
+
+    import torch
+
+    from benchmark.config import RunConfig
+    from benchmark.report.sources import ReportInputs
+    from benchmark.results import Record
 
 MODES = ("auto", "online", "offline", "off")
 DEFAULT_PROJECT = "vaebench"
-Log = Callable[[str], None]
 
 
 def in_sweep() -> bool:
@@ -131,6 +133,8 @@ def resolve_mode(requested: str) -> tuple[str, str | None]:
 
 def summary_directions() -> dict[str, str]:
     """W&B summary goal ("max" / "min") of every recon/ and gen/ key, from the registry."""
+    from benchmark.metrics import METRICS  # the registry imports torch: only once a run starts
+
     return {
         prefix + key: "max" if info.higher_is_better else "min"
         for key, info in METRICS.items()
@@ -265,6 +269,8 @@ class WandbTracker:
         def summarise() -> None:
             import wandb
 
+            from benchmark.metrics import METRICS
+
             run = self.run
             run.log({f"images/{key}": wandb.Image(grid) for key, grid in images.items()})
             rows = [
@@ -365,3 +371,82 @@ def sweep_parameters() -> dict[str, Any]:
 
     run = wandb.run or wandb.init(settings=wandb.Settings(silent=True, console="off"))
     return {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
+
+
+class WandbPlugin(TrackerPlugin):
+    name = TRACKER
+    help = "Weights & Biases, online when logged in, else offline (--wandb MODE)"
+    requires = (("wandb", "wandb"),)
+
+    def add_run_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--wandb",
+            choices=list(MODES),
+            default="auto",
+            help="W&B tracking: online when logged in, else offline [auto]",
+        )
+        parser.add_argument("--wandb-project", help="W&B project [$WANDB_PROJECT or vaebench]")
+        parser.add_argument("--wandb-entity", help="W&B entity (user or team)")
+        parser.add_argument(
+            "--wandb-log-every",
+            type=int,
+            default=1,
+            metavar="N",
+            help="stream every Nth training step to W&B (the .steps.csv beside each "
+            "record keeps all of them) [1]",
+        )
+        parser.add_argument(
+            "--wandb-artifacts",
+            action="store_true",
+            help="log each cell's final checkpoint as a W&B model artifact of its run",
+        )
+
+    def check_run_options(self, args: argparse.Namespace) -> None:
+        from benchmark.errors import UserInputError
+
+        if args.wandb_log_every < 1:
+            raise UserInputError("--wandb-log-every must be at least 1")
+
+    def tracker_factory(self, args: argparse.Namespace, out: Path, log: Log):
+        return make_tracker_factory(
+            args.wandb,
+            args.wandb_project,
+            args.wandb_entity,
+            str(out),
+            log,
+            args.wandb_log_every,
+            artifacts=args.wandb_artifacts,
+        )
+
+    def update_run(self, record: Record, log: Log) -> bool:
+        return update_run(record, log)
+
+    def in_agent(self) -> bool:
+        return in_sweep()
+
+    def agent_parameters(self, args: argparse.Namespace) -> dict[str, Any]:
+        # `--wandb off` under an agent: its ${args} on the command line are all there is
+        return {} if getattr(args, "wandb", "auto") == "off" else sweep_parameters()
+
+    def agent_folder(self) -> str | None:
+        run_id = os.environ.get("WANDB_RUN_ID", "run")
+        return f"sweep-{os.environ['WANDB_SWEEP_ID']}/{run_id}"
+
+    def mark_preempting(self) -> bool:
+        return mark_preempting()
+
+    def add_report_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="build from W&B runs instead")
+        parser.add_argument("--group", help="with --wandb: only this run group (SUITE/DATASET)")
+        parser.add_argument("--tag", help="with --wandb: only runs with this tag")
+
+    def report_source(self, args: argparse.Namespace) -> Callable[[], ReportInputs] | None:
+        if not args.wandb:
+            return None
+        # reading runs back needs the record model, pandas and the report: not at parser build
+        from benchmark.tracking.wandb_report import from_wandb
+
+        return lambda: from_wandb(args.wandb, args.group, args.tag)
+
+
+PLUGIN = WandbPlugin()

@@ -3,8 +3,7 @@
 The partition a job goes to, as `sinfo` reports it; what a job asks for, checked against it
 before submission; a job's state from `squeue`/`sacct`; `JobWatch`, which learns each
 submitted job's end from SLURM itself (submitit alone waits forever for a job cancelled on a
-cluster without accounting). Cells as jobs are `executors.py`; sweep trials as jobs are
-`trials.py`.
+cluster without accounting). Cells and sweep trials as jobs are `slurm.py`.
 """
 
 from __future__ import annotations

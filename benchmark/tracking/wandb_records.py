@@ -1,45 +1,21 @@
-"""A record as Weights & Biases holds it, and W&B edits after the fact: the flat run config
-(`train.epochs`, `betavae.beta`), the run summary, the model artifact's name; a re-scored
-record pushed to its finished run (`update_run`); superseded artifact versions pruned.
-`tracking.py` streams runs; these two modules are the only ones that import wandb.
+"""W&B edits after the fact: a re-scored record pushed to its finished run (`update_run`);
+the model artifact's name and its superseded versions pruned. `wandb_tracker.py` streams runs,
+`wandb_report.py` reads them back for a report; these three modules are the only ones that
+import wandb.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from benchmark.config import RunConfig
-from benchmark.results import Record
+from benchmark.tracking.base import flat_config, summary_values
+
+if TYPE_CHECKING:
+    from benchmark.results import Record
 
 TRACKER = "wandb"  # how a record's `tracker_run` names this tracker
 Log = Callable[[str], None]
-
-
-def flat_config(config: RunConfig) -> dict[str, Any]:
-    """Readable in the W&B UI and equal to the names sweeps and `--set` use: `train.epochs`,
-    `betavae.beta`, ..."""
-    values = config.model_dump(mode="json")
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        section = config.model if key == "params" else key
-        if isinstance(value, dict):
-            flat.update({f"{section}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    flat["config_hash"] = config.config_hash()
-    return flat
-
-
-def summary_values(record: Record) -> dict[str, Any]:
-    """What a record puts in its run's summary: the metrics, the reasons for the unavailable
-    ones, and how gen/, the FID and the classifier numbers were made (for reports built from
-    W&B)."""
-    values: dict[str, Any] = dict(record.metrics)
-    values.update({f"unavailable/{k}": why for k, why in record.unavailable.items()})
-    made = ("sampler", "distribution", "classifier")
-    values.update({k: getattr(record, k) for k in made if getattr(record, k) is not None})
-    return values
 
 
 def update_run(record: Record, log: Log) -> bool:
@@ -51,6 +27,8 @@ def update_run(record: Record, log: Log) -> bool:
         return False
     try:
         import wandb
+
+        from benchmark.config import RunConfig
 
         run = wandb.Api().run(where["path"])
         config = RunConfig.model_validate(record.config)

@@ -11,7 +11,7 @@ meant for `--jobs N` sets `train.threads` to fit.
   from one queue; each loads a dataset once and reuses it for its later cells.
 - GPUs round-robin: worker i sees only GPU i mod G (`CUDA_VISIBLE_DEVICES`, taken from the
   parent's own list when it has one); N > G puts several workers on a card.
-- Each cell runs through `runner.execute_cell`, as in the sequential runner: claim, train,
+- Each cell runs through `cell.execute_cell`, as in the sequential runner: claim, train,
   evaluate, write the record atomically, one W&B run. Workers send their progress lines and
   outcomes to this process, which prints them in order of arrival.
 - Ctrl-C (or SIGTERM) here stops the workers (their W&B steps are flushed) and keeps every
