@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +30,11 @@ from benchmark.data import ImageSplits
 from benchmark.errors import one_line
 from benchmark.models import FAMILIES
 from benchmark.resources import Log, SharedResources
-from benchmark.results import Record, build_record, finished_record, make_way_for, read_record
+from benchmark.results import Record, finished_record, make_way_for, read_record
 from benchmark.resume import RollingCheckpoint, TrainingState, capture
-from benchmark.scoring import score, score_as, write_grids
+from benchmark.scoring import Scores, score, score_as, write_grids
 from benchmark.tracking.base import NullTracker
 from benchmark.training import TrainingHistory, cell_threads, resolve_device, train
-
-
-@dataclass
-class CellOutcome:
-    """What a cell's record holds besides its config. A cell that fails keeps what was known
-    when it failed (its dataset, and images or weights already written)."""
-
-    status: str = "failed"
-    error: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    unavailable: dict[str, str] = field(default_factory=dict)
-    dataset_info: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    sampler: dict[str, Any] | None = None
-    distribution: dict[str, Any] | None = None
-    classifier: dict[str, Any] | None = None
-    incomplete: dict[str, str] = field(default_factory=dict)
-    grids: dict[str, torch.Tensor] = field(default_factory=dict)
-    checkpoint: Path | None = None
 
 
 def run_cell(
@@ -68,42 +49,50 @@ def run_cell(
     env = environment.describe(device)
     tracker.start(config, env)
     timings: dict[str, float] = {}
-    outcome = CellOutcome()
+    dataset_info: dict[str, Any] = {}
+    finished: Finished | None = None
+    error = None
     try:
         data_started = time.perf_counter()
         data = shared.data(config)
         timings["data"] = time.perf_counter() - data_started
-        outcome.dataset_info = data.info
+        dataset_info = data.info
         trained = _train(config, cell, data, shared.settings.checkpoint_every, log, tracker)
         timings["train"] = trained.seconds
-        outcome.training = trained.summary
-        _after_training(config, cell, trained, data, shared, device, log, outcome, timings)
+        finished = _after_training(config, cell, trained, data, shared, device, log, timings)
     except (KeyboardInterrupt, SystemExit):
         tracker.flush()  # the steps made so far still reach W&B
         raise
     except Exception as exc:  # failures are results
-        kept = {k: getattr(outcome, k) for k in ("dataset_info", "grids", "checkpoint")}
-        outcome = CellOutcome(error=one_line(exc), **kept)
+        error = one_line(exc)
     timings["total"] = time.perf_counter() - started
     timings["tracking"] = tracker.seconds  # W&B calls so far (start, steps, epochs)
-    record = build_record(
+    known = dict(dataset_info=dataset_info, environment=env, timings=timings)
+    if finished is None:
+        record = Record.failed(config, error, **known, tracker_run=tracker.run_info())
+        tracker.finish(record, {}, None)
+        return record
+    record = Record.ok(
         config,
-        status=outcome.status,
-        error=outcome.error,
-        metrics=outcome.metrics,
-        unavailable=outcome.unavailable,
-        timings=timings,
-        environment=env,
-        dataset_info=outcome.dataset_info,
-        training=outcome.training,
-        sampler=outcome.sampler,
-        distribution=outcome.distribution,
-        classifier=outcome.classifier,
+        finished.scores.measured,
+        training=finished.training,
+        **known,
         tracker_run=tracker.run_info(),
-        incomplete=outcome.incomplete,
+        incomplete=finished.incomplete,
     )
-    tracker.finish(record, outcome.grids, outcome.checkpoint)
+    tracker.finish(record, finished.scores.grids, finished.checkpoint)
     return record
+
+
+@dataclass
+class Finished:
+    """A trained cell's parts after training: its scores, what its record says of the
+    training, its checkpoint (None where writing it failed) and the pieces that failed."""
+
+    scores: Scores
+    training: dict[str, Any]
+    checkpoint: Path | None
+    incomplete: dict[str, str]
 
 
 @dataclass
@@ -160,31 +149,23 @@ def _train(config: RunConfig, cell: CellFiles, data: ImageSplits, every: int, lo
     return Trained(model, params, history, rolling, seconds, summary)
 
 
-def _after_training(config, cell, trained: Trained, data, shared, device, log, outcome, timings):
+def _after_training(config, cell, trained: Trained, data, shared, device, log, timings):
     """The model has trained: from here on a failing piece costs only itself. It is named in
     the record's `incomplete`, the cell stays ok, and its weights stay for the rerun."""
-    outcome.status = "ok"
     after = AfterTraining(log)
     after.attempt("steps", lambda: _write_steps(cell, trained.history.steps))
     checkpoint_started = time.perf_counter()
-    outcome.checkpoint = after.attempt(
+    checkpoint = after.attempt(
         "checkpoint", lambda: save_checkpoint(cell.checkpoint, trained.model, config, data.shape)
     )
     timings["checkpoint"] = time.perf_counter() - checkpoint_started
     scores = score(config, trained.model, trained.params, data, shared, device)
-    outcome.metrics, outcome.unavailable, outcome.grids = (
-        scores.metrics,
-        scores.unavailable,
-        scores.grids,
-    )
-    outcome.sampler, outcome.distribution = scores.sampler, scores.distribution
-    outcome.classifier = scores.classifier
     timings.update(scores.timings)
     after.failed.update(scores.failed)
     after.attempt("images", lambda: write_grids(cell, scores.grids))
     if after.failed:
         after.keep_weights(trained.rolling, trained.model, trained.history)
-    outcome.incomplete = after.failed
+    return Finished(scores, trained.summary, checkpoint, after.failed)
 
 
 class AfterTraining:

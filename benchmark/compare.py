@@ -18,7 +18,6 @@ import pandas as pd
 
 from benchmark.cellfiles import is_in_history
 from benchmark.config import identity
-from benchmark.environment import hardware_id
 from benchmark.errors import UserInputError
 from benchmark.metrics import METRICS
 from benchmark.results import Record, iter_records, warn_on_stderr
@@ -56,7 +55,7 @@ def summarise(records: list[Record]) -> dict[str, Any]:
             }
             for metric, v in sorted(values.items())
         }
-    hardware = {hardware_id(r.environment or {}) for r in records}
+    hardware = {r.environment.hardware_id for r in records}
     # the dataset classifiers behind cfd/precision/recall (their weights' SHA-256, short)
     classifiers = {(r.classifier or {}).get("sha256", "")[:16] for r in records}
     return {

@@ -1,8 +1,9 @@
 """Provenance for records: git sha, package versions, device and hardware.
 
 Float results differ between CPU types (AVX2, AVX-512, AMX kernels round differently) and
-between GPUs, drivers and cuDNN versions, so a record names the hardware that made it and
-`hardware_id` gives the one line by which the report and `compare` tell hardware apart.
+between GPUs, drivers and cuDNN versions, so a record names the hardware that made it (its
+`Environment`, `benchmark/record_parts.py`, whose `hardware_id` is the one line by which the
+report and `compare` tell hardware apart).
 """
 
 from __future__ import annotations
@@ -135,23 +136,8 @@ def hardware(device: str) -> dict:
     return info
 
 
-def hardware_id(environment: dict) -> str | None:
-    """One line per kind of hardware: the GPU with its compute capability, CUDA and cuDNN, or
-    the CPU with the ISA torch uses. Records written before `hardware` existed: their
-    `device_name`, or None."""
-    info = environment.get("hardware")
-    if not isinstance(info, dict):
-        return environment.get("device_name")
-    gpu = info.get("gpu")
-    if isinstance(gpu, dict):
-        return (
-            f"{gpu.get('name')} (sm {gpu.get('compute_capability')}, CUDA {gpu.get('cuda')}, "
-            f"cuDNN {gpu.get('cudnn')})"
-        )
-    return f"{info.get('cpu')} ({info.get('cpu_capability')})"
-
-
 def describe(device: str) -> dict:
+    """This process's environment, as `Environment` reads it (trackers log it as it is)."""
     hw = hardware(device)
     return {
         "git_sha": git_sha(),

@@ -20,7 +20,6 @@ from pathlib import Path
 from benchmark.cellfiles import CellFiles
 from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadata
 from benchmark.claims import try_claim
-from benchmark.config import TrainConfig
 from benchmark.errors import UserInputError, unknown_name
 from benchmark.metrics import METRICS, SWITCHES, switch_of
 from benchmark.models import FAMILIES
@@ -103,7 +102,7 @@ def rescore(
         if claim is None:
             log(f"{cell.name}: being trained by another runner; left to it")
             continue
-        threads = TrainConfig.model_validate(record.config["train"]).threads
+        threads = record.config.train.threads
         try:
             with cell_threads(threads):  # the numbers the run computed, with its thread count
                 rescored = _rescore_one(cell, record, wanted, sampler, shared, log)
@@ -117,7 +116,7 @@ def rescore(
 
 def _rescore_one(cell: CellFiles, record: Record, wanted, sampler, shared, log) -> Record | None:
     name = cell.name
-    device = resolve_device(record.config["train"]["device"])
+    device = resolve_device(record.config.train.device)
     written = read_metadata(cell.checkpoint).get("config_hash")  # as saved, by whichever version
     if written != record.config_hash:
         log(f"{name}: the checkpoint is of another config ({written}); kept as it is")
@@ -143,10 +142,10 @@ def _rescore_one(cell: CellFiles, record: Record, wanted, sampler, shared, log) 
         switches = {s: getattr(config.eval, s) or s in asked for s in SWITCHES}
     scoring = config.model_copy(update={"eval": config.eval.model_copy(update=switches)})
     scores = score(scoring, model, params, shared.data(config), shared, device)
-    chosen = set(scores.metrics) | set(scores.unavailable)
+    chosen = set(scores.measured.metrics) | set(scores.measured.unavailable)
     if wanted is not None:
         chosen &= wanted
-    update_metrics(record, scores, chosen)
+    update_metrics(record, scores.measured, chosen)
     record = record.validated(str(cell.record))
     record.write(cell.record)
     _log_rescored(name, record, chosen, log)

@@ -28,6 +28,7 @@ from benchmark.cellfiles import (
 )
 from benchmark.config import SLUG, RunConfig
 from benchmark.environment import code_version
+from benchmark.record_parts import DatasetInfo, Environment, Measured
 
 SCHEMA_VERSION = 2
 
@@ -58,13 +59,13 @@ class Record(BaseModel):
     model: str = Field(pattern=SLUG)
     dataset: str = Field(min_length=1)  # a name, a path or a hub id: file names use its slug
     seed: int = Field(ge=0, le=2**32 - 1)
-    config: dict[str, Any]
+    config: RunConfig  # the cell's resolved config, as it trained and was scored
     config_hash: str
     metrics: dict[str, float]
     unavailable: dict[str, str] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
-    environment: dict[str, Any] = Field(default_factory=dict)
-    dataset_info: dict[str, Any] = Field(default_factory=dict)
+    environment: Environment = Field(default_factory=Environment)
+    dataset_info: DatasetInfo = Field(default_factory=DatasetInfo)
     training: dict[str, Any] = Field(default_factory=dict)
     # which sampler made gen/: name, settings, fit time and what its fit measured (absent in
     # records written before samplers existed: those gen/ numbers came from each family's
@@ -86,6 +87,80 @@ class Record(BaseModel):
     # else it measured, and a rerun fills these in from its kept weights without training
     incomplete: dict[str, str] = Field(default_factory=dict)
     created_at: str
+
+    @classmethod
+    def ok(
+        cls,
+        config: RunConfig,
+        measured: Measured,
+        *,
+        training: dict[str, Any],
+        dataset_info: dict[str, Any],
+        environment: dict[str, Any],
+        timings: dict[str, float],
+        tracker_run: dict[str, str] | None = None,
+        incomplete: dict[str, str] | None = None,
+    ) -> Record:
+        """A cell that trained: what scoring measured, each metric stamped with its provenance;
+        `incomplete`: the pieces after training that failed (a rerun completes them)."""
+        created_at = now_iso()
+        stamp = {"at": created_at, "code": code_version()}
+        return cls._of(
+            config,
+            "ok",
+            created_at,
+            **measured.model_dump(),
+            provenance={key: dict(stamp) for key in measured.metrics},
+            training=training,
+            dataset_info=dataset_info,
+            environment=environment,
+            timings=timings,
+            tracker_run=tracker_run,
+            incomplete=dict(incomplete or {}),
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        config: RunConfig,
+        error: str,
+        *,
+        dataset_info: dict[str, Any] | None = None,
+        environment: dict[str, Any] | None = None,
+        timings: dict[str, float] | None = None,
+        tracker_run: dict[str, str] | None = None,
+    ) -> Record:
+        """A cell that raised or diverged, with what was known when it did (a rerun retries)."""
+        return cls._of(
+            config,
+            "failed",
+            now_iso(),
+            error=error,
+            dataset_info=dataset_info or {},
+            environment=environment or {},
+            timings=timings or {},
+            tracker_run=tracker_run,
+        )
+
+    @classmethod
+    def _of(cls, config: RunConfig, status: str, created_at: str, **parts: Any) -> Record:
+        """Through validation, as a record read from disk is (a bad value fails here, not in
+        the reader of a written file)."""
+        return cls.parse(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "status": status,
+                "suite": config.suite,
+                "model": config.model,
+                "dataset": config.dataset,
+                "seed": config.seed,
+                "config": config.model_dump(mode="json"),
+                "config_hash": config.config_hash(),
+                "metrics": {},
+                "created_at": created_at,
+                **parts,
+            }
+        )
 
     @classmethod
     def parse(cls, data: Any, where: str = "record") -> Record:
@@ -133,53 +208,6 @@ class Record(BaseModel):
     def finished(self) -> bool:
         """ok with nothing left incomplete: a run skips it."""
         return self.status == "ok" and not self.incomplete
-
-
-def build_record(
-    config: RunConfig,
-    *,
-    status: str,
-    metrics: dict[str, float] | None = None,
-    unavailable: dict[str, str] | None = None,
-    error: str | None = None,
-    timings: dict[str, float] | None = None,
-    environment: dict[str, Any] | None = None,
-    dataset_info: dict[str, Any] | None = None,
-    training: dict[str, Any] | None = None,
-    sampler: dict[str, Any] | None = None,
-    distribution: dict[str, Any] | None = None,
-    classifier: dict[str, Any] | None = None,
-    tracker_run: dict[str, str] | None = None,
-    incomplete: dict[str, str] | None = None,
-) -> Record:
-    created_at = now_iso()
-    stamp = {"at": created_at, "code": code_version()}
-    return Record.parse(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "status": status,
-            "error": error,
-            "suite": config.suite,
-            "model": config.model,
-            "dataset": config.dataset,
-            "seed": config.seed,
-            "config": config.model_dump(mode="json"),
-            "config_hash": config.config_hash(),
-            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-            "unavailable": dict(unavailable or {}),
-            "timings": {k: float(v) for k, v in (timings or {}).items()},
-            "environment": environment or {},
-            "dataset_info": dataset_info or {},
-            "training": training or {},
-            "sampler": sampler,
-            "distribution": distribution,
-            "classifier": classifier,
-            "provenance": {key: dict(stamp) for key in (metrics or {})},
-            "tracker_run": tracker_run,
-            "incomplete": dict(incomplete or {}),
-            "created_at": created_at,
-        }
-    )
 
 
 def now_iso() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -24,7 +23,7 @@ from benchmark.evaluation import evaluate
 from benchmark.metrics import keys_switched_by, switch_of
 from benchmark.models import FAMILIES
 from benchmark.resources import SharedResources
-from benchmark.results import Record, copy_to_history, now_iso
+from benchmark.results import Measured, Record, copy_to_history, now_iso
 from benchmark.samplers import fit_sampler
 from benchmark.training import resolve_device
 
@@ -33,18 +32,15 @@ DISABLED = "disabled by eval.%s=false"
 
 @dataclass
 class Scores:
-    """What evaluating a trained model gives: its metrics, the reasons for the unavailable
-    ones, image grids, the sampler and FID settings, the time each part took, and the pieces
-    that failed (`sampler`, `evaluation` or a metric key -> reason; empty when all worked)."""
+    """What evaluating a trained model gives: what its record keeps (`measured`: metrics, the
+    reasons for the unavailable ones, the sampler, FID and classifier settings), image grids,
+    the time each part took, and the pieces that failed (`sampler`, `evaluation` or a metric
+    key -> reason; empty when all worked)."""
 
-    metrics: dict[str, float]
-    unavailable: dict[str, str]
+    measured: Measured
     grids: dict[str, torch.Tensor]
-    sampler: dict[str, Any] | None
-    distribution: dict[str, Any] | None
     timings: dict[str, float]
     failed: dict[str, str] = field(default_factory=dict)
-    classifier: dict[str, Any] | None = None  # how cfd, precision and recall were made
 
 
 def score(
@@ -115,28 +111,34 @@ def score(
         "sampler_fit": sampler.fit_seconds if sampler is not None else 0.0,
         "eval": time.perf_counter() - eval_started,
     }
-    described = sampler.describe() if sampler is not None else None
-    return Scores(metrics, unavailable, grids, described, distribution, timings, failed, classifier)
+    measured = Measured(
+        metrics=metrics,
+        unavailable=unavailable,
+        sampler=sampler.describe() if sampler is not None else None,
+        distribution=distribution,
+        classifier=classifier,
+    )
+    return Scores(measured, grids, timings, failed)
 
 
-def update_metrics(record: Record, scores: Scores, chosen: set[str]) -> None:
-    """The `chosen` metrics of `record` from `scores`, in place, each with its provenance."""
+def update_metrics(record: Record, measured: Measured, chosen: set[str]) -> None:
+    """The `chosen` metrics of `record` from `measured`, in place, each with its provenance."""
     stamp = {"at": now_iso(), "code": code_version()}
     for key in sorted(chosen):
-        if key in scores.metrics:
-            record.metrics[key] = float(scores.metrics[key])
+        if key in measured.metrics:
+            record.metrics[key] = float(measured.metrics[key])
             record.unavailable.pop(key, None)
             record.provenance[key] = dict(stamp)
         else:
             record.metrics.pop(key, None)
-            record.unavailable[key] = scores.unavailable[key]
+            record.unavailable[key] = measured.unavailable[key]
             record.provenance.pop(key, None)
     if any(k.startswith("gen/") for k in chosen):
-        record.sampler = scores.sampler
-    if any(switch_of(k) == "fid" and k in scores.metrics for k in chosen):
-        record.distribution = scores.distribution
-    if any(switch_of(k) == "classifier" and k in scores.metrics for k in chosen):
-        record.classifier = scores.classifier
+        record.sampler = measured.sampler
+    if any(switch_of(k) == "fid" and k in measured.metrics for k in chosen):
+        record.distribution = measured.distribution
+    if any(switch_of(k) == "classifier" and k in measured.metrics for k in chosen):
+        record.classifier = measured.classifier
 
 
 def score_as(
@@ -160,12 +162,13 @@ def score_as(
             "provenance": {},
             "distribution": None,
             "classifier": None,
-            "config": target.model_dump(mode="json"),
+            "config": target,
             "config_hash": target.config_hash(),
             "suite": target.suite,
         },
     )
-    update_metrics(record, scores, set(scores.metrics) | set(scores.unavailable))
+    measured = scores.measured
+    update_metrics(record, measured, set(measured.metrics) | set(measured.unavailable))
     record.timings.update(scores.timings)
     save_checkpoint(cell.checkpoint, model, target, data.shape)
     write_grids(cell, scores.grids)

@@ -115,13 +115,23 @@ def random_set_features(device="cpu"):
 # ---- shared helpers: a record as the runner writes it, a one-line exit, a process's children
 
 
-def write_record(folder: Path, cell, status: str = "ok", **fields):
-    """`cell`'s record, made as the runner makes it and written where the runner writes it
-    under `folder`; `fields` as `build_record` takes them (metrics, unavailable, ...)."""
-    from benchmark.cellfiles import CellFiles
-    from benchmark.results import build_record
+def make_record(cell, status: str = "ok", error: str = "RuntimeError: broke", **parts):
+    """`cell`'s record as a run makes it (`Record.ok` / `Record.failed`); `parts`: what scoring
+    measured (metrics, unavailable, sampler, ...) and the rest (timings, environment, ...)."""
+    from benchmark.results import Measured, Record
 
-    record = build_record(cell, status=status, **fields)
+    if status == "failed":
+        return Record.failed(cell, error, **parts)
+    measured = Measured(**{k: parts.pop(k) for k in Measured.model_fields if k in parts})
+    context = {"training": {}, "dataset_info": {}, "environment": {}, "timings": {}}
+    return Record.ok(cell, measured, **{**context, **parts})
+
+
+def write_record(folder: Path, cell, status: str = "ok", **parts):
+    """`cell`'s record (`make_record`), written where the runner writes it under `folder`."""
+    from benchmark.cellfiles import CellFiles
+
+    record = make_record(cell, status, **parts)
     record.write(CellFiles.of(folder, cell).record)
     return record
 

@@ -109,7 +109,7 @@ def test_evaluate_adds_a_metric_the_run_did_not_compute(finished):
         untouched = {k: v for k, v in after.metrics.items() if not k.endswith(("fid", "kid"))}
         assert untouched == before.metrics
         assert after.provenance["recon/mse"] == before.provenance["recon/mse"]
-        assert after.config["eval"]["fid"] is False  # the config, and its hash, stay
+        assert after.config.eval.fid is False  # the config, and its hash, stay
 
 
 def test_a_record_without_its_checkpoint_stays_valid_and_is_left_alone(finished):

@@ -290,6 +290,6 @@ def test_a_suite_trains_with_the_engine_through_the_runner_and_jobs(parquet_repo
     records = load_records(tmp_path / "results")
     assert sorted(r.model for r in records) == ["betavae", "vaegan", "vqvae"]
     for record in records:
-        assert record.status == "ok" and record.config["train"]["engine"] == "vaebench"
+        assert record.status == "ok" and record.config.train.engine == "vaebench"
         steps = pd.read_csv(next(tmp_path.rglob(f"*-{record.model}-seed0.steps.csv")))
         assert len(steps) == record.training["steps"] > 0 and steps["train/loss"].notna().all()

@@ -16,9 +16,8 @@ from benchmark import files, runner
 from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.executors.slurm import JobArray
-from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
-from conftest import TINY_SETTINGS, one_line_exit
+from conftest import TINY_SETTINGS, make_record, one_line_exit
 
 SETTINGS = [*TINY_SETTINGS, "eval.fid=false"]
 
@@ -104,7 +103,7 @@ def test_report_records_from_wandb_refuse_a_symlinked_folder(tmp_path):
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "records").symlink_to(elsewhere, target_is_directory=True)
     cell = expand_cells(resolve_suite("quick", ["train.epochs=1"], ["betavae"]))[0]
-    inputs = ReportInputs(records=[build_record(cell, status="ok", metrics={"recon/mse": 1.0})])
+    inputs = ReportInputs(records=[make_record(cell, metrics={"recon/mse": 1.0})])
     with pytest.raises(files.UnsafePath, match="records is a symbolic link"):
         dump_records(inputs, tmp_path / "report" / "records")
     assert list(elsewhere.iterdir()) == []
@@ -131,7 +130,7 @@ def test_files_are_written_with_the_users_umask(tmp_path, umask, mode):
     previous = os.umask(umask)
     try:
         path = CellFiles.of(tmp_path, cell).record
-        build_record(cell, status="ok", metrics={"recon/mse": 1.0}).write(path)
+        make_record(cell, metrics={"recon/mse": 1.0}).write(path)
         files.write_text(tmp_path / "REPORT.md", "# report\n")
     finally:
         os.umask(previous)

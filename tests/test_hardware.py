@@ -13,6 +13,7 @@ import torch
 
 from benchmark import environment
 from benchmark.cli import main
+from benchmark.record_parts import Environment
 from benchmark.report import from_directory, write_report
 from benchmark.suites import expand_cells, resolve_suite
 from conftest import write_record
@@ -38,7 +39,10 @@ def test_a_record_names_cpu_model_isa_and_threads():
     assert hardware["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert hardware["torch_threads"] == torch.get_num_threads() == described["torch_threads"]
     assert "gpu" not in hardware
-    assert environment.hardware_id(described) == f"{hardware['cpu']} ({hardware['cpu_capability']})"
+    assert (
+        Environment.model_validate(described).hardware_id
+        == f"{hardware['cpu']} ({hardware['cpu_capability']})"
+    )
 
 
 def test_a_gpu_is_named_with_capability_cuda_and_cudnn():
@@ -50,10 +54,10 @@ def test_a_gpu_is_named_with_capability_cuda_and_cudnn():
         "driver": "570.124.06",
     }
     assert (
-        environment.hardware_id({"hardware": {**CPU_A, "gpu": gpu}})
+        Environment.model_validate({"hardware": {**CPU_A, "gpu": gpu}}).hardware_id
         == "NVIDIA H200 (sm 9.0, CUDA 12.8, cuDNN 91002)"
     )
-    assert environment.hardware_id({"device_name": "x86_64"}) == "x86_64"  # older records
+    assert Environment(device_name="x86_64").hardware_id == "x86_64"  # older records
 
 
 def write_records(folder, hardware_by_seed: dict[int, dict], ssim: float = 0.5):

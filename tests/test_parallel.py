@@ -63,7 +63,7 @@ def test_jobs_2_gives_the_records_of_the_sequential_runner(tiny_suite_args, tmp_
         assert ours.training["steps"] == theirs.training["steps"]
         # the same train.threads in both: the very same numbers, however the cell was run
         assert ours.metrics == theirs.metrics
-        assert ours.environment["torch_threads"] == theirs.environment["torch_threads"] == 2
+        assert ours.environment.torch_threads == theirs.environment.torch_threads == 2
     for config in expand_cells(suite):  # the record on disk, and no claim left behind
         assert (
             json.loads(CellFiles.of(tmp_path / "par", config).record.read_text())["status"] == "ok"

@@ -219,6 +219,25 @@ def test_wandb_runs_give_the_same_tables_as_local_records(offline_wandb_run, tmp
     assert table_rows(local, section) == table_rows(remote, section)
 
 
+def test_a_wandb_run_of_another_config_shape_is_skipped_with_one_line(
+    offline_wandb_run, capsys
+):
+    """A run logged by a version whose config had a field this one lacks: its record's config
+    cannot be this version's config model, so the report leaves it out and says which."""
+    out, _ = offline_wandb_run
+    runs = [StandInRun(read_run(path)) for path in find_runs(out)]
+    other = next(run for run in runs if run.config["model"] == "vqvae")
+    other.config["train.warmup_epochs"] = 3  # not a field of this version
+    capsys.readouterr()
+    inputs = from_wandb_runs(runs)
+    assert [r.model for r in inputs.records] == ["betavae"]
+    err = capsys.readouterr().err
+    assert err == (
+        f"vaebench: warning: skipped W&B run {other.name}: config.train.warmup_epochs: Extra "
+        "inputs are not permitted\n"
+    )
+
+
 def test_wandb_api_path_filters_by_group_and_tag(offline_wandb_run):
     out, _ = offline_wandb_run
     runs = [StandInRun(read_run(path)) for path in find_runs(out)]

@@ -16,9 +16,9 @@ from benchmark.cellfiles import CellFiles
 from benchmark.distribution import InceptionFeatures
 from benchmark.errors import UserInputError
 from benchmark.metrics import LPIPS, keys_switched_by
-from benchmark.results import SCHEMA_VERSION, Record, build_record
+from benchmark.results import SCHEMA_VERSION, Record
 from benchmark.suites import expand_cells, resolve_suite
-from conftest import random_set_features
+from conftest import make_record, random_set_features
 
 
 def no_weights(tmp_path_factory) -> resources.MetricNetworks:
@@ -59,7 +59,7 @@ def test_all_three_families_end_to_end(tiny_run):
         assert on_disk == record.as_dict()
         assert record.schema_version == SCHEMA_VERSION
         assert record.config_hash == config.config_hash()
-        assert record.config["train"]["epochs"] == 1
+        assert record.config.train.epochs == 1
         assert all(type(v) is float and math.isfinite(v) for v in record.metrics.values())
         assert set(record.timings) == {
             "data",
@@ -74,9 +74,9 @@ def test_all_three_families_end_to_end(tiny_run):
         assert record.sampler["fit_seconds"] == pytest.approx(
             record.timings["sampler_fit"], abs=1e-3
         )
-        assert record.config["eval"]["sampler"] == record.sampler["name"]
-        assert record.environment["packages"]["pythae"] == "0.1.2"
-        assert record.dataset_info["splits"]["test"] == 48
+        assert record.config.eval.sampler == record.sampler["name"]
+        assert record.environment.packages["pythae"] == "0.1.2"
+        assert record.dataset_info.splits["test"] == 48
         assert record.created_at.endswith("+00:00")
         steps = pd.read_csv(CellFiles.of(out, config).steps)
         assert len(steps) == record.training["steps"] > 0
@@ -140,7 +140,7 @@ def test_rerun_skips_finished_cells_and_reruns_changed_ones(tiny_run, tiny_suite
     logs.clear()
     changed = runner.run_suite(resolve_suite(**args), out, log=logs.append)
     assert sum("skipped" in line for line in logs) == 2
-    assert changed[0].config["params"]["beta"] == 2.0
+    assert changed[0].config.params["beta"] == 2.0
     assert changed[0].created_at >= records[0].created_at
 
 
@@ -205,14 +205,14 @@ def test_interrupting_loses_nothing_finished(tiny_suite_args, tmp_path, monkeypa
 def test_records_are_written_atomically(tiny_suite_args, tmp_path, monkeypatch):
     cell = expand_cells(resolve_suite(**tiny_suite_args))[0]
     path = CellFiles.of(tmp_path, cell).record
-    build_record(cell, status="ok", metrics={"recon/mse": 1.0}).write(path)
+    make_record(cell, metrics={"recon/mse": 1.0}).write(path)
 
     def dies_before_the_rename(temporary, target):
         raise OSError("killed mid-write")
 
     monkeypatch.setattr(files.os, "replace", dies_before_the_rename)
     with pytest.raises(OSError):
-        build_record(cell, status="ok", metrics={"recon/mse": 2.0}).write(path)
+        make_record(cell, metrics={"recon/mse": 2.0}).write(path)
     assert Record.read(path).metrics == {"recon/mse": 1.0}  # the record before, whole
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
 

@@ -421,7 +421,7 @@ def test_a_sweep_runs_each_trial_as_a_job(parquet_repo, tmp_path):
         (record,) = load_records(Path(trial["out"]) / "results")
         assert (
             record.status == "ok"
-            and record.config["params"]["beta"] == trial["params"]["betavae.beta"]
+            and record.config.params["beta"] == trial["params"]["betavae.beta"]
         )
         assert trial["exit_code"] == 0 and trial["value"] == pytest.approx(
             record.metrics["recon/mse"]

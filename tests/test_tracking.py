@@ -9,10 +9,10 @@ from wandb_log import find_runs, read_run
 from benchmark import runner
 from benchmark.cellfiles import CellFiles
 from benchmark.models import FAMILIES
-from benchmark.results import build_record
 from benchmark.suites import expand_cells, resolve_suite
 from benchmark.tracking import wandb_records, wandb_tracker
 from benchmark.tracking.base import NullTracker
+from conftest import make_record
 
 
 @pytest.fixture(scope="module")
@@ -317,9 +317,8 @@ def test_the_record_names_its_wandb_run(tracked_run):
 
 
 def record_cell(record) -> str:
-    from benchmark.config import RunConfig
 
-    return RunConfig.model_validate(record.config).cell_id
+    return record.config.cell_id
 
 
 class StandInApi:
@@ -347,9 +346,8 @@ class StandInApi:
 def test_a_rescored_record_updates_its_online_runs_summary_and_config(monkeypatch):
     monkeypatch.setattr(wandb, "Api", StandInApi)
     StandInApi.written = {}
-    record = build_record(
+    record = make_record(
         resolve_suite("quick").cells()[0],
-        status="ok",
         metrics={"recon/mse": 1.5},
         unavailable={"gen/fid": "no weights"},
         sampler={"name": "gmm"},
@@ -380,9 +378,8 @@ def test_a_wandb_failure_while_updating_a_run_is_one_line(monkeypatch):
 
     monkeypatch.setattr(wandb, "Api", Broken)
     logs = []
-    record = build_record(
+    record = make_record(
         resolve_suite("quick").cells()[0],
-        status="ok",
         tracker_run={"tracker": "wandb", "path": "me/proj/abc", "mode": "online"},
     )
     assert not wandb_records.update_run(record, logs.append)
@@ -394,10 +391,10 @@ def test_a_version_1_record_is_read_with_its_wandb_run_as_the_tracker_run(tmp_pa
     migrated when read, and a version-1 record of tracking off gets no run."""
     import json
 
-    from benchmark.results import SCHEMA_VERSION, Record, build_record
+    from benchmark.results import SCHEMA_VERSION, Record
 
     cell = resolve_suite("quick").cells()[0]
-    current = build_record(cell, status="ok", metrics={"recon/mse": 1.0})
+    current = make_record(cell, metrics={"recon/mse": 1.0})
     assert current.schema_version == SCHEMA_VERSION == 2
     version_1 = {k: v for k, v in current.as_dict().items() if k != "tracker_run"}
     version_1.update(schema_version=1, wandb_run={"path": "me/proj/abc", "mode": "online"})

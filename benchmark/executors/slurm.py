@@ -55,7 +55,7 @@ def run_as_jobs(pending, total, executor, out_dir: Path, settings, log, tracker_
     # a failed job's record and each cell's line: the record model imports torch
     from benchmark.cell import report_outcome
     from benchmark.cellfiles import CellFiles
-    from benchmark.results import build_record
+    from benchmark.results import Record
 
     if not pending:
         return {}
@@ -74,7 +74,7 @@ def run_as_jobs(pending, total, executor, out_dir: Path, settings, log, tracker_
     configs = dict(pending)
 
     def failed(index: int, error: str):
-        record = build_record(configs[index], status="failed", error=error)
+        record = Record.failed(configs[index], error)
         record.write(CellFiles.of(out_dir, configs[index]).record)
         return record
 

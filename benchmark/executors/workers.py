@@ -39,7 +39,7 @@ from benchmark.cell import report_outcome
 from benchmark.cellfiles import CellFiles
 from benchmark.claims import try_claim
 from benchmark.config import RunConfig
-from benchmark.results import build_record, finished_record
+from benchmark.results import Record, finished_record
 
 Log = Callable[[str], None]
 STOP_GRACE_S = 20.0  # how long stopped workers get to flush W&B before they are killed
@@ -219,7 +219,7 @@ class _WorkerPool:
 
     def _fail(self, index: int, error: str) -> None:
         config = self.configs[index]
-        self.outcomes[index] = build_record(config, status="failed", error=error)
+        self.outcomes[index] = Record.failed(config, error)
         self.outcomes[index].write(CellFiles.of(self.out_dir, config).record)
         self.log(f"{self._prefix(index)}: FAILED: {error}")
 

@@ -13,7 +13,6 @@ import pandas as pd
 from benchmark import files, results
 from benchmark.claims import exclusive
 from benchmark.config import dataset_slug
-from benchmark.environment import hardware_id
 from benchmark.models import FAMILIES
 from benchmark.report import plots
 from benchmark.report.latex import figures_tex, write_latex
@@ -240,7 +239,7 @@ def _code_versions(records: list[Record]) -> list[str]:
 def _hardware(records: list[Record]) -> list[str]:
     """Records from more than one kind of hardware (float results differ between CPU types and
     GPUs) are said once, at the top, as a mix of code versions is."""
-    kinds = Counter(hardware_id(r.environment or {}) or "unknown" for r in records)
+    kinds = Counter(r.environment.hardware_id or "unknown" for r in records)
     if len(kinds) < 2:
         return []
     mix = ", ".join(f"`{kind}` ({n} cells)" for kind, n in sorted(kinds.items()))
@@ -267,15 +266,15 @@ def _provenance(records: list[Record]) -> list[str]:
 
         lines.append(
             f"| {r.dataset}-{r.model}-seed{r.seed} | {r.status} | "
-            f"{r.config_hash or '-'} | {info.get('source', '-')} | "
-            f"{info.get('revision') or '-'} / {info.get('fingerprint', '-')} | "
-            f"{(env.get('git_sha') or '-')[:12]} | {env.get('device') or '-'} | "
-            f"{hardware_id(env) or '-'} | {seconds('train')} | {seconds('eval')} | "
+            f"{r.config_hash or '-'} | {info.source or '-'} | "
+            f"{info.revision or '-'} / {info.fingerprint or '-'} | "
+            f"{(env.git_sha or '-')[:12]} | {env.device or '-'} | "
+            f"{env.hardware_id or '-'} | {seconds('train')} | {seconds('eval')} | "
             f"{seconds('total')} |"
         )
     packages = {}
     for r in records:
-        for name, version in (r.environment.get("packages") or {}).items():
+        for name, version in r.environment.packages.items():
             packages.setdefault(name, set()).add(str(version))
     if packages:
         lines += [

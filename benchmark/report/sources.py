@@ -52,7 +52,7 @@ def dump_records(inputs: ReportInputs, folder: Path) -> None:
     """Keep the records a W&B report was built from, beside it (a report is reproducible)."""
     for record in inputs.records:
         dataset, model, seed = cell_key(record)
-        run = record.environment.get("wandb_run")
+        run = record.environment.wandb_run
         name = f"{run or f'{dataset}-{model}-seed{seed}'}.json"
         text = json.dumps(record.as_dict(), indent=2)
         files.write_text(folder / name.replace("/", "_"), text, folder.parent)

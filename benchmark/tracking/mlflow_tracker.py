@@ -291,13 +291,11 @@ def update_run(record: Record, log: Log) -> bool:
     try:
         from mlflow.entities import RunTag
 
-        from benchmark.config import RunConfig  # pydantic's model: only when a record is pushed
-
         client = _client(where["uri"])
         tracker = MlflowTracker(where["uri"], "", None, log)
         tracker.client, tracker.run_id = client, where["path"]
         logged = client.get_run(tracker.run_id).data.params
-        flat = flat_config(RunConfig.model_validate(record.config))
+        flat = flat_config(record.config)
         flat.pop("config_hash")
         new = {k: v for k, v in flat.items() if k not in logged}
         changed = {

@@ -28,11 +28,8 @@ def update_run(record: Record, log: Log) -> bool:
     try:
         import wandb
 
-        from benchmark.config import RunConfig
-
         run = wandb.Api().run(where["path"])
-        config = RunConfig.model_validate(record.config)
-        for key, value in flat_config(config).items():
+        for key, value in flat_config(record.config).items():
             run.config[key] = value
         run.update()
         run.summary.update(summary_values(record))

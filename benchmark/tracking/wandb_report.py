@@ -73,7 +73,7 @@ def record_from_wandb(name: str, config: dict, summary: dict, state: str = "fini
             "git_sha": environment.pop("git_sha", None),
             "device": environment.pop("device", None),
             **_hardware_of(environment.pop("hardware", None)),
-            "packages": environment,
+            "packages": {k: None if v is None else str(v) for k, v in environment.items()},
             "wandb_run": name,
         },
         "dataset_info": {"source": config.get("dataset")},
