@@ -219,9 +219,7 @@ def test_wandb_runs_give_the_same_tables_as_local_records(offline_wandb_run, tmp
     assert table_rows(local, section) == table_rows(remote, section)
 
 
-def test_a_wandb_run_of_another_config_shape_is_skipped_with_one_line(
-    offline_wandb_run, capsys
-):
+def test_a_wandb_run_of_another_config_shape_is_skipped_with_one_line(offline_wandb_run, capsys):
     """A run logged by a version whose config had a field this one lacks: its record's config
     cannot be this version's config model, so the report leaves it out and says which."""
     out, _ = offline_wandb_run
