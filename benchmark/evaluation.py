@@ -12,18 +12,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from pythae.models import BaseAE
 
-from benchmark.classifier import ClassifierReference
 from benchmark.config import EvalConfig
 from benchmark.data import float_batches
-from benchmark.distribution import DistributionReference
 from benchmark.errors import one_line
 from benchmark.metrics import active_units, codebook_stats, per_image_metrics
 from benchmark.models import Family
 from benchmark.models.family import at_rest
+from benchmark.providers import PROVIDERS, Scorer
 from benchmark.samplers import Sampler
 
 GRID_PAIRS = 32
@@ -64,36 +64,30 @@ def evaluate_set(
     params,
     images,
     batch_size: int,
-    lpips=None,
-    features: dict | None = None,
+    scorers: dict[str, Scorer] | None = None,
     failures: dict[str, str] | None = None,
 ):
-    """Per-image metrics of one evaluation set, averaged; set-level diagnostics added.
+    """Per-image metrics of one evaluation set, averaged; set-level diagnostics added; and each
+    provider's metrics (`scorers`: provider name -> its scorer for this set, fed every batch).
 
-    ``images``: uint8 (N, C, H, W) or float in [0, 1]. ``features``: {metric: images ->
-    (B, d) features} (`fid`: Inception, `cfd`: the dataset's classifier); the reconstructions'
-    features are gathered batch by batch for each. A metric that raises is left out and named
-    in ``failures`` (key -> reason), when given; without it, it raises. Returns (metrics,
-    grid pairs, {metric: the reconstructions' features}).
+    ``images``: uint8 (N, C, H, W) or float in [0, 1]. A metric that raises is left out and
+    named in ``failures`` (key, or provider name -> reason), when given; without it, it
+    raises. Returns (metrics, grid pairs).
     """
     guard = _Guard(failures)
     device = next(model.parameters()).device
     per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
     stats: dict[str, list[torch.Tensor]] = defaultdict(list)
-    recon_features: dict[str, list[torch.Tensor]] = defaultdict(list)
+    scorers = scorers or {}
     pairs = None
     pixel_metrics = per_image_metrics()
     for x in float_batches(images, batch_size, device):
         out = family.evaluate_batch(model, x, params)
         if pairs is None:  # a few inputs and their reconstructions, for image grids
             pairs = (x[:GRID_PAIRS].cpu(), out.x_hat[:GRID_PAIRS].clamp(0, 1).cpu())
-        for name, extract in (features or {}).items():
-            batch_features = guard(name, extract, out.x_hat.clamp(0, 1))
-            if batch_features is not None:
-                recon_features[name].append(batch_features)
+        for name, scorer in scorers.items():
+            guard(name, scorer.update, x, out.x_hat)
         computed = {key: guard(key, metric, x, out.x_hat) for key, metric in pixel_metrics.items()}
-        if lpips is not None:
-            computed["lpips"] = guard("lpips", lpips, x, out.x_hat)
         for key, values in computed.items():
             if values is not None:
                 per_image[key].append(values)
@@ -119,10 +113,9 @@ def evaluate_set(
             "codebook", codebook_stats, torch.cat(stats["codes"]), params.num_embeddings
         )
         metrics.update(codebook or {})
-    gathered = {
-        name: torch.cat(chunks) for name, chunks in recon_features.items() if name not in failed
-    }
-    return metrics, pairs, gathered
+    for name, scorer in scorers.items():
+        metrics.update(guard(name, scorer.compute) or {})
+    return metrics, pairs
 
 
 def generate(sampler: Sampler, n: int, batch_size: int) -> torch.Tensor:
@@ -146,63 +139,38 @@ def evaluate(
     test_images: torch.Tensor,
     config: EvalConfig,
     sampler: Sampler | None,
-    lpips=None,
-    reference: DistributionReference | None = None,
+    loaded: dict[str, Any] | None = None,
     failures: dict[str, str] | None = None,
-    realism: ClassifierReference | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Return ({"recon/mse": ..., "gen/ssim": ..., "gen/fid": ...}, image grids).
 
-    `gen/` images come from the fitted `sampler` (None: no gen/ set); FID/KID are computed
-    where a `reference` (the test set's Inception features) is given; `cfd`, `precision` and
-    `recall` where `realism` (the test set's features in the dataset's own classifier) is.
+    `gen/` images come from the fitted `sampler` (None: no gen/ set). `loaded`: provider name
+    -> what that provider loaded (`providers.PROVIDERS`: the LPIPS network, the test set's
+    FID features, the dataset's classifier reference); each scores both sets.
     Grids: `reconstructions` (rows of 8 inputs, each above its 8 reconstructions) and
     `samples`, as (C, H, W) tensors in [0, 1].
     With `failures` (a dict), a metric that raises is left out and named there with its
     reason (`recon/ssim` -> `failed: ...`); the others are computed as usual.
     """
     n_gen = config.n_gen or len(test_images)
-    features = {}
-    if reference is not None:
-        features["fid"] = reference.features
-    if realism is not None:
-        features["cfd"] = realism.classifier.features
+    loaded = loaded or {}
+
+    def scorers(set_name: str) -> dict[str, Scorer]:
+        return {name: PROVIDERS.get(name).scorer(it, set_name) for name, it in loaded.items()}
+
     recon_failed: dict[str, str] | None = None if failures is None else {}
     gen_failed: dict[str, str] | None = None if failures is None else {}
-    guard_recon, guard_gen = _Guard(recon_failed), _Guard(gen_failed)
     gen: dict[str, float] = {}
     x_gen = None
     with evaluation_mode(model, config.seed):
-        recon, (x, x_hat), recon_features = evaluate_set(
-            family, model, params, test_images, config.batch_size, lpips, features, recon_failed
+        recon, (x, x_hat) = evaluate_set(
+            family, model, params, test_images, config.batch_size, scorers("recon"), recon_failed
         )
         if sampler is not None:
             x_gen = generate(sampler, n_gen, config.batch_size)
-            gen, _, _ = evaluate_set(
-                family, model, params, x_gen, config.batch_size, lpips, None, gen_failed
+            gen, _ = evaluate_set(
+                family, model, params, x_gen, config.batch_size, scorers("gen"), gen_failed
             )
-        if reference is not None and "fid" in recon_features:
-            fid = guard_recon("fid", reference.fid_of, recon_features["fid"])
-            if fid is not None:
-                recon["fid"] = fid
-        if realism is not None and "cfd" in recon_features:
-            cfd = guard_recon("cfd", realism.cfd_of, recon_features["cfd"])
-            if cfd is not None:
-                recon["cfd"] = cfd
-        if reference is not None and x_gen is not None:
-            pair = guard_gen(
-                "fid", lambda images: reference.fid_and_kid_of(features["fid"](images)), x_gen
-            )
-            if pair is not None:
-                gen["fid"], gen["kid"] = pair
-            elif gen_failed is not None:
-                gen_failed["kid"] = gen_failed["fid"]
-        if realism is not None and x_gen is not None:
-            trio = guard_gen("cfd", _realism_of, realism, x_gen)
-            if trio is not None:
-                gen["cfd"], gen["precision"], gen["recall"] = trio
-            elif gen_failed is not None:
-                gen_failed["precision"] = gen_failed["recall"] = gen_failed["cfd"]
     metrics = {f"recon/{k}": v for k, v in sorted(recon.items())}
     metrics.update({f"gen/{k}": v for k, v in sorted(gen.items())})
     if failures is not None:
@@ -215,16 +183,16 @@ def evaluate(
     return metrics, grids
 
 
-def _realism_of(realism: ClassifierReference, images: torch.Tensor) -> tuple[float, ...]:
-    """gen/cfd, gen/precision, gen/recall of generated images."""
-    features = realism.classifier.features(images)
-    return (realism.cfd_of(features), *realism.precision_recall_of(features))
-
-
 def _failed_keys(prefix: str, failed: dict[str, str] | None, computed: dict) -> dict[str, str]:
-    """Record keys of the failed metrics: `codebook` stands for the codebook statistics."""
+    """Record keys of the failed metrics: `codebook` stands for the codebook statistics, a
+    provider's name for its metrics of this set."""
     keys = {}
     for name, reason in (failed or {}).items():
-        names = CODEBOOK_KEYS if name == "codebook" else (name,)
+        if name == "codebook":
+            names = CODEBOOK_KEYS
+        elif name in PROVIDERS:
+            names = PROVIDERS.get(name).metric_names(prefix)
+        else:
+            names = (name,)
         keys.update({f"{prefix}/{n}": reason for n in names if n not in computed})
     return keys

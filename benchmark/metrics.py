@@ -15,6 +15,9 @@ import torch
 from benchmark import weights
 
 BCE_EPS = 1e-7
+# the evaluation sets, as record keys' prefixes spell them: `recon/` (the test images'
+# reconstructions) and `gen/` (generated samples, against their own reconstructions)
+SETS = ("recon", "gen")
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,10 @@ class MetricInfo:
     # reconstruction (self-consistency) and are shown in a table of their own, never ranked
     realism: bool = False
     # the evaluation sets whose records carry it
-    sets: tuple[str, ...] = ("recon", "gen")
-    # the eval switch that turns it on, for a metric computed by a network of its own
-    # ("lpips": VGG16, "fid": Inception-v3, "classifier": the dataset's own classifier):
-    # a switch that is off, or a network that cannot load, makes it unavailable
+    sets: tuple[str, ...] = SETS
+    # the provider that computes it, for a metric with a network or a set of its own
+    # (`providers.PROVIDERS`: "lpips", "fid", "classifier"), also its eval switch: a switch
+    # that is off, or a provider that cannot load, makes it unavailable
     switch: str | None = None
     # the families that report it: "all"; "gaussian" (those whose latent is a Gaussian
     # posterior, `Family.latent`); or the names of the families whose own quantity it is
@@ -253,10 +256,8 @@ METRICS: dict[str, MetricInfo] = {
     ]
 }
 
-SWITCHES = ("lpips", "fid", "classifier")  # EvalConfig's switches of network metrics
 
-
-def keys_switched_by(switch: str, sets: tuple[str, ...] = ("recon", "gen")) -> tuple[str, ...]:
+def keys_switched_by(switch: str, sets: tuple[str, ...] = SETS) -> tuple[str, ...]:
     """The record keys (`recon/fid`, `gen/kid`, ...) of the metrics an eval switch turns on."""
     return tuple(
         f"{prefix}/{key}"

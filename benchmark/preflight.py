@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
+from benchmark.providers import PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,14 @@ ALWAYS = (
     Need("scipy.stats", "scipy", "the report's significance tests"),
     Need("threadpoolctl", "threadpoolctl", "a cell's thread count (train.threads)"),
 )
-LPIPS = Need("lpips", "lpips", "the lpips metric (eval.lpips)")
-FID = Need("torch_fidelity", "torch-fidelity", "FID/KID (eval.fid)")
-CLASSIFIER = Need(
-    "torch_fidelity.metric_prc", "torch-fidelity", "cfd, precision and recall (eval.classifier)"
-)
 GMM = Need("sklearn.mixture", "scikit-learn", "the gmm sampler")
+
+
+def _provider_needs(provider) -> list[Need]:
+    """What a set-level metric provider imports (`providers.PROVIDERS`, its `requires`)."""
+    metrics = ", ".join(provider.metric_names("gen") or provider.metric_names("recon"))
+    purpose = f"{metrics} (eval.{provider.name})"
+    return [Need(module, package, purpose) for module, package in provider.requires]
 
 
 def needs(cells: Iterable[RunConfig], tracker: tuple[tuple[str, str], ...] = ()) -> list[Need]:
@@ -50,12 +53,9 @@ def needs(cells: Iterable[RunConfig], tracker: tuple[tuple[str, str], ...] = ())
     for module, package in tracker:
         wanted[Need(module, package, "the tracker (--tracker)")] = None
     for cell in cells:
-        if cell.eval.lpips:
-            wanted[LPIPS] = None
-        if cell.eval.fid:
-            wanted[FID] = None
-        if cell.eval.classifier:
-            wanted[CLASSIFIER] = None
+        for provider in PROVIDERS.values():
+            if getattr(cell.eval, provider.name):
+                wanted.update(dict.fromkeys(_provider_needs(provider)))
         if cell.eval.sampler == "gmm":
             wanted[GMM] = None
     return list(wanted)

@@ -21,8 +21,9 @@ from benchmark.cellfiles import CellFiles
 from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadata
 from benchmark.claims import try_claim
 from benchmark.errors import UserInputError, unknown_name
-from benchmark.metrics import METRICS, SWITCHES, switch_of
+from benchmark.metrics import METRICS, SETS, switch_of
 from benchmark.models import FAMILIES
+from benchmark.providers import PROVIDERS
 from benchmark.resources import MetricNetworks, RunSettings, SharedResources
 from benchmark.results import Record, iter_records, warn_on_stderr
 from benchmark.samplers import SAMPLERS
@@ -32,7 +33,6 @@ from benchmark.tracking.base import RunUpdater, no_update
 from benchmark.training import cell_threads, resolve_device
 
 Log = Callable[[str], None]
-SETS = ("recon/", "gen/")
 
 
 def parse_metric_names(names: list[str] | None) -> set[str] | None:
@@ -44,9 +44,9 @@ def parse_metric_names(names: list[str] | None) -> set[str] | None:
         prefix, _, metric = name.rpartition("/")
         if metric not in METRICS:
             raise unknown_name("metric", metric, list(METRICS))
-        if prefix and f"{prefix}/" not in SETS:
+        if prefix and prefix not in SETS:
             raise UserInputError(f"unknown evaluation set '{prefix}/' in '{name}': recon/ or gen/")
-        keys |= {name} if prefix else {p + metric for p in SETS}
+        keys |= {name} if prefix else {f"{s}/{metric}" for s in SETS}
     return keys
 
 
@@ -139,7 +139,7 @@ def _rescore_one(cell: CellFiles, record: Record, wanted, sampler, shared, log) 
     switches = {}
     if wanted is not None:
         asked = {switch_of(key) for key in wanted}
-        switches = {s: getattr(config.eval, s) or s in asked for s in SWITCHES}
+        switches = {s: getattr(config.eval, s) or s in asked for s in PROVIDERS.names()}
     scoring = config.model_copy(update={"eval": config.eval.model_copy(update=switches)})
     scores = score(scoring, model, params, shared.data(config), shared, device)
     chosen = set(scores.measured.metrics) | set(scores.measured.unavailable)

@@ -20,8 +20,9 @@ from benchmark.data import ImageSplits
 from benchmark.environment import code_version
 from benchmark.errors import one_line
 from benchmark.evaluation import evaluate
-from benchmark.metrics import keys_switched_by, switch_of
+from benchmark.metrics import switch_of
 from benchmark.models import FAMILIES
+from benchmark.providers import PROVIDERS
 from benchmark.resources import SharedResources
 from benchmark.results import Measured, Record, copy_to_history, now_iso
 from benchmark.samplers import fit_sampler
@@ -63,21 +64,17 @@ def score(
         sampler, failed["sampler"] = None, f"failed: {one_line(error)}"
     eval_started = time.perf_counter()
     unavailable: dict[str, str] = {}
-    lpips, reason = shared.lpips(device) if config.eval.lpips else (None, DISABLED % "lpips")
-    if lpips is None:
-        unavailable.update(dict.fromkeys(keys_switched_by("lpips"), reason))
-    reference, reason = (
-        shared.reference(config, data, device) if config.eval.fid else (None, DISABLED % "fid")
-    )
-    if reference is None:
-        unavailable.update(dict.fromkeys(keys_switched_by("fid"), reason))
-    realism, reason = (
-        shared.realism(config, data, device)
-        if config.eval.classifier
-        else (None, DISABLED % "classifier")
-    )
-    if realism is None:
-        unavailable.update(dict.fromkeys(keys_switched_by("classifier"), reason))
+    loaded = {}
+    for provider in PROVIDERS.values():  # each set-level metric, where it is on and loads
+        it, reason = (
+            provider.load(shared, config, data, device)
+            if getattr(config.eval, provider.name)
+            else (None, DISABLED % provider.name)
+        )
+        if it is None:
+            unavailable.update(dict.fromkeys(provider.record_keys(), reason))
+        else:
+            loaded[provider.name] = it
     metric_failures: dict[str, str] = {}
     try:
         metrics, grids = evaluate(
@@ -87,26 +84,23 @@ def score(
             data.test,
             config.eval,
             sampler,
-            lpips,
-            reference,
+            loaded,
             failures=metric_failures,
-            realism=realism,
         )
     except Exception as error:  # noqa: BLE001 - the model itself failed to evaluate
         metrics, grids, failed["evaluation"] = {}, {}, f"failed: {one_line(error)}"
     failed.update(metric_failures)
     unavailable.update(metric_failures)
     if sampler is None:  # the gen/ counterpart of every recon/ metric, with the reason
-        gen = {f"gen/{key.split('/', 1)[1]}" for key in metrics if key != "recon/fid"}
-        gen |= set(keys_switched_by("fid", ("gen",))) if reference is not None else set()
-        gen |= set(keys_switched_by("classifier", ("gen",))) if realism is not None else set()
+        gen = {f"gen/{key.split('/', 1)[1]}" for key in metrics if switch_of(key) is None}
+        gen |= {key for name in loaded for key in PROVIDERS.get(name).record_keys(("gen",))}
         unavailable.update({key: f"{failed['sampler']} (the sampler)" for key in sorted(gen)})
-    distribution = classifier = None
     n_gen = (config.eval.n_gen or len(data.test)) if sampler is not None else 0
-    if reference is not None and sampler is not None:
-        distribution = reference.settings(n_recon=len(data.test), n_gen=n_gen)
-    if realism is not None:
-        classifier = realism.settings(n_recon=len(data.test), n_gen=n_gen)
+    settings = {
+        provider.record_field: provider.settings(loaded[provider.name], len(data.test), n_gen)
+        for provider in PROVIDERS.values()
+        if provider.record_field and provider.name in loaded
+    }
     timings = {
         "sampler_fit": sampler.fit_seconds if sampler is not None else 0.0,
         "eval": time.perf_counter() - eval_started,
@@ -115,8 +109,7 @@ def score(
         metrics=metrics,
         unavailable=unavailable,
         sampler=sampler.describe() if sampler is not None else None,
-        distribution=distribution,
-        classifier=classifier,
+        **settings,
     )
     return Scores(measured, grids, timings, failed)
 
@@ -135,10 +128,12 @@ def update_metrics(record: Record, measured: Measured, chosen: set[str]) -> None
             record.provenance.pop(key, None)
     if any(k.startswith("gen/") for k in chosen):
         record.sampler = measured.sampler
-    if any(switch_of(k) == "fid" and k in measured.metrics for k in chosen):
-        record.distribution = measured.distribution
-    if any(switch_of(k) == "classifier" and k in measured.metrics for k in chosen):
-        record.classifier = measured.classifier
+    for provider in PROVIDERS.values():  # how a recomputed provider's numbers were made
+        if provider.record_field and any(
+            switch_of(k) == provider.name and k in measured.metrics for k in chosen
+        ):
+            field = provider.record_field
+            setattr(record, field, getattr(measured, field))
 
 
 def score_as(
@@ -160,8 +155,7 @@ def score_as(
             "metrics": {},
             "unavailable": {},
             "provenance": {},
-            "distribution": None,
-            "classifier": None,
+            **{p.record_field: None for p in PROVIDERS.values() if p.record_field},
             "config": target,
             "config_hash": target.config_hash(),
             "suite": target.suite,

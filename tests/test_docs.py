@@ -73,13 +73,19 @@ def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
 
 def test_each_metrics_sets_and_switch_are_what_the_docs_and_the_config_say():
     """`gen/` only in the docs exactly where the registry's `sets` is gen alone; every switch a
-    metric names is a boolean of EvalConfig."""
+    metric names is a provider, whose switch is a boolean of EvalConfig and whose row in the
+    docs' provider table gives its keys and needs."""
     from benchmark.config import EvalConfig
-    from benchmark.metrics import SWITCHES
+    from benchmark.providers import PROVIDERS
 
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.*) \| (?:lower|higher) \|$", DOC, re.MULTILINE))
     for key, info in METRICS.items():
         assert ("`gen/` only" in rows[key]) == (info.sets == ("gen",)), key
-        assert info.switch is None or info.switch in SWITCHES, key
-    for switch in SWITCHES:
-        assert EvalConfig.model_fields[switch].annotation is bool, switch
+        assert info.switch is None or info.switch in PROVIDERS, key
+    providers = re.findall(r"^\| `([a-z_]+)` \| `eval\.([a-z_]+)` \| (.*) \| (.*) \|$", DOC, re.M)
+    assert [name for name, *_ in providers] == PROVIDERS.names()
+    for name, switch, keys, needs in providers:
+        provider = PROVIDERS.get(name)
+        assert switch == name and EvalConfig.model_fields[switch].annotation is bool, name
+        assert keys == ", ".join(f"`{key}`" for key in provider.record_keys()), name
+        assert needs == provider.needs and provider.record_keys(), name

@@ -51,9 +51,9 @@ def evaluate(family, model, params, images, config, lpips=None, reference=None, 
     """Fit the family's default sampler on `images` (tiny), then evaluate on them."""
     config = config.model_copy(update={"prior": config.prior.model_copy(update={"epochs": 1})})
     sampler = fit_sampler(family.samplers[0], model, params, images, images, config)
-    return evaluate_with(
-        family, model, params, images, config, sampler, lpips, reference, realism=realism
-    )
+    loaded = {"lpips": lpips, "fid": reference, "classifier": realism}
+    loaded = {name: it for name, it in loaded.items() if it is not None}
+    return evaluate_with(family, model, params, images, config, sampler, loaded)
 
 
 def random_reference(images) -> DistributionReference:
