@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
+from benchmark.lazy_imports import after_training
 from benchmark.providers import PROVIDERS
 
 
@@ -25,17 +26,8 @@ class Need:
     purpose: str  # what a cell needs it for
 
 
-ALWAYS = (
-    Need("safetensors.torch", "safetensors", "the checkpoint writer"),
-    Need("piq", "piq", "the ssim and gmsd metrics"),
-    Need("torchvision.utils", "torchvision", "the image grids"),
-    Need("pandas", "pandas", "the report's tables"),
-    Need("tabulate", "tabulate", "the report's markdown tables"),
-    Need("matplotlib.pyplot", "matplotlib", "the report's plots"),
-    Need("seaborn", "seaborn", "the report's plots"),
-    Need("scipy.stats", "scipy", "the report's significance tests"),
-    Need("threadpoolctl", "threadpoolctl", "a cell's thread count (train.threads)"),
-)
+# every piece a cell needs after training, from the one declaration of lazy imports
+ALWAYS = tuple(Need(*piece) for piece in after_training())
 GMM = Need("sklearn.mixture", "scikit-learn", "the gmm sampler")
 
 
@@ -69,6 +61,10 @@ def missing(cells: Iterable[RunConfig], tracker=()) -> list[tuple[Need, str]]:
             importlib.import_module(need.module)
         except Exception as error:  # noqa: BLE001 - a broken install raises anything
             text = str(error).strip().splitlines()
+            missing_module = getattr(error, "name", None)
+            if missing_module and not missing_module.startswith(need.module.split(".")[0]):
+                # a module it imports in turn (seaborn under the report): name that one
+                need = Need(need.module, missing_module.split(".")[0], need.purpose)
             failures.append((need, f"{type(error).__name__}: {text[0]}" if text else "broken"))
     return failures
 

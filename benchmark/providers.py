@@ -34,7 +34,6 @@ from benchmark.registry import Registry
 if TYPE_CHECKING:
     from benchmark.config import RunConfig
     from benchmark.data import ImageSplits
-    from benchmark.resources import SharedResources
 
 
 class Scorer(Protocol):
@@ -50,7 +49,9 @@ class Provider:
     name: str
     needs: str  # what it needs, in words ("pretrained VGG16 weights")
     requires: tuple[tuple[str, str], ...]  # (module it imports, pip package): for pre-flight
-    load: Callable[[SharedResources, RunConfig, ImageSplits, str], tuple[Any, str | None]]
+    # (shared, config, data, device) -> (what it scores with, None) or (None, why not); `shared`
+    # is the process's `resources.SharedResources`, which loads and keeps it once
+    load: Callable[[Any, RunConfig, ImageSplits, str], tuple[Any, str | None]]
     scorer: Callable[[Any, str], Scorer]  # (what `load` gave, set name) -> a fresh scorer
     # what the record keeps of how the numbers were made: (loaded, n_recon, n_gen) -> dict,
     # stored in the record's `record_field`

@@ -18,6 +18,7 @@ from benchmark import cell as cell_module
 from benchmark import runner, scoring
 from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
+from benchmark.errors import UserInputError
 from benchmark.metrics import METRICS
 from benchmark.results import Record
 from benchmark.suites import expand_cells, resolve_suite
@@ -157,3 +158,20 @@ def test_every_declared_piece_imports_here():
 
     for name in builtin_suites():
         assert missing(expand_cells(resolve_suite(name, [], None, None, None))) == []
+
+
+def test_a_library_the_report_imports_in_turn_is_named_before_any_training(monkeypatch):
+    """The report's own imports (seaborn, under `benchmark.report`) are checked by importing
+    the report: the line names the package that is missing, not the report."""
+    from benchmark.preflight import check_after_training_pieces
+
+    report = [m for m in sys.modules if m.split(".")[:2] == ["benchmark", "report"]]
+    for name in report:  # imported afresh, as by a new process
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "seaborn", None)
+    cells = expand_cells(resolve_suite("quick", ["train.epochs=1"], ["betavae"]))
+    with pytest.raises(UserInputError) as raised:
+        check_after_training_pieces(cells)
+    line = str(raised.value)
+    assert line.startswith("cannot start: the report needs 'seaborn' (ModuleNotFoundError: "), line
+    assert line.endswith("or pip install seaborn") and "\n" not in line

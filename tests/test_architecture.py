@@ -94,3 +94,57 @@ def test_docs_architecture_names_every_module():
         if p.name not in ("__init__.py", "__main__.py")
     }
     assert documented == modules
+
+
+def function_level_imports() -> dict[str, set[str]]:
+    """Top-level module name -> the package files that import it inside a function (the
+    standard library left out)."""
+    import sys
+
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        where = str(path.relative_to(PACKAGE.parent))
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = ["benchmark" if node.level else (node.module or "")]
+                else:
+                    continue
+                for top in {name.split(".")[0] for name in names}:
+                    if top not in sys.stdlib_module_names:
+                        found.setdefault(top, set()).add(where)
+    return found
+
+
+def undeclared() -> set[str]:
+    """What benchmark/lazy_imports.py and the code disagree on: a module imported inside a
+    function without an entry, an entry without such an import, a package file importing its
+    own modules late without being named (or named without doing so)."""
+    from benchmark.lazy_imports import OWN, THIRD_PARTY
+
+    found = function_level_imports()
+    own = found.pop("benchmark", set())
+    return (set(found) ^ set(THIRD_PARTY)) | (own ^ set(OWN))
+
+
+def test_every_import_inside_a_function_is_declared_with_why():
+    """benchmark/lazy_imports.py is the one list: a third-party module imported inside a
+    function has its entry (why, pip package), a module of the package that imports its own
+    modules late is named with why, and no entry outlives its import."""
+    from benchmark.lazy_imports import OWN, THIRD_PARTY
+
+    assert undeclared() == set()
+    assert all(lazy.why and lazy.package for lazy in THIRD_PARTY.values())
+    assert all(OWN.values())
+
+
+def test_the_declaration_check_finds_an_undeclared_import_and_a_stale_entry(monkeypatch):
+    from benchmark import lazy_imports
+
+    monkeypatch.delitem(lazy_imports.THIRD_PARTY, "sweeps")
+    monkeypatch.setitem(lazy_imports.OWN, "benchmark/results.py", "imports nothing late")
+    assert undeclared() == {"sweeps", "benchmark/results.py"}
