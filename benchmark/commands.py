@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from benchmark import files
+from benchmark.checks import check_mirror, check_output_file, check_run, check_writable
 from benchmark.cli_parser import DEFAULT_OUT
 from benchmark.errors import UserInputError
 from benchmark.executors import EXECUTORS
@@ -26,13 +27,9 @@ def run_command(args, extra: list[str]) -> int:
     out = args.out or _default_out(suite.name)
     cells = expand_cells(suite)
     executor_plugin, tracker_plugin = EXECUTORS.get(args.executor), TRACKERS.get(args.tracker)
-    checkpoint_every = _check_run_options(args, suite, len(cells))
-    tracker_plugin.check_run_options(args)
-    if not args.dry_run:  # before any work: one line, exit 2
-        executor_plugin.check(args, suite, cells)
-        check_mirror(args.data_mirror)
-        check_writable(out)
-        check_after_training_pieces(cells, tracker_plugin.requires)  # nothing thrown away
+    checkpoint_every = check_run(args, suite, cells, out)  # one line and exit 2 each
+    if not args.dry_run:  # the install, before any work: nothing trained is thrown away
+        check_after_training_pieces(cells, tracker_plugin.requires)
     print(
         f"vaebench: suite '{suite.name}': {len(cells)} cells "
         f"({len(suite.datasets)} datasets x {len(suite.models)} models x "
@@ -86,60 +83,6 @@ def _suite_of_run(args, extra: list[str]):
         args.datasets or selections.get("datasets"),
         args.seeds or _ints(selections.get("seeds")),
     )
-
-
-def _check_run_options(args, suite, n_cells: int) -> int:
-    """Bad `run` options are one line; returns the epochs between rolling checkpoints."""
-    if agent_plugin() is not None and n_cells != 1:
-        raise UserInputError(
-            f"under a sweep agent a run is one cell, got {n_cells}: sweep over models, "
-            "datasets and seeds, or fix them in the sweep's command"
-        )
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise UserInputError("--checkpoint-every must be 0 (none) or a number of epochs")
-    checkpoint_every = (
-        suite.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
-    )
-    if args.jobs > 1 and args.executor != "local":
-        raise UserInputError("--jobs is for the local executor; SLURM runs one job per cell")
-    return checkpoint_every
-
-
-def check_writable(folder: Path) -> None:
-    """A results folder we cannot write to fails now, not after the first cell has trained."""
-    import tempfile
-
-    if folder.exists() and not folder.is_dir():
-        raise UserInputError(f"cannot write results to {folder}: it is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vaebench-write-check-"):
-            pass
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise UserInputError(f"cannot write results to {folder}: {reason}") from None
-
-
-def check_mirror(mirror: str | os.PathLike | None) -> None:
-    """--data-mirror (or $VAEBENCH_DATA_MIRROR) names a folder that exists: a typo there would
-    otherwise send every dataset to the hub."""
-    from benchmark.data import MIRROR_ENV
-
-    named, where = (mirror, "--data-mirror") if mirror else (os.environ.get(MIRROR_ENV), MIRROR_ENV)
-    if not named:
-        return
-    if not Path(named).expanduser().is_dir():
-        what = "a file, not a folder" if Path(named).expanduser().exists() else "no such folder"
-        raise UserInputError(f"{where} {named}: {what}")
-
-
-def check_output_file(option: str, path: Path) -> None:
-    """A file vaebench is asked to write: its folder exists, and it is not itself a folder
-    (refused before any work, one line)."""
-    if path.is_dir():
-        raise UserInputError(f"{option} {path} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise UserInputError(f"{option} {path}: no such folder {path.parent}")
 
 
 def _ints(values: list[str] | None) -> list[int] | None:

@@ -68,6 +68,7 @@ THIRD_PARTY: dict[str, Lazy] = {
 
 # modules of the package that import others of it inside functions, and why
 OWN: dict[str, str] = {
+    "benchmark/checks.py": "the data code only when a mirror is named",
     "benchmark/cli.py": LIGHT_CLI,
     "benchmark/commands.py": LIGHT_CLI,
     "benchmark/perf.py": "a diagnostic: each measurement imports what it times",

@@ -234,3 +234,20 @@ def test_records_of_another_config_survive_and_compare_picks_the_matching_one(
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "out"), str(tmp_path / "again")]) == 0
     assert "different configurations" not in capsys.readouterr().err
+
+
+def test_a_dry_run_runs_the_same_input_checks_as_a_run(tmp_path, capsys):
+    """The checks that need no work are one place (`checks.check_run`), under --dry-run too:
+    an unwritable results folder, a missing mirror, --jobs with SLURM. Nothing is created."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cases = [
+        (["--out", str(blocker / "out")], f"cannot write results to {blocker / 'out'}: "),
+        (["--data-mirror", str(tmp_path / "nowhere")], f"--data-mirror {tmp_path / 'nowhere'}: "),
+        (["--executor", "slurm", "--jobs", "2"], "--jobs is for the local executor"),
+    ]
+    for more, expected in cases:
+        err = one_line_exit(["run", "--dry-run", "--tracker", "off", *more], capsys)
+        assert expected in err, err
+    assert main(["run", "--dry-run", "--out", str(tmp_path / "new" / "out")]) == 0
+    assert not (tmp_path / "new").exists()  # a dry run makes nothing
