@@ -81,7 +81,7 @@ class TrainConfig(Section):
     # one config gives one set of numbers on one machine, alone or beside others (--jobs)
     threads: int = Field(2, ge=1, le=1_024)
     # pythae: pythae's trainer runs the loop. vaebench: the same models, losses, optimisers and
-    # schedulers in a loop of our own with no host read inside a step (benchmark/engine.py)
+    # schedulers in a loop of our own with no host read inside a step (benchmark/train/engine.py)
     engine: Literal["pythae", "vaebench"] = "pythae"
     # vaebench engine only: the step's forward (and so its backward) and the optimiser update
     # through torch.compile; same losses within fp32 rounding (random draws as in eager)

@@ -2,7 +2,7 @@
 
 Float results differ between CPU types (AVX2, AVX-512, AMX kernels round differently) and
 between GPUs, drivers and cuDNN versions, so a record names the hardware that made it (its
-`Environment`, `benchmark/record_parts.py`, whose `hardware_id` is the one line by which the
+`Environment`, `benchmark/records/record_parts.py`, whose `hardware_id` is the one line by which the
 report and `compare` tell hardware apart).
 """
 

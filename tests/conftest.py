@@ -100,7 +100,7 @@ class _ToFloat(torch.nn.Module):
 def random_set_features(device="cpu"):
     """(FID/KID features, None) from a small randomly initialised network, in the shape of a
     MetricNetworks loader. Tests only: a user-facing run never uses a random network."""
-    from benchmark.distribution import SetFeatures
+    from benchmark.metrics.distribution import SetFeatures
 
     torch.manual_seed(0)
     network = torch.nn.Sequential(
@@ -118,7 +118,7 @@ def random_set_features(device="cpu"):
 def make_record(cell, status: str = "ok", error: str = "RuntimeError: broke", **parts):
     """`cell`'s record as a run makes it (`Record.ok` / `Record.failed`); `parts`: what scoring
     measured (metrics, unavailable, sampler, ...) and the rest (timings, environment, ...)."""
-    from benchmark.results import Measured, Record
+    from benchmark.records.results import Measured, Record
 
     if status == "failed":
         return Record.failed(cell, error, **parts)
@@ -129,7 +129,7 @@ def make_record(cell, status: str = "ok", error: str = "RuntimeError: broke", **
 
 def write_record(folder: Path, cell, status: str = "ok", **parts):
     """`cell`'s record (`make_record`), written where the runner writes it under `folder`."""
-    from benchmark.cellfiles import CellFiles
+    from benchmark.records.cellfiles import CellFiles
 
     record = make_record(cell, status, **parts)
     record.write(CellFiles.of(folder, cell).record)

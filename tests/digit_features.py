@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.distribution import frechet_distance
+from benchmark.metrics.distribution import frechet_distance
 
 
 class DigitClassifier(nn.Module):

@@ -14,14 +14,14 @@ import sys
 
 import pytest
 
-from benchmark import cell as cell_module
-from benchmark import runner, scoring
-from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.errors import UserInputError
-from benchmark.metrics import METRICS
-from benchmark.results import Record
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.metrics.registry import METRICS
+from benchmark.records.cellfiles import CellFiles
+from benchmark.records.results import Record
+from benchmark.running import cell as cell_module
+from benchmark.running import runner, scoring
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
 
 SETTINGS = [*TINY_SETTINGS, "eval.fid=false"]
@@ -153,8 +153,8 @@ def test_a_missing_piece_is_one_line_and_exit_2_before_any_training(
 
 
 def test_every_declared_piece_imports_here():
-    from benchmark.preflight import missing
-    from benchmark.suites import builtin_suites
+    from benchmark.cli.preflight import missing
+    from benchmark.running.suites import builtin_suites
 
     for name in builtin_suites():
         assert missing(expand_cells(resolve_suite(name, [], None, None, None))) == []
@@ -163,7 +163,7 @@ def test_every_declared_piece_imports_here():
 def test_a_library_the_report_imports_in_turn_is_named_before_any_training(monkeypatch):
     """The report's own imports (seaborn, under `benchmark.report`) are checked by importing
     the report: the line names the package that is missing, not the report."""
-    from benchmark.preflight import check_after_training_pieces
+    from benchmark.cli.preflight import check_after_training_pieces
 
     report = [m for m in sys.modules if m.split(".")[:2] == ["benchmark", "report"]]
     for name in report:  # imported afresh, as by a new process

@@ -76,14 +76,16 @@ def test_the_circle_detector_finds_a_circle():
 
 
 def test_a_cell_imports_none_of_the_places_that_run_it():
-    reached, todo = set(), ["benchmark.cell"]
+    reached, todo = set(), ["benchmark.running.cell"]
     graph = import_graph()
     while todo:
         for target in graph[todo.pop()] - reached:
             reached.add(target)
             todo.append(target)
-    runners = {"benchmark.runner"} | {m for m in graph if m.startswith("benchmark.executors")}
-    assert not reached & (runners | {"benchmark.rescoring", "benchmark.cli"})
+    runners = {"benchmark.running.runner"} | {
+        m for m in graph if m.startswith("benchmark.running.executors")
+    }
+    assert not reached & (runners | {"benchmark.running.rescoring", "benchmark.cli"})
 
 
 def test_docs_architecture_names_every_module():
@@ -121,10 +123,10 @@ def function_level_imports() -> dict[str, set[str]]:
 
 
 def undeclared() -> set[str]:
-    """What benchmark/lazy_imports.py and the code disagree on: a module imported inside a
+    """What benchmark/cli/lazy_imports.py and the code disagree on: a module imported inside a
     function without an entry, an entry without such an import, a package file importing its
     own modules late without being named (or named without doing so)."""
-    from benchmark.lazy_imports import OWN, THIRD_PARTY
+    from benchmark.cli.lazy_imports import OWN, THIRD_PARTY
 
     found = function_level_imports()
     own = found.pop("benchmark", set())
@@ -132,10 +134,10 @@ def undeclared() -> set[str]:
 
 
 def test_every_import_inside_a_function_is_declared_with_why():
-    """benchmark/lazy_imports.py is the one list: a third-party module imported inside a
+    """benchmark/cli/lazy_imports.py is the one list: a third-party module imported inside a
     function has its entry (why, pip package), a module of the package that imports its own
     modules late is named with why, and no entry outlives its import."""
-    from benchmark.lazy_imports import OWN, THIRD_PARTY
+    from benchmark.cli.lazy_imports import OWN, THIRD_PARTY
 
     assert undeclared() == set()
     assert all(lazy.why and lazy.package for lazy in THIRD_PARTY.values())
@@ -143,8 +145,8 @@ def test_every_import_inside_a_function_is_declared_with_why():
 
 
 def test_the_declaration_check_finds_an_undeclared_import_and_a_stale_entry(monkeypatch):
-    from benchmark import lazy_imports
+    from benchmark.cli import lazy_imports
 
     monkeypatch.delitem(lazy_imports.THIRD_PARTY, "sweeps")
-    monkeypatch.setitem(lazy_imports.OWN, "benchmark/results.py", "imports nothing late")
-    assert undeclared() == {"sweeps", "benchmark/results.py"}
+    monkeypatch.setitem(lazy_imports.OWN, "benchmark/records/results.py", "imports nothing late")
+    assert undeclared() == {"sweeps", "benchmark/records/results.py"}

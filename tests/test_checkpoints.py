@@ -8,16 +8,16 @@ import pickle
 import pytest
 import torch
 
-from benchmark import resources, runner
-from benchmark.cellfiles import CellFiles
-from benchmark.checkpoints import CheckpointError, load_checkpoint, read_metadata
 from benchmark.cli import main
 from benchmark.models import FAMILIES
+from benchmark.records.cellfiles import CellFiles
+from benchmark.records.results import Record
 from benchmark.report import from_directory, write_report
-from benchmark.rescoring import rescore
-from benchmark.results import Record
-from benchmark.suites import resolve_suite
+from benchmark.running import resources, runner
+from benchmark.running.rescoring import rescore
+from benchmark.running.suites import resolve_suite
 from benchmark.tracking import wandb_records
+from benchmark.train.checkpoints import CheckpointError, load_checkpoint, read_metadata
 from conftest import random_set_features
 
 NO_WEIGHTS = resources.MetricNetworks(

@@ -19,10 +19,10 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from benchmark import classifier
-from benchmark.classifier import ClassifierReference, load_or_train, recipe_for
 from benchmark.config import DataConfig
-from benchmark.data import load_image_splits
+from benchmark.data.loading import load_image_splits
+from benchmark.metrics import classifier
+from benchmark.metrics.classifier import ClassifierReference, load_or_train, recipe_for
 from conftest import SHARED_MNIST_MIRROR
 
 N = 1000
@@ -152,7 +152,7 @@ def test_a_cached_classifier_whose_weights_were_changed_is_trained_again(tmp_pat
 
 def _small_labelled(n: int = 256, classes: int = 2, random_labels: bool = False):
     """Bright-left vs bright-right 28x28 images (learnable), or the same with random labels."""
-    from benchmark.data import ImageSplits
+    from benchmark.data.loading import ImageSplits
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, classes, (n,), generator=generator)
@@ -169,7 +169,7 @@ def _small_labelled(n: int = 256, classes: int = 2, random_labels: bool = False)
 
 
 def test_a_classifier_below_its_floor_makes_the_metrics_unavailable_with_the_reason():
-    from benchmark.resources import _realism_reference
+    from benchmark.running.resources import _realism_reference
 
     data = _small_labelled(classes=10, random_labels=True)
     reference, reason = _realism_reference(data, "cpu", None)
@@ -178,7 +178,7 @@ def test_a_classifier_below_its_floor_makes_the_metrics_unavailable_with_the_rea
 
 
 def test_a_dataset_without_labels_says_so():
-    from benchmark.resources import _realism_reference
+    from benchmark.running.resources import _realism_reference
 
     data = _small_labelled()
     data.labels, data.labels_missing = None, "the dataset has no label column (...)"

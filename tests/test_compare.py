@@ -8,9 +8,9 @@ import json
 import pytest
 
 from benchmark.cli import main
-from benchmark.compare import compare, load_side, summarise
-from benchmark.results import Record
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.records.results import Record
+from benchmark.report.compare import compare, load_side, summarise
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import write_record
 
 SEEDS = [0, 1, 2]

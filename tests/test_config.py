@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmark.errors import UserInputError
-from benchmark.suites import expand_cells, parse_override, resolve_suite
+from benchmark.running.suites import expand_cells, parse_override, resolve_suite
 
 
 def test_quick_suite_is_the_default_and_expands_to_three_families():
@@ -89,7 +89,7 @@ def test_evaluation_settings_and_the_label_column_do_not_make_another_training()
     """A finished cell whose config differs only in `eval` or `data.label_column` (read only by
     the classifier metrics) is scored again from its checkpoint, not retrained."""
     from benchmark.config import same_training
-    from benchmark.suites import resolve_suite
+    from benchmark.running.suites import resolve_suite
 
     (cell,) = resolve_suite("quick", models=["betavae"]).cells()
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import decoding
-from benchmark.catalogue import DATASETS
 from benchmark.config import DataConfig
-from benchmark.data import load_image_splits
+from benchmark.data import decoding
+from benchmark.data.catalogue import DATASETS
+from benchmark.data.loading import load_image_splits
 from benchmark.errors import DatasetUnavailable, UserInputError
 from conftest import SHARED_MNIST_MIRROR, blob_images, image_dataset, write_parquet_repo
 
@@ -106,7 +106,7 @@ def test_full_mnist_from_the_shared_mirror():
 
 
 def test_decoded_images_are_cached_and_reused(parquet_repo, monkeypatch, tmp_path):
-    from benchmark import decoding
+    from benchmark.data import decoding
 
     monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
     first = load_image_splits(str(parquet_repo), DataConfig())

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import submitit
 
-from benchmark import runner
-from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
-from benchmark.executors.slurm import JobArray
-from benchmark.suites import builtin_suites, expand_cells, resolve_suite
+from benchmark.records.cellfiles import CellFiles
+from benchmark.running import runner
+from benchmark.running.executors.slurm import JobArray
+from benchmark.running.suites import builtin_suites, expand_cells, resolve_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 

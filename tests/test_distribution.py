@@ -10,8 +10,8 @@ import scipy.linalg
 import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from benchmark import distribution
-from benchmark.distribution import DistributionReference, SetFeatures
+from benchmark.metrics import distribution
+from benchmark.metrics.distribution import DistributionReference, SetFeatures
 
 FEATURE_NAME = "vaebench-test-random"
 

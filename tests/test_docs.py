@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchmark.metrics import METRICS
+from benchmark.metrics.registry import METRICS, metrics_of
 from benchmark.models import FAMILIES
 from conftest import write_record
 
@@ -36,17 +36,17 @@ def test_the_applicability_table_is_what_each_family_reports():
             if mark == "yes":
                 reported[FAMILY_COLUMNS[column]].update(k.strip() for k in cells[0].split(","))
     for name in FAMILIES:
-        assert reported[name] == set(FAMILIES.get(name).metric_keys), name
+        assert reported[name] == set(metrics_of(FAMILIES.get(name))), name
 
 
 def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
     """Adding a metric (FID, say) touches its registry entry only: the report tables and plots,
     compare and W&B's summary directions all read the entry."""
-    from benchmark.compare import compare, summarise
-    from benchmark.metrics import MetricInfo
+    from benchmark.metrics.registry import MetricInfo
     from benchmark.report import from_directory, write_report
+    from benchmark.report.compare import compare, summarise
     from benchmark.report.plots import metric_bars
-    from benchmark.suites import expand_cells, resolve_suite
+    from benchmark.running.suites import expand_cells, resolve_suite
     from benchmark.tracking import wandb_tracker
 
     entry = MetricInfo("sharpness", True, "all", "a stand-in new metric", plotted=True)
@@ -76,7 +76,7 @@ def test_each_metrics_sets_and_switch_are_what_the_docs_and_the_config_say():
     metric names is a provider, whose switch is a boolean of EvalConfig and whose row in the
     docs' provider table gives its keys and needs."""
     from benchmark.config import EvalConfig
-    from benchmark.providers import PROVIDERS
+    from benchmark.metrics.providers import PROVIDERS
 
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.*) \| (?:lower|higher) \|$", DOC, re.MULTILINE))
     for key, info in METRICS.items():

@@ -13,13 +13,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmark.cli import main
 from benchmark.config import identity
-from benchmark.data import ImageSplits
-from benchmark.device_adam import DeviceAdam
-from benchmark.engine import Engine, epoch_order, gates_as_masks_on_cpu
+from benchmark.data.loading import ImageSplits
 from benchmark.models import FAMILIES
-from benchmark.pythae_compat import one_hot_by_scatter, one_hot_without_host_reads, quiet_pythae
-from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import UInt8Images, batch_loader, train
+from benchmark.running.suites import expand_cells, resolve_suite
+from benchmark.train.device_adam import DeviceAdam
+from benchmark.train.engine import Engine, epoch_order, gates_as_masks_on_cpu
+from benchmark.train.pythae_compat import (
+    one_hot_by_scatter,
+    one_hot_without_host_reads,
+    quiet_pythae,
+)
+from benchmark.train.training import UInt8Images, batch_loader, train
 from conftest import TINY_SETTINGS
 
 FAMILY_NAMES = ("betavae", "vqvae", "vaegan")
@@ -268,7 +272,7 @@ def test_compile_needs_the_vaebench_engine_and_the_engine_adam(capsys):
 
 
 def test_the_engine_stops_a_diverging_run():
-    from benchmark.training import TrainingDiverged
+    from benchmark.train.training import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match="non-finite training loss"):
         steps_of(
@@ -282,7 +286,7 @@ def test_a_suite_trains_with_the_engine_through_the_runner_and_jobs(parquet_repo
     """Every family, two worker processes, records and per-step files as with pythae's loop."""
     import pandas as pd
 
-    from benchmark.results import load_records
+    from benchmark.records.results import load_records
 
     sets = [a for s in [*TINY_SETTINGS, "train.engine=vaebench"] for a in ("--set", s)]
     args = ["run", "--datasets", str(parquet_repo), "--wandb", "off", "--jobs", "2", *sets]

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from benchmark.config import EvalConfig
-from benchmark.distribution import DistributionReference, frechet_distance
-from benchmark.evaluation import evaluate as evaluate_with
-from benchmark.evaluation import evaluation_mode
-from benchmark.metrics import LPIPS
+from benchmark.metrics.distribution import DistributionReference, frechet_distance
+from benchmark.metrics.evaluation import evaluate as evaluate_with
+from benchmark.metrics.evaluation import evaluation_mode
+from benchmark.metrics.registry import LPIPS, metrics_of
+from benchmark.metrics.samplers import fit_sampler
 from benchmark.models import FAMILIES
-from benchmark.samplers import fit_sampler
 from conftest import random_set_features
 
 SHAPE = (1, 28, 28)
@@ -69,7 +69,7 @@ def test_exactly_the_applicable_metrics_are_reported(name):
         keys = {k[len(prefix) :] for k in metrics if k.startswith(prefix)}
         assert keys == APPLICABLE[name]
     set_level = {"lpips", "fid", "kid", "cfd", "precision", "recall"}
-    assert set(family.metric_keys) == APPLICABLE[name] | set_level
+    assert set(metrics_of(family)) == APPLICABLE[name] | set_level
 
 
 def test_set_level_metrics_are_reported_when_features_are_given():
@@ -99,7 +99,7 @@ def test_set_level_metrics_are_reported_when_features_are_given():
 def test_classifier_metrics_are_reported_when_a_classifier_reference_is_given():
     """recon/cfd, gen/cfd, gen/precision, gen/recall; an untrained network stands in (tests
     only: a run uses the dataset's trained classifier, or none)."""
-    from benchmark.classifier import (
+    from benchmark.metrics.classifier import (
         ClassifierNet,
         ClassifierReference,
         DatasetClassifier,

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from benchmark.catalogue import DATASETS, DatasetSpec
 from benchmark.cli import main
-from benchmark.executors import EXECUTORS
-from benchmark.metrics import METRICS, MetricInfo
+from benchmark.data.catalogue import DATASETS, DatasetSpec
+from benchmark.metrics.registry import METRICS, MetricInfo, metrics_of
 from benchmark.models import FAMILIES
-from benchmark.results import Record, iter_records, load_records
+from benchmark.records.results import Record, iter_records, load_records
+from benchmark.running.executors import EXECUTORS
 from benchmark.tracking import TRACKERS
 from conftest import TINY_SETTINGS
 from extensions import jsonl_tracker, reverse_executor
@@ -45,7 +45,7 @@ def test_a_fourth_family_in_one_file_runs_reports_and_compares(
     assert record.status == "ok" and not record.incomplete
     # every metric the registry says the family reports, in both sets, computed or n/a
     expected = {
-        f"{prefix}/{key}" for key in rae_registered.metric_keys for prefix in METRICS[key].sets
+        f"{prefix}/{key}" for key in metrics_of(rae_registered) for prefix in METRICS[key].sets
     }
     assert set(record.metrics) | set(record.unavailable) == expected
     assert not {"recon/kl", "recon/elbo", "recon/active_units"} & set(record.metrics)
@@ -107,7 +107,7 @@ def test_a_per_image_metric_is_one_entry_from_computation_to_report(
     assert code == 0, capsys.readouterr().err
     (record,) = load_records(tmp_path)
     assert 0 < record.metrics["recon/brightness"] < 1 and "gen/brightness" in record.metrics
-    assert "brightness" in FAMILIES.get("betavae").metric_keys
+    assert "brightness" in metrics_of(FAMILIES.get("betavae"))
     report = (tmp_path / "REPORT.md").read_text()
     assert any(line.startswith("| brightness") for line in report.splitlines())
 

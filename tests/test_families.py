@@ -9,10 +9,10 @@ from pythae.models import BetaVAEConfig
 from pythae.trainers import BaseTrainer, CoupledOptimizerAdversarialTrainer
 
 from benchmark.config import EvalConfig, TrainConfig
+from benchmark.metrics.samplers import fit_sampler
 from benchmark.models import FAMILIES
 from benchmark.models.family import pythae_config
-from benchmark.samplers import fit_sampler
-from benchmark.training import UInt8Images
+from benchmark.train.training import UInt8Images
 
 SHAPE = (1, 28, 28)
 # the per-image keys whose batch mean must equal pythae's own forward, per family:

@@ -14,15 +14,15 @@ import sys
 
 import pytest
 
-from benchmark.results import Record
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.records.results import Record
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
 
 # Runs the CLI with one function wrapped so that the process SIGKILLs itself at POINT.
 LAUNCHER = r"""
 import os, signal, sys
 import benchmark.files as files
-import benchmark.cell as one_cell
+import benchmark.running.cell as one_cell
 from benchmark import cli
 
 point, args = sys.argv[1], sys.argv[2:]

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import runner
-from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.errors import UserInputError
+from benchmark.records.cellfiles import CellFiles
+from benchmark.records.results import Record
 from benchmark.report import from_directory, write_report
-from benchmark.results import Record
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.running import runner
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS, one_line_exit, write_record
 
 PACKAGE = Path(__file__).resolve().parents[1] / "benchmark"
@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "benchmark"
 
 def test_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
     trained = []
-    monkeypatch.setattr("benchmark.cell.run_cell", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("benchmark.running.cell.run_cell", lambda *a, **k: trained.append(1))
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     err = one_line_exit(["run", "--wandb", "off", "--out", str(blocker)], capsys)
@@ -69,7 +69,7 @@ def test_an_internal_error_is_one_line_a_log_and_exit_3(monkeypatch, capsys):
     def broken(args, extra):
         raise KeyError("a bug, not bad input")
 
-    monkeypatch.setattr("benchmark.commands.list_command", broken)
+    monkeypatch.setattr("benchmark.cli.commands.list_command", broken)
     err = one_line_exit(["list"], capsys, code=3)
     assert err.startswith("vaebench list: internal error: KeyError:")
     log = Path(err.split("(traceback in ")[1].rstrip(")\n"))

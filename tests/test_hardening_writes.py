@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from test_compare import write_suite
 
-from benchmark import cell as one_cell
-from benchmark import files, runner
-from benchmark.cellfiles import CellFiles
+from benchmark import files
 from benchmark.cli import main
-from benchmark.executors.slurm import JobArray
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.records.cellfiles import CellFiles
+from benchmark.running import cell as one_cell
+from benchmark.running import runner
+from benchmark.running.executors.slurm import JobArray
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS, make_record, one_line_exit
 
 SETTINGS = [*TINY_SETTINGS, "eval.fid=false"]

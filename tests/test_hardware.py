@@ -13,9 +13,9 @@ import torch
 
 from benchmark import environment
 from benchmark.cli import main
-from benchmark.record_parts import Environment
+from benchmark.records.record_parts import Environment
 from benchmark.report import from_directory, write_report
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import write_record
 
 CPU_A = {"cpu": "AMD EPYC 9654", "cpu_capability": "AVX512", "cpu_count": 2, "torch_threads": 2}

@@ -13,13 +13,13 @@ import math
 import pytest
 import torch
 
-from benchmark import cell as one_cell
-from benchmark import resources
-from benchmark.data import load_image_splits
-from benchmark.evaluation import evaluate
+from benchmark.data.loading import load_image_splits
+from benchmark.metrics.evaluation import evaluate
+from benchmark.metrics.samplers import fit_sampler
 from benchmark.models import FAMILIES
-from benchmark.samplers import fit_sampler
-from benchmark.suites import builtin_suites, expand_cells, read_suite_file, resolve_suite
+from benchmark.running import cell as one_cell
+from benchmark.running import resources
+from benchmark.running.suites import builtin_suites, expand_cells, read_suite_file, resolve_suite
 
 EVALUATION = ["data.max_test=200", "eval.n_gen=50", "eval.lpips=false"]
 BUDGET = {  # (networks, family) -> overrides; (networks, None) for the other families

@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from benchmark import metrics
+from benchmark.metrics import registry as metrics
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from benchmark.cli import main
-from benchmark.results import load_records
+from benchmark.records.results import load_records
 from conftest import TINY_SETTINGS
 
 SETTINGS = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]

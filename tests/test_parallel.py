@@ -13,12 +13,12 @@ from pathlib import Path
 import cloudpickle
 from wandb_log import find_runs, read_run
 
-from benchmark import runner
-from benchmark.cellfiles import CellFiles
-from benchmark.claims import try_claim
-from benchmark.executors.workers import thread_note, worker_plan
-from benchmark.results import Record
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.records.cellfiles import CellFiles
+from benchmark.records.claims import try_claim
+from benchmark.records.results import Record
+from benchmark.running import runner
+from benchmark.running.executors.workers import thread_note, worker_plan
+from benchmark.running.suites import expand_cells, resolve_suite
 from benchmark.tracking import wandb_tracker
 from conftest import TINY_SETTINGS, child_pids, wait_gone
 
@@ -111,8 +111,9 @@ def test_a_cell_claimed_by_another_runner_is_left_to_it(tiny_suite_args, tmp_pat
 def test_a_claim_dies_with_its_owner(tmp_path):
     record = tmp_path / "results" / "s" / "cell.json"
     code = (
-        "import sys, time; from pathlib import Path; from benchmark.claims import try_claim; "
-        "from benchmark.cellfiles import CellFiles; "
+        "import sys, time; from pathlib import Path; "
+        "from benchmark.records.claims import try_claim; "
+        "from benchmark.records.cellfiles import CellFiles; "
         "c = try_claim(CellFiles(Path(sys.argv[1]))); print('held' if c else 'busy', flush=True); "
         "time.sleep(600)"
     )

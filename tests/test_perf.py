@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from benchmark import perf_training
 from benchmark.cli import main
-from benchmark.data import load_image_splits
+from benchmark.data.loading import load_image_splits
 from benchmark.models import FAMILIES
-from benchmark.perf_training import _ours, _stock_pipeline
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.perf import training as perf_training
+from benchmark.perf.training import _ours, _stock_pipeline
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import TINY_SETTINGS
 
 

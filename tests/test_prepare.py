@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 
-from benchmark import provisioning
-from benchmark.catalogue import DATASETS, DatasetSpec
 from benchmark.cli import main
-from benchmark.provisioning import MANIFEST, prepare_dataset
+from benchmark.data import provisioning
+from benchmark.data.catalogue import DATASETS, DatasetSpec
+from benchmark.data.provisioning import MANIFEST, prepare_dataset
 from conftest import SHARED_MNIST_MIRROR, write_parquet_repo
 
 NO_WEIGHTS = ["--set", "eval.lpips=false", "--set", "eval.fid=false"]

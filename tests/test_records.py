@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.compare import config_identity
 from benchmark.config import RunConfig, identity
-from benchmark.record_parts import DatasetInfo, Environment, Measured
-from benchmark.results import SCHEMA_VERSION, Record, RecordError
-from benchmark.suites import resolve_suite
+from benchmark.records.record_parts import DatasetInfo, Environment, Measured
+from benchmark.records.results import SCHEMA_VERSION, Record, RecordError
+from benchmark.report.compare import config_identity
+from benchmark.running.suites import resolve_suite
 
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "reports").rglob("results/**/*.json"))
 

@@ -12,11 +12,12 @@ import torch
 from torchvision.utils import save_image
 from wandb_log import find_runs, read_run
 
-from benchmark import runner
-from benchmark.cellfiles import CellFiles
+from benchmark.metrics.registry import metrics_of
 from benchmark.models import FAMILIES
+from benchmark.records.cellfiles import CellFiles
 from benchmark.report import from_directory, write_report
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.running import runner
+from benchmark.running.suites import expand_cells, resolve_suite
 from benchmark.tracking import wandb_tracker
 from benchmark.tracking.wandb_report import from_wandb, from_wandb_runs
 from conftest import write_record
@@ -41,7 +42,7 @@ def fixture_dir(tmp_path_factory):
             if cell.model == "vaegan":
                 write_record(out, cell, "failed", error="TrainingDiverged: non-finite loss")
             continue
-        keys = [k for k in family.metric_keys if k != "lpips" or cell.model != "vqvae"]
+        keys = [k for k in metrics_of(family) if k != "lpips" or cell.model != "vqvae"]
         metrics = {
             f"{p}/{k}": fixture_value(cell.model, f"{p}/{k}", cell.seed)
             for p in ("recon", "gen")

@@ -10,7 +10,7 @@ from test_report import table_rows
 
 from benchmark.report import from_directory, write_report
 from benchmark.report.tables import Cell, comparison, welch_p
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import write_record
 
 # recon/ssim per family and seed: VQVAE clearly ahead of both; VAEGAN and BetaVAE overlap

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.cellfiles import CellFiles
 from benchmark.cli import main
 from benchmark.config import RunConfig
-from benchmark.executors.slurm import CellJob
-from benchmark.results import Record
-from benchmark.resume import RollingCheckpoint, TrainingState
-from benchmark.suites import resolve_suite
+from benchmark.records.cellfiles import CellFiles
+from benchmark.records.results import Record
+from benchmark.running.executors.slurm import CellJob
+from benchmark.running.suites import resolve_suite
+from benchmark.train.resume import RollingCheckpoint, TrainingState
 from conftest import TINY_SETTINGS, child_pids
 
 EPOCHS = 3
@@ -43,11 +43,11 @@ def run_args(repo: Path, out: Path, model: str, every: int) -> list[str]:
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import benchmark.resume, benchmark.cell
+    import benchmark.train.resume, benchmark.running.cell
     from benchmark.cli import main
 
     where, signum = sys.argv[1], getattr(signal, sys.argv[2])
-    save, score = benchmark.resume.RollingCheckpoint.save, benchmark.cell.score
+    save, score = benchmark.train.resume.RollingCheckpoint.save, benchmark.running.cell.score
 
     def save_then_die(self, state):
         save(self, state)
@@ -57,9 +57,9 @@ KILLER = textwrap.dedent(
     def die_in_evaluation(*args, **kwargs):
         os.kill(os.getpid(), signum)
 
-    benchmark.resume.RollingCheckpoint.save = save_then_die
+    benchmark.train.resume.RollingCheckpoint.save = save_then_die
     if where == "evaluation":
-        benchmark.cell.score = die_in_evaluation
+        benchmark.running.cell.score = die_in_evaluation
     sys.exit(main(sys.argv[3:]))
     """
 )
@@ -221,7 +221,7 @@ def test_a_slurm_job_is_requeued_as_the_same_call():
 
 
 def test_a_resumed_cells_tracker_gets_the_steps_and_epochs_trained_before():
-    from benchmark.cell import _replay
+    from benchmark.running.cell import _replay
 
     class Tracker:
         def __init__(self):
@@ -251,7 +251,7 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
 
     import submitit
 
-    from benchmark.resources import MetricNetworks, RunSettings
+    from benchmark.running.resources import MetricNetworks, RunSettings
     from benchmark.tracking.base import NullTracker
 
     config = tiny_config(parquet_repo, "vaegan")

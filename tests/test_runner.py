@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark import cell as one_cell
-from benchmark import files, resources, runner
-from benchmark.cellfiles import CellFiles
-from benchmark.distribution import InceptionFeatures
+from benchmark import files
 from benchmark.errors import UserInputError
-from benchmark.metrics import LPIPS, keys_switched_by
-from benchmark.results import SCHEMA_VERSION, Record
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.metrics.distribution import InceptionFeatures
+from benchmark.metrics.registry import LPIPS, keys_switched_by
+from benchmark.records.cellfiles import CellFiles
+from benchmark.records.results import SCHEMA_VERSION, Record
+from benchmark.running import cell as one_cell
+from benchmark.running import resources, runner
+from benchmark.running.suites import expand_cells, resolve_suite
 from conftest import make_record, random_set_features
 
 
@@ -220,7 +221,7 @@ def test_records_are_written_atomically(tiny_suite_args, tmp_path, monkeypatch):
 def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
     tiny_suite_args, tmp_path, monkeypatch
 ):
-    from benchmark.distribution import DistributionReference
+    from benchmark.metrics.distribution import DistributionReference
 
     loads, references = [], []
 

@@ -8,14 +8,14 @@ import sklearn.mixture
 import torch
 
 from benchmark.config import EvalConfig
-from benchmark.data import load_image_splits
+from benchmark.data.loading import load_image_splits
 from benchmark.errors import UserInputError
-from benchmark.evaluation import evaluate, evaluation_mode, generate
+from benchmark.metrics.evaluation import evaluate, evaluation_mode, generate
+from benchmark.metrics.samplers import fit_sampler
 from benchmark.models import FAMILIES
 from benchmark.models.family import posterior_mean
-from benchmark.samplers import fit_sampler
-from benchmark.suites import resolve_suite
-from benchmark.training import train
+from benchmark.running.suites import resolve_suite
+from benchmark.train.training import train
 from digit_features import digit_confidence, digit_fd, train_digit_classifier
 
 SHAPE = (1, 28, 28)

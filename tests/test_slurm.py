@@ -20,9 +20,9 @@ import yaml
 from benchmark.cli import main
 from benchmark.config import SlurmConfig
 from benchmark.errors import UserInputError
-from benchmark.executors.slurm_cluster import Partition, _gpus, _minutes, job_request
-from benchmark.results import load_records
-from benchmark.suites import resolve_suite
+from benchmark.records.results import load_records
+from benchmark.running.executors.slurm_cluster import Partition, _gpus, _minutes, job_request
+from benchmark.running.suites import resolve_suite
 from conftest import TINY_SETTINGS
 
 CPU_NODE = Partition("debug", cpus=2, memory_mb=24_000, gpus=0, time_limit_min=None)
@@ -329,10 +329,10 @@ def test_a_job_pending_for_a_reason_that_never_clears_is_one_line_and_cancelled(
 ):
     """A cluster whose sinfo overstates its nodes: the pre-check passes, SLURM holds the job
     (PartitionConfig), vaebench says so and cancels it instead of waiting forever."""
-    import benchmark.executors.slurm_cluster
+    import benchmark.running.executors.slurm_cluster
 
     monkeypatch.setattr(
-        benchmark.executors.slurm_cluster,
+        benchmark.running.executors.slurm_cluster,
         "read_partition",
         lambda name: Partition("debug", 4096, 10**7, 0, None),
     )

@@ -18,9 +18,9 @@ from wandb_log import complete_records, find_runs, read_run
 from benchmark.cli import main
 from benchmark.models import FAMILIES
 from benchmark.models.vqvae import latent_elements
-from benchmark.suites import expand_cells, resolve_suite
-from benchmark.sweeping import expand_command, load_sweep, overrides_from_args
-from benchmark.training import UInt8Images
+from benchmark.running.suites import expand_cells, resolve_suite
+from benchmark.running.sweeping import expand_command, load_sweep, overrides_from_args
+from benchmark.train.training import UInt8Images
 from conftest import TINY_SETTINGS
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
@@ -256,7 +256,7 @@ def test_a_sweep_run_stopped_by_sigterm_is_marked_preempting_and_its_rerun_resum
 
 
 def test_every_sweep_optimises_a_registered_metric_in_its_direction_never_self_consistency():
-    from benchmark.metrics import METRICS
+    from benchmark.metrics.registry import METRICS
 
     for path in SWEEPS:
         metric = load_sweep(path)["metric"]

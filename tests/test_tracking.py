@@ -6,10 +6,10 @@ import pytest
 import wandb
 from wandb_log import find_runs, read_run
 
-from benchmark import runner
-from benchmark.cellfiles import CellFiles
 from benchmark.models import FAMILIES
-from benchmark.suites import expand_cells, resolve_suite
+from benchmark.records.cellfiles import CellFiles
+from benchmark.running import runner
+from benchmark.running.suites import expand_cells, resolve_suite
 from benchmark.tracking import wandb_records, wandb_tracker
 from benchmark.tracking.base import NullTracker
 from conftest import make_record
@@ -391,7 +391,7 @@ def test_a_version_1_record_is_read_with_its_wandb_run_as_the_tracker_run(tmp_pa
     migrated when read, and a version-1 record of tracking off gets no run."""
     import json
 
-    from benchmark.results import SCHEMA_VERSION, Record
+    from benchmark.records.results import SCHEMA_VERSION, Record
 
     cell = resolve_suite("quick").cells()[0]
     current = make_record(cell, metrics={"recon/mse": 1.0})

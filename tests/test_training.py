@@ -11,17 +11,23 @@ from pythae.models.base.base_utils import ModelOutput
 from pythae.trainers.training_callbacks import TrainingCallback
 
 from benchmark.config import DataConfig
-from benchmark.data import load_image_splits
+from benchmark.data.loading import load_image_splits
 from benchmark.models import FAMILIES
-from benchmark.pythae_compat import (
+from benchmark.running.suites import expand_cells, resolve_suite
+from benchmark.train.pythae_compat import (
     autocast_forward,
     bce_outside_autocast,
     quiet_pythae,
     step_schedulers,
     use_batch_loaders,
 )
-from benchmark.suites import expand_cells, resolve_suite
-from benchmark.training import StepRecorder, TrainingDiverged, UInt8Images, batch_loader, train
+from benchmark.train.training import (
+    StepRecorder,
+    TrainingDiverged,
+    UInt8Images,
+    batch_loader,
+    train,
+)
 from conftest import TINY_SETTINGS
 
 
@@ -220,7 +226,7 @@ def test_deferred_host_copies_record_the_same_steps(tiny_data, monkeypatch):
     """On CUDA the step hook copies loss components to the host every 64 steps, not every step;
     the same path on the CPU must record exactly what the per-step copy records, and stop a
     diverging run with the step where the loss first went non-finite."""
-    import benchmark.training as training
+    import benchmark.train.training as training
 
     _, every_step = fit("vaegan", tiny_data)
     monkeypatch.setattr(training, "resolve_device", lambda requested: "cpu")

@@ -13,7 +13,8 @@ import urllib.request
 import pytest
 import torch
 
-from benchmark import metrics, weights
+from benchmark.data import weights
+from benchmark.metrics import registry as metrics
 
 
 class Planted:
@@ -58,7 +59,7 @@ def test_a_planted_vgg16_file_is_refused_and_its_code_never_runs(torch_home, tmp
 
 
 def test_a_planted_inception_file_is_refused_under_either_cached_name(torch_home, tmp_path):
-    from benchmark.distribution import InceptionFeatures
+    from benchmark.metrics.distribution import InceptionFeatures
 
     marker = tmp_path / "ran"
     plant(torch_home / weights.INCEPTION_V3.aliases[0], marker)

@@ -32,7 +32,7 @@ SETTINGS = [
 ]
 # a cluster whose sinfo promises more than its nodes have: the job is submitted, then pends
 OVERSTATED = (
-    "import sys, benchmark.executors.slurm_cluster as s, benchmark.cli as c;"
+    "import sys, benchmark.running.executors.slurm_cluster as s, benchmark.cli as c;"
     "s.read_partition = lambda name: s.Partition('debug', 4096, 10**7, 0, None);"
     "sys.exit(c.main(sys.argv[1:]))"
 )

@@ -16,7 +16,6 @@ import torch
 from pythae.models import BaseAE
 
 from benchmark.config import Section, TrainConfig
-from benchmark.metrics import applicable_metrics
 
 
 @dataclass
@@ -39,7 +38,7 @@ class Family:
     trainer_config: Callable[..., Any]
     trainer_cls: type  # the pythae trainer class that trains this family
     evaluate_batch: Callable[[BaseAE, torch.Tensor, Any], BatchEval]
-    # names of the samplers that apply (benchmark/samplers.py); the first is the default
+    # names of the samplers that apply (benchmark/metrics/samplers.py); the first is the default
     samplers: tuple[str, ...]
     # loss components pythae's forward returns for this family, as named in its ModelOutput
     train_components: tuple[str, ...]
@@ -54,11 +53,6 @@ class Family:
     # train.engine=vaebench: the training forward, (model, inputs, **pythae's kwargs) -> its
     # loss components as tensors, none of them read on the host. None: the model's own forward
     engine_forward: Callable[..., Any] | None = None
-
-    @property
-    def metric_keys(self) -> tuple[str, ...]:
-        """The metrics it reports (docs/metrics.md applicability), from the metric registry."""
-        return applicable_metrics(self.name, self.latent)
 
     def make_trainer(
         self,

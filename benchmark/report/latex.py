@@ -7,7 +7,8 @@ from pathlib import Path
 
 from benchmark import files
 from benchmark.config import dataset_slug
-from benchmark.metrics import METRICS
+from benchmark.metrics.registry import METRICS
+from benchmark.records.results import Record
 from benchmark.report.tables import (
     SIGNIFICANCE,
     Marks,
@@ -20,7 +21,6 @@ from benchmark.report.tables import (
     table_n,
     table_specs,
 )
-from benchmark.results import Record
 
 
 def escape(text: str) -> str:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark import files, results
-from benchmark.claims import exclusive
+from benchmark import files
 from benchmark.config import dataset_slug
 from benchmark.models import FAMILIES
+from benchmark.records import results
+from benchmark.records.claims import exclusive
+from benchmark.records.results import Record
 from benchmark.report import plots
 from benchmark.report.latex import figures_tex, write_latex
 from benchmark.report.sources import ReportInputs, cell_key
@@ -34,7 +36,6 @@ from benchmark.report.tables import (
     summary_table,
     table_specs,
 )
-from benchmark.results import Record
 
 
 def _codes(keys: list[str]) -> str:

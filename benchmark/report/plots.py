@@ -13,13 +13,13 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from benchmark import files  # noqa: E402
-from benchmark.metrics import METRICS  # noqa: E402
+from benchmark.metrics.registry import METRICS  # noqa: E402
+from benchmark.records.results import Record  # noqa: E402
 from benchmark.report.tables import (  # noqa: E402
     family_label,
     metric_frame,
     ordered_families,
 )
-from benchmark.results import Record  # noqa: E402
 
 
 def palette(labels: list[str]) -> dict[str, tuple]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import files
-from benchmark.cellfiles import CellFiles, is_in_history
-from benchmark.results import Record, iter_records, warn_on_stderr
+from benchmark.records.cellfiles import CellFiles, is_in_history
+from benchmark.records.results import Record, iter_records, warn_on_stderr
 
 CellKey = tuple[str, str, int]  # dataset, model, seed
 

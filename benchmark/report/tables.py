@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from benchmark.metrics import METRICS
+from benchmark.metrics.registry import METRICS
 from benchmark.models import FAMILIES
-from benchmark.results import Record
+from benchmark.records.results import Record
 
 
 # What the report shows of a family comes from the family itself (benchmark/models/*.py). A

@@ -18,7 +18,7 @@ from benchmark.tracking import mlflow_tracker, wandb_tracker
 from benchmark.tracking.base import Log, OffPlugin, TrackerPlugin
 
 if TYPE_CHECKING:
-    from benchmark.results import Record
+    from benchmark.records.results import Record
 
 DEFAULT = wandb_tracker.PLUGIN.name
 TRACKERS: Registry[TrackerPlugin] = Registry("tracker")

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from benchmark.config import RunConfig
+    from benchmark.records.results import Record
     from benchmark.report.sources import ReportInputs
-    from benchmark.results import Record
 
 Log = Callable[[str], None]
 # pushes a re-scored record to the tracker run it names; True when a run was updated

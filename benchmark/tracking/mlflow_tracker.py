@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import torch
 
     from benchmark.config import RunConfig
-    from benchmark.results import Record
+    from benchmark.records.results import Record
 
 TRACKER = "mlflow"  # how a record's `tracker_run` names this tracker
 DEFAULT_EXPERIMENT = "vaebench"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from benchmark.tracking.base import flat_config, summary_values
 
 if TYPE_CHECKING:
-    from benchmark.results import Record
+    from benchmark.records.results import Record
 
 TRACKER = "wandb"  # how a record's `tracker_run` names this tracker
 Log = Callable[[str], None]

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from benchmark.config import RunConfig
 from benchmark.errors import UserInputError
+from benchmark.records.results import SCHEMA_VERSION, Record, RecordError, warn_on_stderr
 from benchmark.report.sources import ReportInputs, cell_key
-from benchmark.results import SCHEMA_VERSION, Record, RecordError, warn_on_stderr
 
 
 def _number(value: Any) -> float | None:

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     import torch
 
     from benchmark.config import RunConfig
+    from benchmark.records.results import Record
     from benchmark.report.sources import ReportInputs
-    from benchmark.results import Record
 
 MODES = ("auto", "online", "offline", "off")
 DEFAULT_PROJECT = "vaebench"
@@ -133,7 +133,9 @@ def resolve_mode(requested: str) -> tuple[str, str | None]:
 
 def summary_directions() -> dict[str, str]:
     """W&B summary goal ("max" / "min") of every recon/ and gen/ key, from the registry."""
-    from benchmark.metrics import METRICS  # the registry imports torch: only once a run starts
+    from benchmark.metrics.registry import (
+        METRICS,  # the registry imports torch: only once a run starts
+    )
 
     return {
         prefix + key: "max" if info.higher_is_better else "min"
@@ -269,7 +271,7 @@ class WandbTracker:
         def summarise() -> None:
             import wandb
 
-            from benchmark.metrics import METRICS
+            from benchmark.metrics.registry import METRICS
 
             run = self.run
             run.log({f"images/{key}": wandb.Image(grid) for key, grid in images.items()})

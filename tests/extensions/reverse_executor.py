@@ -4,9 +4,9 @@ command line's `--executor` choices and options, the runner, resume and the repo
 
 from __future__ import annotations
 
-from benchmark.cell import execute_cell, report_outcome
 from benchmark.errors import UserInputError
-from benchmark.executors.base import ExecutorPlugin
+from benchmark.running.cell import execute_cell, report_outcome
+from benchmark.running.executors.base import ExecutorPlugin
 
 
 class Reverse:

@@ -1,0 +1,162 @@
+"""Set-level and network metrics as providers: one registry entry each (`PROVIDERS`).
+
+A per-image metric is a function in the metric registry (`metrics.METRICS`). A metric that
+needs something of its own (pretrained weights, the dataset's labels, a network) or is only
+defined over a whole set (FID, KID, cfd, precision, recall) is a provider, which declares:
+
+- `name`: its eval switch (`eval.fid`, ...) and the `switch` of its keys in the metric
+  registry, which says which keys of which sets (`SETS`) it reports;
+- what it needs (`needs`, for the unavailable reasons and the docs) and what it imports
+  (`requires`, which pre-flight checks before any cell trains);
+- how it loads, once per process (`load(shared, config, data, device)` -> (network or
+  reference, None) or (None, why it is unavailable));
+- how it scores one evaluation set, torchmetrics-style: `scorer(loaded, set)` gives an object
+  with `update(x, x_hat)` per batch (x: the set's images, x_hat: their reconstructions) and
+  `compute()` -> {metric name: value};
+- what the record keeps of how its numbers were made (`settings`, into `record_field`).
+
+Evaluation, scoring, re-scoring and pre-flight loop over the providers; a new network metric
+(the weights issue's, a learned perceptual metric of another kind) is one entry here, its
+metric registry entries and its `EvalConfig` switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from benchmark.metrics.registry import SETS, keys_switched_by
+from benchmark.registry import Registry
+
+if TYPE_CHECKING:
+    from benchmark.config import RunConfig
+    from benchmark.data.loading import ImageSplits
+
+
+class Scorer(Protocol):
+    """One evaluation set's accumulation of one provider's metrics."""
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    needs: str  # what it needs, in words ("pretrained VGG16 weights")
+    requires: tuple[tuple[str, str], ...]  # (module it imports, pip package): for pre-flight
+    # (shared, config, data, device) -> (what it scores with, None) or (None, why not); `shared`
+    # is the process's `resources.SharedResources`, which loads and keeps it once
+    load: Callable[[Any, RunConfig, ImageSplits, str], tuple[Any, str | None]]
+    scorer: Callable[[Any, str], Scorer]  # (what `load` gave, set name) -> a fresh scorer
+    # what the record keeps of how the numbers were made: (loaded, n_recon, n_gen) -> dict,
+    # stored in the record's `record_field`
+    settings: Callable[[Any, int, int], dict] | None = None
+    record_field: str | None = None
+
+    def record_keys(self, sets: tuple[str, ...] = SETS) -> tuple[str, ...]:
+        """Its record keys in `sets` (`recon/fid`, `gen/fid`, `gen/kid`), from the registry."""
+        return keys_switched_by(self.name, sets)
+
+    def metric_names(self, set_name: str) -> tuple[str, ...]:
+        return tuple(key.split("/", 1)[1] for key in self.record_keys((set_name,)))
+
+
+class MeanOfPairs:
+    """A per-image distance of each image and its reconstruction, averaged over the set."""
+
+    def __init__(self, name: str, distance: Callable) -> None:
+        self.name, self.distance = name, distance
+        self.values: list[torch.Tensor] = []
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+        self.values.append(self.distance(x, x_hat))
+
+    def compute(self) -> dict[str, float]:
+        return {self.name: float(torch.cat(self.values).double().mean())}
+
+
+class FeaturesOfSet:
+    """Features of a whole set, measured against the test set's at the end. `recon`: of the
+    reconstructions, gathered batch by batch; `gen`: of the generated images themselves,
+    extracted once over the whole set."""
+
+    def __init__(self, set_name: str, extract: Callable, measure: Callable) -> None:
+        self.of_reconstructions = set_name == "recon"
+        self.extract, self.measure = extract, measure
+        self.chunks: list[torch.Tensor] = []
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+        if self.of_reconstructions:
+            self.chunks.append(self.extract(x_hat.clamp(0, 1)))
+        else:
+            self.chunks.append(x)
+
+    def compute(self) -> dict[str, float]:
+        gathered = torch.cat(self.chunks)
+        return self.measure(gathered if self.of_reconstructions else self.extract(gathered))
+
+
+# ---- the three of docs/metrics.md ---------------------------------------------------------
+
+
+def _lpips_scorer(network, set_name: str) -> Scorer:
+    return MeanOfPairs("lpips", network)
+
+
+def _fid_scorer(reference, set_name: str) -> Scorer:
+    if set_name == "recon":
+        return FeaturesOfSet(set_name, reference.features, lambda f: {"fid": reference.fid_of(f)})
+    return FeaturesOfSet(set_name, reference.features, lambda f: _fid_and_kid(reference, f))
+
+
+def _fid_and_kid(reference, features: torch.Tensor) -> dict[str, float]:
+    fid, kid = reference.fid_and_kid_of(features)
+    return {"fid": fid, "kid": kid}
+
+
+def _classifier_scorer(realism, set_name: str) -> Scorer:
+    extract = realism.classifier.features
+    if set_name == "recon":
+        return FeaturesOfSet(set_name, extract, lambda f: {"cfd": realism.cfd_of(f)})
+    return FeaturesOfSet(set_name, extract, lambda f: _cfd_precision_recall(realism, f))
+
+
+def _cfd_precision_recall(realism, features: torch.Tensor) -> dict[str, float]:
+    precision, recall = realism.precision_recall_of(features)
+    return {"cfd": realism.cfd_of(features), "precision": precision, "recall": recall}
+
+
+PROVIDERS: Registry[Provider] = Registry("set-level metric")
+for _provider in (
+    Provider(
+        "lpips",
+        needs="pretrained VGG16 and LPIPS v0.1 weights",
+        requires=(("lpips", "lpips"),),
+        load=lambda shared, config, data, device: shared.lpips(device),
+        scorer=_lpips_scorer,
+    ),
+    Provider(
+        "fid",
+        needs="pretrained Inception-v3 weights (torch-fidelity's)",
+        requires=(("torch_fidelity", "torch-fidelity"),),
+        load=lambda shared, config, data, device: shared.reference(config, data, device),
+        scorer=_fid_scorer,
+        settings=lambda reference, n_recon, n_gen: reference.settings(n_recon, n_gen),
+        record_field="distribution",
+    ),
+    Provider(
+        "classifier",
+        needs="the dataset's labels (its own classifier is trained on them)",
+        requires=(("torch_fidelity.metric_prc", "torch-fidelity"),),
+        load=lambda shared, config, data, device: shared.realism(config, data, device),
+        scorer=_classifier_scorer,
+        settings=lambda realism, n_recon, n_gen: realism.settings(n_recon, n_gen),
+        record_field="classifier",
+    ),
+):
+    PROVIDERS.add(_provider.name, _provider)
