@@ -82,11 +82,9 @@ def _handler(command: str):
     """The function behind `vaebench COMMAND`: `perf` (a diagnostic that times the runner) in
     its own module beside the others, off the route a run takes."""
     if command == "perf":
-        from benchmark.perf.measure import (
-            measure as perf,  # torch and the runner: only when measuring
-        )
+        from benchmark.perf import measure  # torch and the runner: only when measuring
 
-        return perf.perf_command
+        return measure.perf_command
     return getattr(commands, f"{command}_command")
 
 
