@@ -10,13 +10,14 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.data.catalogue import DATASETS, DatasetSpec
+from benchmark.metrics.providers import PROVIDERS
 from benchmark.metrics.registry import METRICS, MetricInfo, metrics_of
 from benchmark.models import FAMILIES
 from benchmark.records.results import Record, iter_records, load_records
 from benchmark.running.executors import EXECUTORS
 from benchmark.tracking import TRACKERS
 from conftest import TINY_SETTINGS
-from extensions import jsonl_tracker, reverse_executor
+from extensions import jsonl_tracker, mean_gap_provider, reverse_executor
 from families import rae
 
 SETTINGS = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
@@ -110,6 +111,33 @@ def test_a_per_image_metric_is_one_entry_from_computation_to_report(
     assert "brightness" in metrics_of(FAMILIES.get("betavae"))
     report = (tmp_path / "REPORT.md").read_text()
     assert any(line.startswith("| brightness") for line in report.splitlines())
+
+
+def test_a_set_level_metric_is_one_provider_entry(parquet_repo, tmp_path, monkeypatch, capsys):
+    """`tests/extensions/mean_gap_provider.py`: a provider and its metric entry, registered,
+    are scored on both sets (each the set's own number, from its scorer's update/compute),
+    recorded with provenance, re-scored by `vaebench evaluate --metrics`, and reported."""
+    monkeypatch.setitem(METRICS, "mean_gap", mean_gap_provider.METRIC)
+    PROVIDERS.add("mean_gap", mean_gap_provider.PROVIDER)
+    try:
+        code = main(
+            ["run", "--datasets", str(parquet_repo), "--models", "betavae", "--out", str(tmp_path)]
+            + ["--wandb", "off", *SETTINGS]
+        )
+        assert code == 0, capsys.readouterr().err
+        (record,) = load_records(tmp_path)
+        assert {"recon/mean_gap", "gen/mean_gap"} <= set(record.provenance)
+        assert 0 <= record.metrics["recon/mean_gap"] < 1 and mean_gap_provider.LOADS == ["cpu"]
+        report = (tmp_path / "REPORT.md").read_text()
+        assert any(line.startswith("| mean_gap") for line in report.splitlines())
+        capsys.readouterr()
+        assert main(["evaluate", str(tmp_path), "--metrics", "recon/mean_gap"]) == 0
+        assert f"recon/mean_gap {record.metrics['recon/mean_gap']:.4g}" in capsys.readouterr().out
+        (again,) = load_records(tmp_path)
+        assert again.metrics == record.metrics  # computed again: the same model, same numbers
+    finally:
+        PROVIDERS.remove("mean_gap")
+        mean_gap_provider.LOADS.clear()
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def needs(cells: Iterable[RunConfig], tracker: tuple[tuple[str, str], ...] = ())
         wanted[Need(module, package, "the tracker (--tracker)")] = None
     for cell in cells:
         for provider in PROVIDERS.values():
-            if getattr(cell.eval, provider.name):
+            if provider.enabled(cell.eval):
                 wanted.update(dict.fromkeys(_provider_needs(provider)))
         if cell.eval.sampler == "gmm":
             wanted[GMM] = None

@@ -4,8 +4,8 @@ A per-image metric is a function in the metric registry (`metrics.METRICS`). A m
 needs something of its own (pretrained weights, the dataset's labels, a network) or is only
 defined over a whole set (FID, KID, cfd, precision, recall) is a provider, which declares:
 
-- `name`: its eval switch (`eval.fid`, ...) and the `switch` of its keys in the metric
-  registry, which says which keys of which sets (`SETS`) it reports;
+- `name`: the `switch` of its keys in the metric registry, which says which keys of which
+  sets (`SETS`) it reports, and its eval switch (`eval.fid`, ...) where `EvalConfig` has one;
 - what it needs (`needs`, for the unavailable reasons and the docs) and what it imports
   (`requires`, which pre-flight checks before any cell trains);
 - how it loads, once per process (`load(shared, config, data, device)` -> (network or
@@ -16,8 +16,9 @@ defined over a whole set (FID, KID, cfd, precision, recall) is a provider, which
 - what the record keeps of how its numbers were made (`settings`, into `record_field`).
 
 Evaluation, scoring, re-scoring and pre-flight loop over the providers; a new network metric
-(the weights issue's, a learned perceptual metric of another kind) is one entry here, its
-metric registry entries and its `EvalConfig` switch.
+(the weights issue's, a learned perceptual metric of another kind) is one entry here and its
+metric registry entries (`switch=` its name), plus an `EvalConfig` boolean to turn it off
+(`tests/test_extension.py` registers one from the test folder).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class Provider:
     # stored in the record's `record_field`
     settings: Callable[[Any, int, int], dict] | None = None
     record_field: str | None = None
+
+    def enabled(self, eval_config) -> bool:
+        """On for this config: its `eval.NAME` switch, where `EvalConfig` has one (the three
+        built-in providers); a provider without a switch is always on."""
+        return bool(getattr(eval_config, self.name, True))
 
     def record_keys(self, sets: tuple[str, ...] = SETS) -> tuple[str, ...]:
         """Its record keys in `sets` (`recon/fid`, `gen/fid`, `gen/kid`), from the registry."""

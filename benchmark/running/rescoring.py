@@ -139,7 +139,11 @@ def _rescore_one(cell: CellFiles, record: Record, wanted, sampler, shared, log) 
     switches = {}
     if wanted is not None:
         asked = {switch_of(key) for key in wanted}
-        switches = {s: getattr(config.eval, s) or s in asked for s in PROVIDERS.names()}
+        switches = {
+            s: getattr(config.eval, s) or s in asked
+            for s in PROVIDERS.names()
+            if s in type(config.eval).model_fields  # a provider without a switch is always on
+        }
     scoring = config.model_copy(update={"eval": config.eval.model_copy(update=switches)})
     scores = score(scoring, model, params, shared.data(config), shared, device)
     chosen = set(scores.measured.metrics) | set(scores.measured.unavailable)

@@ -68,7 +68,7 @@ def score(
     for provider in PROVIDERS.values():  # each set-level metric, where it is on and loads
         it, reason = (
             provider.load(shared, config, data, device)
-            if getattr(config.eval, provider.name)
+            if provider.enabled(config.eval)
             else (None, DISABLED % provider.name)
         )
         if it is None:
