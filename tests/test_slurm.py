@@ -262,12 +262,22 @@ def test_sigterm_or_ctrl_c_cancels_this_runs_jobs_and_only_them(data_beside, sto
         output = "".join(seen) + process.communicate(timeout=60)[0]
         assert process.returncode == code, output
         assert f"cancelled this run's SLURM jobs still queued or running: {job_id}" in output
-        queue = subprocess.run(
-            ["squeue", "--noheader", "--format=%i"], capture_output=True, text=True
-        ).stdout.split()
-        assert other in queue and job_id not in queue
+        # a cancelled job is COMPLETING for a moment (its processes being killed), then gone
+        deadline = time.monotonic() + 15
+        while job_id in (queue := _queue()) and time.monotonic() < deadline:
+            assert queue[job_id] == "COMPLETING", queue
+            time.sleep(0.2)
+        assert job_id not in queue and queue.get(other) in ("RUNNING", "PENDING"), queue
     finally:
         subprocess.run(["scancel", other])
+
+
+def _queue() -> dict[str, str]:
+    """Job id -> state of every job in the queue."""
+    listing = subprocess.run(
+        ["squeue", "--noheader", "--format=%i %T"], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(line.split() for line in listing.splitlines() if line.strip())
 
 
 @real_slurm
