@@ -406,3 +406,28 @@ def test_a_version_1_record_is_read_with_its_wandb_run_as_the_tracker_run(tmp_pa
     assert record.metrics == {"recon/mse": 1.0}
     version_1["wandb_run"] = None
     assert Record.parse(version_1).tracker_run is None
+
+
+def test_a_run_with_wandb_off_never_imports_wandb(parquet_repo, tmp_path):
+    """`--wandb off` (and `--tracker off`) track nothing, so nothing imports wandb, pre-flight
+    included (its import is most of a second on this machine)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import TINY_SETTINGS
+
+    sets = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
+    args = ["run", "--datasets", str(parquet_repo), "--models", "betavae", "--wandb", "off"]
+    args += ["--out", str(tmp_path), *sets]
+    code = (
+        "import sys; from benchmark.cli import main; code = main(sys.argv[1:]); "
+        "print('WANDB', 'wandb' in sys.modules); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WANDB False" in done.stdout, done.stdout[-2000:]
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*seed0.json")]
+    assert record["status"] == "ok" and record["tracker_run"] is None

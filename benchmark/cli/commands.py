@@ -29,7 +29,7 @@ def run_command(args, extra: list[str]) -> int:
     executor_plugin, tracker_plugin = EXECUTORS.get(args.executor), TRACKERS.get(args.tracker)
     checkpoint_every = check_run(args, suite, cells, out)  # one line and exit 2 each
     if not args.dry_run:  # the install, before any work: nothing trained is thrown away
-        check_after_training_pieces(cells, tracker_plugin.requires)
+        check_after_training_pieces(cells, tracker_plugin.required(args))
     print(
         f"vaebench: suite '{suite.name}': {len(cells)} cells "
         f"({len(suite.datasets)} datasets x {len(suite.models)} models x "

@@ -116,6 +116,11 @@ class TrackerPlugin:
     def add_run_options(self, parser: argparse.ArgumentParser) -> None:
         """Its own `vaebench run` options (`--wandb-project`, `--mlflow-uri`, ...)."""
 
+    def required(self, args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+        """What this run with it imports (`requires`, unless its options say it tracks
+        nothing): pre-flight checks these, and only these, before any work."""
+        return self.requires
+
     def check_run_options(self, args: argparse.Namespace) -> None:
         """Bad option values: raise UserInputError (one line, exit 2) before any work."""
 
