@@ -189,3 +189,20 @@ def test_a_failing_mlflow_never_fails_the_cell(parquet_repo, tmp_path, monkeypat
     assert record.status == "ok" and record.tracker_run is None  # tracking stopped, said once
     out = capsys.readouterr().out
     assert out.count("MLflow: start failed (OSError: disk full)") == 1
+
+
+def test_an_empty_experiment_name_is_one_line_before_any_work(parquet_repo, tmp_path, capsys):
+    """`--mlflow-experiment "$UNSET"`: refused, not replaced by the default in silence; under
+    --dry-run too, which makes nothing."""
+    code = _run(parquet_repo, tmp_path, "--mlflow-experiment", " ", "--dry-run")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--mlflow-experiment is empty" in err and not (tmp_path / "results").exists()
+
+
+def test_an_unreachable_server_is_one_line_under_dry_run_too(parquet_repo, tmp_path, capsys):
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    code = _run(parquet_repo, tmp_path, "--models", "betavae", "--mlflow-uri", uri, "--dry-run")
+    err = capsys.readouterr().err
+    assert code == 2 and f"the MLflow tracking server {uri} cannot be reached" in err, err

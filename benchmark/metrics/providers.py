@@ -59,10 +59,13 @@ class Provider:
     settings: Callable[[Any, int, int], dict] | None = None
     record_field: str | None = None
 
+    def has_switch(self, eval_config) -> bool:
+        """Whether `EvalConfig` has a boolean `eval.NAME` for it (the three built-in ones)."""
+        return self.name in type(eval_config).model_fields
+
     def enabled(self, eval_config) -> bool:
-        """On for this config: its `eval.NAME` switch, where `EvalConfig` has one (the three
-        built-in providers); a provider without a switch is always on."""
-        return bool(getattr(eval_config, self.name, True))
+        """On for this config: its switch, where it has one; without one, always."""
+        return not self.has_switch(eval_config) or bool(getattr(eval_config, self.name))
 
     def record_keys(self, sets: tuple[str, ...] = SETS) -> tuple[str, ...]:
         """Its record keys in `sets` (`recon/fid`, `gen/fid`, `gen/kid`), from the registry."""

@@ -140,9 +140,9 @@ def _rescore_one(cell: CellFiles, record: Record, wanted, sampler, shared, log) 
     if wanted is not None:
         asked = {switch_of(key) for key in wanted}
         switches = {
-            s: getattr(config.eval, s) or s in asked
-            for s in PROVIDERS.names()
-            if s in type(config.eval).model_fields  # a provider without a switch is always on
+            p.name: p.enabled(config.eval) or p.name in asked
+            for p in PROVIDERS.values()
+            if p.has_switch(config.eval)  # one without a switch is on anyway
         }
     scoring = config.model_copy(update={"eval": config.eval.model_copy(update=switches)})
     scores = score(scoring, model, params, shared.data(config), shared, device)

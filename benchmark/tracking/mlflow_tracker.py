@@ -84,6 +84,23 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+@contextlib.contextmanager
+def _quiet_store_set_up():
+    """A new sqlite store logs its table creation and migrations at INFO, once per process
+    (lines between a cell's own); only for the block, their loggers at WARNING."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _quietly(action: Callable[[], Any]) -> Any:
     """MLflow prints "View run ... at" lines to stdout when a run ends; the run's place is in
     the record (`tracker_run`) and in the line said when the run starts."""
@@ -164,8 +181,9 @@ class MlflowTracker:
 
     def start(self, config: RunConfig, environment: dict) -> None:
         def start() -> None:
-            self.client = _client(self.uri)
-            found = self.client.get_experiment_by_name(self.experiment)
+            with _quiet_store_set_up():  # the store is made on the client's first call
+                self.client = _client(self.uri)
+                found = self.client.get_experiment_by_name(self.experiment)
             if found is not None:
                 self.experiment_id = found.experiment_id
             else:
@@ -337,12 +355,21 @@ class MlflowPlugin(TrackerPlugin):
             f"{DEFAULT_EXPERIMENT}]",
         )
 
+    def check_run_options(self, args: argparse.Namespace) -> None:
+        """An empty experiment name (an unset shell variable) is one line, not the default in
+        silence; a server that does not answer is one line, before any work or a dry run."""
+        from benchmark.errors import UserInputError
+
+        if args.mlflow_experiment is not None and not args.mlflow_experiment.strip():
+            raise UserInputError("--mlflow-experiment is empty: give an experiment name")
+        uri = _named_uri(args)
+        if uri:
+            check_server(uri)
+
     def tracker_factory(self, args: argparse.Namespace, out: Path, log: Log):
-        uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        artifact_root = None
+        uri, artifact_root = _named_uri(args), None
         if not uri:
             uri, artifact_root = local_store(out)
-        check_server(uri)
         experiment = (
             args.mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         )
@@ -351,6 +378,11 @@ class MlflowPlugin(TrackerPlugin):
 
     def update_run(self, record: Record, log: Log) -> bool:
         return update_run(record, log)
+
+
+def _named_uri(args: argparse.Namespace) -> str | None:
+    """--mlflow-uri, else $MLFLOW_TRACKING_URI; None: the local store inside --out."""
+    return args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
 PLUGIN = MlflowPlugin()
