@@ -128,7 +128,9 @@ class EvalConfig(Section):
         None, ge=1, le=MAX_IMAGES
     )  # generated images; None = size of the test set
     batch_size: int = Field(500, ge=1, le=MAX_BATCH)
-    lpips: bool = True  # computed only when the pretrained VGG16 weights are available
+    lpips: bool = True  # computed only where its backbone's weights are provisioned
+    # LPIPS's backbone: VGG16 (the seed's, and LPIPS's own recommendation as a metric) or AlexNet
+    lpips_net: Literal["vgg", "alex"] = "vgg"
     fid: bool = True  # gen/fid, gen/kid, recon/fid: only when the Inception weights are available
     # gen/cfd, recon/cfd, gen/precision, gen/recall in the dataset's own classifier (trained on
     # its labelled training split, cached): realism without downloaded weights
@@ -211,6 +213,7 @@ SAMENESS: dict[str, tuple[str, ...]] = {
 ADDED_LATER: dict[str, Any] = {
     "train.engine": "pythae",
     "train.compile": "off",
+    "eval.lpips_net": "vgg",
 }
 
 

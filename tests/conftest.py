@@ -20,6 +20,14 @@ os.environ["VAEBENCH_OFFLINE"] = "1"
 # decoded datasets are cached per test session, never in the user's ~/.cache, and removed after
 os.environ["VAEBENCH_CACHE"] = tempfile.mkdtemp(prefix="vaebench-test-cache-")
 atexit.register(shutil.rmtree, os.environ["VAEBENCH_CACHE"], ignore_errors=True)
+# pretrained networks: every test sees an empty weights cache (LPIPS, FID n/a, as on a machine
+# that never ran `vaebench prepare`); the tests of the real networks read the cache `vaebench
+# prepare` filled (`REAL_WEIGHTS`, through the `real_weights` fixture) and skip where it is empty
+REAL_WEIGHTS = Path(
+    os.environ.get("VAEBENCH_WEIGHTS") or Path.home() / ".cache" / "vaebench" / "weights"
+).expanduser()
+os.environ["VAEBENCH_WEIGHTS"] = tempfile.mkdtemp(prefix="vaebench-test-weights-")
+atexit.register(shutil.rmtree, os.environ["VAEBENCH_WEIGHTS"], ignore_errors=True)
 
 SHARED_MNIST_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "hf"
 TINY_SETTINGS = [
@@ -169,3 +177,25 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     ):
         time.sleep(0.1)
     return alive
+
+
+def provisioned(network) -> bool:
+    """Whether `vaebench prepare` has put the network's pinned tensors in the real cache."""
+    return (REAL_WEIGHTS / network.cache_path().name).is_file()
+
+
+@pytest.fixture
+def real_weights(monkeypatch):
+    """The real weights cache; a test that needs a network there calls `need(network)`, which
+    skips with the command that provisions it."""
+
+    def need(*networks):
+        missing = [n.title for n in networks if not provisioned(n)]
+        if missing:
+            pytest.skip(
+                f"{', '.join(missing)} not provisioned in {REAL_WEIGHTS}: run `vaebench "
+                "prepare --set eval.fid=true` (and `--set eval.lpips_net=alex`)"
+            )
+
+    monkeypatch.setenv("VAEBENCH_WEIGHTS", str(REAL_WEIGHTS))
+    return need

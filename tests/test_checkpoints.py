@@ -21,7 +21,8 @@ from benchmark.train.checkpoints import CheckpointError, load_checkpoint, read_m
 from conftest import random_set_features
 
 NO_WEIGHTS = resources.MetricNetworks(
-    lpips=lambda device: (None, "no VGG16 here"), features=lambda device: (None, "no Inception")
+    lpips=lambda device, net="vgg": (None, "no VGG16 here"),
+    features=lambda device: (None, "no Inception"),
 )
 
 

@@ -63,7 +63,7 @@ def test_every_built_in_suite_and_family_is_covered():
 
 @pytest.mark.parametrize("cell", learning_cases())
 def test_trained_models_learn_with_bounded_losses(cell, tmp_path):
-    not_needed = lambda device: (None, "not needed")  # noqa: E731
+    not_needed = lambda device, *options: (None, "not needed")  # noqa: E731
     networks = resources.MetricNetworks(not_needed, not_needed)
     shared = resources.SharedResources(resources.RunSettings(None, networks))
     record = one_cell.run_cell(cell, shared, lambda m: None, tmp_path)

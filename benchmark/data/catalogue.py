@@ -51,6 +51,13 @@ DATASETS: dict[str, DatasetSpec] = {
             "zalando-datasets/fashion_mnist",
             "531be5e2ccc9dba0c201ad3ae567a4f3d16ecdd2",
             label_column="label",
+            # from a mirror of that revision (../shared/data/hf/zalando-datasets/fashion_mnist,
+            # built from Debian's dataset-fashion-mnist, the original IDX pixels; its README
+            # gives these digests) and checked against it by `vaebench prepare --data-mirror`
+            content={
+                "train": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+                "test": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+            },
         ),
         DatasetSpec(
             "cifar10",

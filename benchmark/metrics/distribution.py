@@ -6,19 +6,23 @@ and its unbiased polynomial-kernel MMD. vaebench supplies what torch-fidelity le
 caller: images become uint8 the way a saved PNG would be (round to nearest), 1-channel images
 are replicated to 3 channels, and the test set's features are computed once per dataset.
 
-The weights come hash-checked from `benchmark.data.weights`; torch-fidelity's own loader (a URL
-fetch, or `torch.load(path, weights_only=False)`) is never used.
+The weights are the pinned tensors of `benchmark.data.weights.FID_INCEPTION` (TensorFlow's
+2015-12-05 graph, the reference FID's network), from the weights cache; torch-fidelity's own
+loader (a URL fetch, or `torch.load(path, weights_only=False)`) is never used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from benchmark.data import weights
+from benchmark.data.weight_conversion import (
+    fidelity_inception,
+    inception_module_state,
+    inception_network_state,
+)
 
 FEATURE_LAYER = "2048"
 KID_SUBSETS = 100  # torch-fidelity's defaults
@@ -47,9 +51,12 @@ class SetFeatures:
     (torch-fidelity's feature extractors return a tuple of the requested layers).
     """
 
-    def __init__(self, network: torch.nn.Module, description: str, device="cpu") -> None:
+    def __init__(
+        self, network: torch.nn.Module, description: str, device="cpu", weights: str | None = None
+    ) -> None:
         self.network = network.eval().to(device)
         self.description = description
+        self.weights = weights  # how the record names the network's tensors
         self.device = torch.device(device)
 
     @torch.inference_mode()
@@ -69,32 +76,20 @@ class InceptionFeatures(SetFeatures):
     @classmethod
     def load(cls, device="cpu") -> tuple[InceptionFeatures | None, str | None]:
         try:
-            state = weights.load_state_dict(weights.INCEPTION_V3)
-            return cls(inception_v3(state), cls.DESCRIPTION, device), None
+            converted = weights.load_tensors(weights.FID_INCEPTION)
+            network = inception_v3(converted)
         except weights.WeightsUnavailable as error:
-            return None, f"weights not available: {error}"
-        except Exception as error:  # a file with the right hash that torch cannot read
-            return None, f"weights not available: could not load Inception-v3 ({error})"
+            return None, str(error)
+        except Exception as error:  # noqa: BLE001 - pinned tensors torch-fidelity cannot take
+            return None, f"could not build torch-fidelity's Inception-v3 ({error})"
+        return cls(network, cls.DESCRIPTION, device, weights.FID_INCEPTION.label), None
 
 
-def inception_v3(state: dict) -> torch.nn.Module:
-    """torch-fidelity's FID Inception, built on a state dict we have already verified."""
-    from torch_fidelity import feature_extractor_inceptionv3 as module
-
-    with _state_dict_instead_of_fetch(module, state):
-        return module.FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE_LAYER])
-
-
-@contextmanager
-def _state_dict_instead_of_fetch(module, state: dict) -> Iterator[None]:
-    """torch-fidelity's constructor fetches its weights itself (URL, no hash check of a cached
-    file); for the length of one construction its module-level fetch returns ours."""
-    original = module.load_state_dict_from_url
-    module.load_state_dict_from_url = lambda url, **kwargs: state
-    try:
-        yield
-    finally:
-        module.load_state_dict_from_url = original
+def inception_v3(converted: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """torch-fidelity's FID Inception, with its TF-exact resize, on the pinned tensors
+    (`weights.FID_INCEPTION`: four per convolution; the rest as `inception_module_state`)."""
+    state = inception_module_state(converted, inception_network_state())
+    return fidelity_inception(state)
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
@@ -144,6 +139,7 @@ class DistributionReference:
         """What the record says about how its set-level numbers were made."""
         return {
             "features": self.features.description,
+            "weights": getattr(self.features, "weights", None),
             "n_test": len(self.test_features),
             "n_recon": n_recon,
             "n_gen": n_gen,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from benchmark.data import weights
 from benchmark.metrics.registry import SETS, keys_switched_by
 from benchmark.registry import Registry
 
@@ -58,6 +59,9 @@ class Provider:
     # stored in the record's `record_field`
     settings: Callable[[Any, int, int], dict] | None = None
     record_field: str | None = None
+    # the pretrained networks it needs for an `EvalConfig` (`weights.NetworkWeights`): what
+    # `vaebench prepare` and a run's pre-flight provision
+    weights: Callable[[Any], tuple] = lambda eval_config: ()
 
     def has_switch(self, eval_config) -> bool:
         """Whether `EvalConfig` has a boolean `eval.NAME` for it (the three built-in ones)."""
@@ -70,6 +74,10 @@ class Provider:
     def record_keys(self, sets: tuple[str, ...] = SETS) -> tuple[str, ...]:
         """Its record keys in `sets` (`recon/fid`, `gen/fid`, `gen/kid`), from the registry."""
         return keys_switched_by(self.name, sets)
+
+    def networks(self, eval_config) -> tuple:
+        """The pretrained networks it needs for this config: none when it is off."""
+        return tuple(self.weights(eval_config)) if self.enabled(eval_config) else ()
 
     def metric_names(self, set_name: str) -> tuple[str, ...]:
         return tuple(key.split("/", 1)[1] for key in self.record_keys((set_name,)))
@@ -144,19 +152,23 @@ PROVIDERS: Registry[Provider] = Registry("set-level metric")
 for _provider in (
     Provider(
         "lpips",
-        needs="pretrained VGG16 and LPIPS v0.1 weights",
-        requires=(("lpips", "lpips"),),
-        load=lambda shared, config, data, device: shared.lpips(device),
+        needs="a pretrained VGG16 or AlexNet backbone (`vaebench prepare`)",
+        requires=(("lpips", "lpips"), ("safetensors", "safetensors")),
+        load=lambda shared, config, data, device: shared.lpips(config.eval.lpips_net, device),
         scorer=_lpips_scorer,
+        settings=lambda network, n_recon, n_gen: network.settings(),
+        record_field="lpips",
+        weights=lambda eval_config: (weights.LPIPS_BACKBONES[eval_config.lpips_net],),
     ),
     Provider(
         "fid",
-        needs="pretrained Inception-v3 weights (torch-fidelity's)",
-        requires=(("torch_fidelity", "torch-fidelity"),),
+        needs="the FID Inception-v3 (`vaebench prepare`)",
+        requires=(("torch_fidelity", "torch-fidelity"), ("safetensors", "safetensors")),
         load=lambda shared, config, data, device: shared.reference(config, data, device),
         scorer=_fid_scorer,
         settings=lambda reference, n_recon, n_gen: reference.settings(n_recon, n_gen),
         record_field="distribution",
+        weights=lambda eval_config: (weights.FID_INCEPTION,),
     ),
     Provider(
         "classifier",
@@ -169,3 +181,12 @@ for _provider in (
     ),
 ):
     PROVIDERS.add(_provider.name, _provider)
+
+
+def networks_needed(eval_configs) -> list:
+    """The pretrained networks a set of cells needs, each once, in provider order."""
+    wanted: dict = {}
+    for eval_config in eval_configs:
+        for provider in PROVIDERS.values():
+            wanted.update(dict.fromkeys(provider.networks(eval_config)))
+    return list(wanted)

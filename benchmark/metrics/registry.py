@@ -170,7 +170,12 @@ METRICS: dict[str, MetricInfo] = {
             "psnr", True, "all", "10 log10(1 / per-image MSE)", plotted=True, per_image=psnr
         ),
         MetricInfo(
-            "lpips", False, "all", "LPIPS, VGG backbone, v0.1", plotted=True, switch="lpips"
+            "lpips",
+            False,
+            "all",
+            "LPIPS v0.1, VGG16 backbone (AlexNet with eval.lpips_net=alex)",
+            plotted=True,
+            switch="lpips",
         ),
         MetricInfo(
             "ssim",
@@ -304,43 +309,74 @@ def codebook_stats(codes: torch.Tensor, num_embeddings: int) -> dict[str, float]
 
 
 class LPIPS:
-    """LPIPS with the VGG backbone and lpips' shipped v0.1 linear layers.
+    """LPIPS through the `lpips` package: its v0.1 linear layers (shipped in the package), on a
+    backbone (`net`: "vgg" or "alex") whose pretrained tensors come from the weights cache
+    (`benchmark.data.weights`, pinned by SHA-256).
 
     lpips would fetch the backbone itself through torchvision, which unpickles whatever file sits
-    at the cache path. Here lpips builds the VGG16 without weights, and the backbone is filled
-    from the hash-checked file read with weights_only=True (`benchmark.data.weights`).
-    `LPIPS.load()` returns (None, reason) where those weights are not available.
+    at the cache path; here lpips builds it without weights and it is filled from the cache.
+    `LPIPS.load()` returns (None, reason) where those weights are not provisioned.
     `backbone=None` leaves the backbone random: for tests and timing only.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", backbone: dict | None = None) -> None:
+    def __init__(
+        self, device: torch.device | str = "cpu", backbone: dict | None = None, net: str = "vgg"
+    ) -> None:
         import lpips
 
-        self.net = lpips.LPIPS(net="vgg", version="0.1", pnet_rand=True, verbose=False)
+        self.net = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+        self.backbone = net
+        self.weights = "random (tests only)"
+        self.seen_size: int | None = None  # the side of the images it last scored
         if backbone is not None:
-            load_vgg16_features(self.net.net, backbone)
+            load_backbone_features(self.net.net, backbone)
+            self.weights = weights.LPIPS_BACKBONES[net].label
         self.net.eval().to(device)
 
+    def settings(self) -> dict:
+        """What the record keeps of how its LPIPS numbers were made (after it has scored)."""
+        settings = {"net": self.backbone, "version": "0.1", "weights": self.weights}
+        if self.seen_size is not None and (side := self.upsample_to(self.seen_size)) is not None:
+            settings["input"] = f"upsampled bilinearly from {self.seen_size} to {side} px"
+        return settings
+
     @classmethod
-    def load(cls, device: torch.device | str = "cpu") -> tuple[LPIPS | None, str | None]:
+    def load(cls, device: torch.device | str = "cpu", net: str = "vgg"):
+        """(LPIPS, None), or (None, why not)."""
+        pinned = weights.LPIPS_BACKBONES[net]
         try:
-            return cls(device, weights.load_state_dict(weights.VGG16)), None
+            return cls(device, weights.load_tensors(pinned), net), None
         except weights.WeightsUnavailable as error:
-            return None, f"weights not available: {error}"
-        except Exception as error:  # a file with the right hash that torch cannot read
-            return None, f"weights not available: could not load VGG16 ({error})"
+            return None, str(error)
+        except Exception as error:  # noqa: BLE001 - pinned tensors lpips cannot take
+            return None, f"could not build LPIPS on {pinned.title} ({error})"
+
+    # AlexNet's stride-4 first layer and two pools leave nothing of an image under 64 px (a
+    # 28 px digit is 0x0 at its second pool): such images are upsampled first, bilinearly
+    ALEX_MIN_SIZE = 64
 
     def __call__(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        self.seen_size = x.shape[-1]
+
         def prepare(images: torch.Tensor) -> torch.Tensor:
             images = images.clamp(0, 1) * 2 - 1  # lpips expects [-1, 1]
+            if self.upsample_to(images.shape[-1]) is not None:
+                size = self.upsample_to(images.shape[-1])
+                images = torch.nn.functional.interpolate(images, size=size, mode="bilinear")
             return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
 
         return self.net(prepare(x), prepare(x_hat)).flatten()
 
+    def upsample_to(self, size: int) -> int | None:
+        """The side images of `size` px are upsampled to first; None: used as they are."""
+        if self.backbone == "alex" and size < self.ALEX_MIN_SIZE:
+            return self.ALEX_MIN_SIZE
+        return None
 
-def load_vgg16_features(backbone: torch.nn.Module, state: dict) -> None:
-    """Copy torchvision VGG16 `features.i.*` tensors into lpips' slices, which hold the same
-    layers under their original index (`slice2.5.weight` is `features.5.weight`)."""
+
+def load_backbone_features(backbone: torch.nn.Module, state: dict) -> None:
+    """Copy torchvision `features.i.*` tensors (VGG16 or AlexNet) into lpips' slices, which hold
+    the same layers under their original index (`slice2.5.weight` is `features.5.weight`)."""
     own = backbone.state_dict()
     mapped = {name: state["features." + name.split(".", 1)[1]] for name in own}
     backbone.load_state_dict(mapped)

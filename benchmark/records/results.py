@@ -71,7 +71,9 @@ class Record(BaseModel):
     # records written before samplers existed: those gen/ numbers came from each family's
     # fixed prior, N(0, I) or uniform codes)
     sampler: dict[str, Any] | None = None
-    # how gen/fid, gen/kid and recon/fid were made (features, set sizes, KID subset size)
+    # LPIPS's backbone and version, and its weights by the SHA-256 of their tensors
+    lpips: dict[str, Any] | None = None
+    # how gen/fid, gen/kid and recon/fid were made (features, weights, set sizes, KID subset)
     distribution: dict[str, Any] | None = None
     # the dataset's own classifier behind recon/cfd, gen/cfd, gen/precision and gen/recall:
     # its recipe, test accuracy and floor, weights' SHA-256, k and the set sizes

@@ -27,8 +27,8 @@ class MetricNetworks:
     """How the pretrained metric networks are loaded: each loader takes a device and returns
     (network, None) or (None, why it is unavailable). Tests substitute their own."""
 
-    lpips: Callable = LPIPS.load
-    features: Callable = InceptionFeatures.load  # FID/KID features
+    lpips: Callable = LPIPS.load  # (device, net) with net "vgg" or "alex" (`eval.lpips_net`)
+    features: Callable = InceptionFeatures.load  # FID/KID features: (device)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class SharedResources:
         self.settings = settings
         self._data: dict[tuple, ImageSplits | DatasetUnavailable] = {}
         self._networks = settings.networks
-        self._loaded: dict[tuple[str, str], tuple[Any, str | None]] = {}
+        self._loaded: dict[tuple[str, ...], tuple[Any, str | None]] = {}
         self._references: dict[tuple, DistributionReference] = {}
         self._realism: dict[tuple, tuple[ClassifierReference | None, str | None]] = {}
 
@@ -71,13 +71,14 @@ class SharedResources:
             raise loaded
         return loaded
 
-    def _network(self, kind: str, device: str) -> tuple[Any, str | None]:
-        if (kind, device) not in self._loaded:
-            self._loaded[(kind, device)] = getattr(self._networks, kind)(device)
-        return self._loaded[(kind, device)]
+    def _network(self, kind: str, device: str, *options: str) -> tuple[Any, str | None]:
+        key = (kind, device, *options)
+        if key not in self._loaded:
+            self._loaded[key] = getattr(self._networks, kind)(device, *options)
+        return self._loaded[key]
 
-    def lpips(self, device: str) -> tuple[Any, str | None]:
-        return self._network("lpips", device)
+    def lpips(self, net: str, device: str) -> tuple[Any, str | None]:
+        return self._network("lpips", device, net)
 
     def reference(
         self, config: RunConfig, data: ImageSplits, device: str
