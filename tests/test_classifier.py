@@ -169,20 +169,20 @@ def _small_labelled(n: int = 256, classes: int = 2, random_labels: bool = False)
 
 
 def test_a_classifier_below_its_floor_makes_the_metrics_unavailable_with_the_reason():
-    from benchmark.running.resources import _realism_reference
+    from benchmark.running.resources import realism_reference
 
     data = _small_labelled(classes=10, random_labels=True)
-    reference, reason = _realism_reference(data, "cpu", None)
+    reference, reason = realism_reference("halves", data, "cpu")
     assert reference is None
     assert "below its recipe's floor of 0.55" in reason and "test accuracy" in reason
 
 
 def test_a_dataset_without_labels_says_so():
-    from benchmark.running.resources import _realism_reference
+    from benchmark.running.resources import realism_reference
 
     data = _small_labelled()
     data.labels, data.labels_missing = None, "the dataset has no label column (...)"
-    reference, reason = _realism_reference(data, "cpu", None)
+    reference, reason = realism_reference("halves", data, "cpu")
     assert reference is None and reason.startswith("no classifier: the dataset has no label")
 
 

@@ -17,7 +17,7 @@ SEEDS = [0, 1, 2]
 NOISE = {0: -0.01, 1: 0.0, 2: 0.01}  # seed-to-seed spread of ssim
 
 
-def write_suite(folder, ssim_shift=0.0, gmsd_shift=0.0, overrides=()):
+def write_suite(folder, ssim_shift=0.0, gmsd_shift=0.0, overrides=(), lpips=None):
     suite = resolve_suite(
         "quick", ["train.epochs=1", *overrides], models=["betavae", "vqvae"], seeds=SEEDS
     )
@@ -28,7 +28,11 @@ def write_suite(folder, ssim_shift=0.0, gmsd_shift=0.0, overrides=()):
             "recon/gmsd": 0.2 + NOISE[cell.seed] / 2 + gmsd_shift,
             "recon/mse": 20.0 + cell.seed,
         }
-        write_record(folder, cell, metrics=metrics)
+        parts = {}
+        if lpips is not None:  # (weights label, value)
+            metrics["recon/lpips"] = lpips[1] + NOISE[cell.seed] / 10
+            parts["lpips"] = {"net": "vgg", "version": "0.1", "weights": lpips[0]}
+        write_record(folder, cell, metrics=metrics, **parts)
     return folder
 
 
@@ -56,6 +60,17 @@ def test_changes_within_seed_noise_and_improvements_are_not_flagged(tmp_path):
     assert result[("vqvae", "recon/ssim")] == "improved"
     assert result[("betavae", "recon/gmsd")] == "improved"
     assert "regression" not in result.values()
+
+
+def test_numbers_from_another_feature_network_are_not_compared(tmp_path):
+    """LPIPS through other backbone weights is another ruler: no verdict, however far apart;
+    the same weights on both sides are judged as usual."""
+    base = write_suite(tmp_path / "base", lpips=("lpips-vgg16 sha256:aaaa", 0.10))
+    other = write_suite(tmp_path / "other", lpips=("lpips-vgg16 sha256:bbbb", 0.40))
+    same = write_suite(tmp_path / "same", lpips=("lpips-vgg16 sha256:aaaa", 0.40))
+    assert verdicts(base, other)[("vqvae", "recon/lpips")] == "other network"
+    assert verdicts(base, other)[("vqvae", "recon/ssim")] == "ok"
+    assert verdicts(base, same)[("vqvae", "recon/lpips")] == "regression"
 
 
 def test_lower_is_better_metrics_regress_upwards(tmp_path):

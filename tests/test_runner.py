@@ -206,6 +206,27 @@ def test_records_are_written_atomically(tiny_suite_args, tmp_path, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
 
 
+def test_lpips_reaches_the_records_with_its_backbone_and_weights(tiny_suite_args, tmp_path):
+    """Through the whole cell (a random AlexNet backbone, tests only): both LPIPS keys, and
+    the record names the backbone, the input resize it needed and the weights."""
+    networks = resources.MetricNetworks(
+        lpips=lambda device, net: (LPIPS(device, None, net), None),
+        features=lambda device: (None, "no"),
+    )
+    suite = resolve_suite(**{**tiny_suite_args, "overrides": [
+        *tiny_suite_args["overrides"], "eval.lpips_net=alex"]})  # fmt: skip
+    records = runner.run_suite(suite, tmp_path, log=lambda m: None, networks=networks)
+    for record in records:
+        assert record.status == "ok", record.error
+        assert record.metrics["recon/lpips"] > 0 and record.metrics["gen/lpips"] >= 0
+        assert record.lpips == {
+            "net": "alex",
+            "version": "0.1",
+            "weights": "random (tests only)",
+            "input": "upsampled bilinearly from 28 to 64 px",
+        }
+
+
 def test_fid_and_kid_reach_the_records_and_test_features_are_computed_once(
     tiny_suite_args, tmp_path, monkeypatch
 ):

@@ -20,6 +20,10 @@ class DatasetSpec:
     # native size): how `vaebench prepare` verifies a mirror without a manifest, whose parquet
     # bytes may differ from the hub's (re-encoded PNGs) while its pixels may not
     content: dict[str, str] | None = None
+    # SHA-256 (of its tensors) of the classifier vaebench ships for it, the feature network of
+    # cfd, precision and recall on every machine (`benchmark/classifiers/NAME.safetensors`,
+    # trained by `tools/train_shipped_classifiers.py`); None: trained on each machine
+    classifier_sha256: str | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -1,13 +1,18 @@
 """Realism without downloaded weights: the dataset's own classifier (docs/metrics.md).
 
-A small CNN is trained on the dataset's labelled training split with a fixed recipe that
-depends only on the image shape and the number of classes. Its penultimate layer is the
-feature space of `cfd` (Fréchet distance, the project's FID code) and of `precision`/`recall`
-(k-NN manifolds, Kynkäänniemi et al. 2019, torch-fidelity's implementation).
+A small CNN trained on the dataset's full labelled training split (train and val, whatever
+the run's `data.max_train`) with a fixed recipe that depends only on the image shape and the
+number of classes. Its penultimate layer is the feature space of `cfd` (Fréchet distance, the
+project's FID code) and of `precision`/`recall` (k-NN manifolds, Kynkäänniemi et al. 2019,
+torch-fidelity's implementation). It never sees generated images.
 
-It never sees generated images. It is trained once per dataset content and recipe and cached
-as safetensors (read back tensors-only); its test accuracy and its weights' SHA-256 go in every
-record that uses it. Below the recipe's accuracy floor the metrics are unavailable.
+A feature network has to be the same tensors on every machine for its distances to compare
+(training is not reproducible across CPUs and GPUs; inference is, to 1e-4): the built-in
+labelled datasets ship theirs (`benchmark/classifiers/NAME.safetensors`, trained once by
+`tools/train_shipped_classifiers.py`, SHA-256 pinned in the catalogue). Any other dataset's
+is trained here, once per content and recipe, and cached; the record says which
+(`source`), and its weights' SHA-256. Below the recipe's accuracy floor the metrics are
+unavailable.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 from torch import nn
 
 from benchmark import files
+from benchmark.data.catalogue import DATASETS
 from benchmark.data.decoding import cache_dir
 from benchmark.metrics.distribution import frechet_distance, to_uint8
 
@@ -156,9 +162,44 @@ def labels_digest(labels: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "classifiers"  # benchmark/classifiers/
+
+
+class ShippedClassifierDamaged(Exception):
+    """The package's classifier file is not the pinned one: an install to repair."""
+
+
+def shipped(dataset: str, shape: tuple[int, ...], device="cpu") -> DatasetClassifier | None:
+    """The classifier vaebench ships for a built-in dataset, when this run's images have the
+    shape it was trained on; None otherwise (then one is trained here)."""
+    spec = DATASETS.get(dataset)
+    if spec is None or spec.classifier_sha256 is None:
+        return None
+    path = SHIPPED / f"{dataset}.safetensors"
+    state, info = _read_file(path)
+    if state is None or weights_sha256(state) != spec.classifier_sha256:
+        raise ShippedClassifierDamaged(
+            f"{path} is missing or not the pinned classifier (SHA-256 "
+            f"{spec.classifier_sha256[:16]}); reinstall vaebench"
+        )
+    if tuple(info["input_shape"]) != tuple(shape):
+        return None  # resized or re-channelled images: not what it was trained on
+    recipe = Recipe(**{**info["recipe"], "channels": tuple(info["recipe"]["channels"])})
+    net = ClassifierNet(recipe, shape[0])
+    net.load_state_dict(state)
+    return DatasetClassifier(net, recipe, {**info, "source": "shipped"}, device)
+
+
+def full_training_split(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelled images the classifier trains on: the run's train and val splits (a run
+    with `data.max_train` passes the full dataset's)."""
+    return torch.cat([data.train, data.val]), torch.cat([data.labels["train"], data.labels["val"]])
+
+
 def load_or_train(data, device="cpu", log=None) -> DatasetClassifier:
-    """The dataset's classifier: from the cache when this content and recipe trained one
-    before, else trained now (on `device`) and cached. `data`: ImageSplits with labels."""
+    """A classifier trained on this machine: from the cache when this content and recipe
+    trained one before, else trained now (on `device`) and cached. `data`: ImageSplits with
+    labels, the full dataset (not the run's `max_train` subset)."""
     recipe = recipe_for(tuple(data.test.shape[1:]), int(data.info["classes"]))
     key = hashlib.sha256(
         json.dumps(
@@ -175,18 +216,8 @@ def load_or_train(data, device="cpu", log=None) -> DatasetClassifier:
     name = data.info.get("name", "the dataset")
     if log is not None:
         log(f"training {name}'s own classifier ({recipe.name}, for cfd, precision and recall)")
-    net, seconds = train_classifier(recipe, (data.train, data.labels["train"]), device)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    info = {
-        "recipe": json.loads(json.dumps(asdict(recipe))),
-        "test_accuracy": accuracy(net, data.test, data.labels["test"], device),
-        "accuracy_floor": recipe.accuracy_floor,
-        "sha256": weights_sha256(state),
-        "trained_on": torch.device(device).type,
-        "train_seconds": round(seconds, 2),
-        "n_train": len(data.train),
-        "n_test": len(data.test),
-    }
+    net, state, info = trained(recipe, data, device)
+    seconds = info["train_seconds"]
     if log is not None:
         log(
             f"{name}'s own classifier: test accuracy {info['test_accuracy']:.3f} (floor "
@@ -196,6 +227,26 @@ def load_or_train(data, device="cpu", log=None) -> DatasetClassifier:
         with contextlib.suppress(OSError):  # a read-only cache must not stop a run
             _write(path, state, info)
     return DatasetClassifier(net, recipe, info, device)
+
+
+def trained(recipe: Recipe, data, device="cpu") -> tuple[ClassifierNet, dict, dict]:
+    """The recipe trained on `data`'s full training split: (net, state, info for records)."""
+    images, labels = full_training_split(data)
+    net, seconds = train_classifier(recipe, (images, labels), device)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    info = {
+        "recipe": json.loads(json.dumps(asdict(recipe))),
+        "test_accuracy": accuracy(net, data.test, data.labels["test"], device),
+        "accuracy_floor": recipe.accuracy_floor,
+        "sha256": weights_sha256(state),
+        "source": "trained on this machine",
+        "trained_on": torch.device(device).type,
+        "train_seconds": round(seconds, 2),
+        "n_train": len(images),
+        "n_test": len(data.test),
+        "input_shape": list(data.test.shape[1:]),
+    }
+    return net, state, info
 
 
 def _write(path: Path, state: dict, info: dict) -> None:
@@ -208,20 +259,32 @@ def _write(path: Path, state: dict, info: dict) -> None:
 def _read(path: Path, recipe: Recipe, in_channels: int):
     """(net, info) from a cached file, or None for anything else (damaged, foreign, another
     recipe, weights whose hash differs from the one recorded): then it is trained again."""
+    state, info = _read_file(path)
+    if state is None:
+        return None
+    try:
+        net = ClassifierNet(recipe, in_channels)
+        net.load_state_dict(state)
+    except Exception:  # noqa: BLE001 - any unreadable or foreign file is trained again
+        return None
+    as_json = json.loads(json.dumps(asdict(recipe)))  # tuples come back as lists
+    info.setdefault("source", "trained on this machine")  # files cached before it was said
+    if info.get("recipe") != as_json or info.get("sha256") != weights_sha256(state):
+        return None
+    return net.eval(), info
+
+
+def _read_file(path: Path) -> tuple[dict | None, dict | None]:
+    """(tensors, info) of a classifier file (safetensors: no code runs), or (None, None)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             info = json.loads((handle.metadata() or {})["vaebench"])
             state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        net = ClassifierNet(recipe, in_channels)
-        net.load_state_dict(state)
-    except Exception:  # noqa: BLE001 - any unreadable or foreign file is trained again
-        return None
-    as_json = json.loads(json.dumps(asdict(recipe)))  # tuples come back as lists
-    if info.get("recipe") != as_json or info.get("sha256") != weights_sha256(state):
-        return None
-    return net.eval(), info
+    except Exception:  # noqa: BLE001 - missing, damaged or foreign
+        return None, None
+    return state, info
 
 
 @dataclass

@@ -71,6 +71,7 @@ class Measured(RecordPart):
     metrics: dict[str, float] = Field(default_factory=dict)
     unavailable: dict[str, str] = Field(default_factory=dict)  # metric key -> why not
     sampler: dict[str, Any] | None = None  # the sampler behind gen/ (None: no gen/ set)
+    lpips: dict[str, Any] | None = None  # LPIPS's backbone, version and weights
     distribution: dict[str, Any] | None = None  # how the FID/KID numbers were made
     classifier: dict[str, Any] | None = None  # how cfd, precision and recall were made
 

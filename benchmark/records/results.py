@@ -90,6 +90,19 @@ class Record(BaseModel):
     incomplete: dict[str, str] = Field(default_factory=dict)
     created_at: str
 
+    def feature_networks(self) -> dict[str, str]:
+        """The pretrained or trained networks behind its numbers, by provider: {"lpips":
+        "lpips-vgg16 sha256:…", "fid": ..., "classifier": "sha256:…"}; numbers of the same
+        metric from different networks do not compare."""
+        networks = {}
+        if self.lpips and self.lpips.get("weights"):
+            networks["lpips"] = self.lpips["weights"]
+        if self.distribution and self.distribution.get("weights"):
+            networks["fid"] = self.distribution["weights"]
+        if self.classifier and self.classifier.get("sha256"):
+            networks["classifier"] = f"sha256:{self.classifier['sha256'][:16]}"
+        return networks
+
     @classmethod
     def ok(
         cls,

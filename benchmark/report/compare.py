@@ -43,6 +43,10 @@ def summarise(records: list[Record]) -> dict[str, Any]:
         if record.status != "ok":
             cell["failed_seeds"].append(record.seed)
             continue
+        for provider, network in record.feature_networks().items():
+            cell.setdefault("networks", {}).setdefault(provider, [])
+            if network not in cell["networks"][provider]:
+                cell["networks"][provider].append(network)
         for metric, value in record.metrics.items():
             cell["values"].setdefault(metric, []).append(value)
     for cell in cells.values():
@@ -170,7 +174,7 @@ class Delta:
     baseline: float
     current: float | None
     threshold: float
-    verdict: str  # regression | improved | ok | missing | not judged
+    verdict: str  # regression | improved | ok | missing | not judged | other network
 
 
 def pooled_std(a: dict, b: dict) -> float:
@@ -222,6 +226,11 @@ def compare(baseline: dict, current: dict, k: float = 3.0, rel_tol: float = 0.05
             if now is None:
                 deltas.append(Delta(dataset, model, metric, base["mean"], None, 0.0, "missing"))
                 continue
+            if not same_network(name, base_cell, current_cell):
+                deltas.append(
+                    Delta(dataset, model, metric, base["mean"], now["mean"], 0.0, "other network")
+                )
+                continue
             threshold = max(k * pooled_std(base, now), rel_tol * abs(base["mean"]))
             change = now["mean"] - base["mean"]
             worse = -change if (info and info.higher_is_better) else change
@@ -237,6 +246,19 @@ def compare(baseline: dict, current: dict, k: float = 3.0, rel_tol: float = 0.05
                 Delta(dataset, model, metric, base["mean"], now["mean"], threshold, verdict)
             )
     return deltas
+
+
+def same_network(metric: str, baseline_cell: dict, current_cell: dict) -> bool:
+    """Whether both sides measured `metric` with the same feature network (LPIPS backbone,
+    Inception, dataset classifier), where both say which; a metric of no network, or a side
+    written before networks were recorded, counts as the same."""
+    info = METRICS.get(metric)
+    provider = info.switch if info is not None else None
+    if provider is None:
+        return True
+    before = (baseline_cell.get("networks") or {}).get(provider)
+    now = (current_cell.get("networks") or {}).get(provider)
+    return not before or not now or sorted(before) == sorted(now)
 
 
 def delta_table(deltas: list[Delta]) -> str:

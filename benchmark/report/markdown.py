@@ -115,6 +115,12 @@ def _classifier_note(records: list[Record], dataset: str, prefix: str) -> list[s
     named = "; ".join(
         f"{c.recipe}, test accuracy {c.accuracy:.3f} (floor {c.floor}), weights SHA-256 "
         f"`{c.sha256[:16]}…`"
+        + (
+            ", shipped with vaebench (the same on every machine)"
+            if c.source == "shipped"
+            else f", trained on this machine: compare only with cfds from weights "
+            f"`{c.sha256[:16]}…`"
+        )
         for c in used
     )
     several = " (several: their cfds do not compare)" if len(used) > 1 else ""

@@ -267,12 +267,20 @@ class ClassifierUsed:
     accuracy: float
     floor: float
     sha256: str
+    # "shipped" (the same tensors on every machine) or "trained on this machine"
+    source: str = "trained on this machine"
 
 
 def classifiers_used(records: list[Record], dataset: str, prefix: str) -> list[ClassifierUsed]:
     """Each distinct classifier whose cfd a table of `prefix` on `dataset` shows."""
     used = {
-        ClassifierUsed(c["recipe"]["name"], c["test_accuracy"], c["accuracy_floor"], c["sha256"])
+        ClassifierUsed(
+            c["recipe"]["name"],
+            c["test_accuracy"],
+            c["accuracy_floor"],
+            c["sha256"],
+            c.get("source", "trained on this machine"),
+        )
         for r in records
         if r.dataset == dataset and (c := r.classifier) and f"{prefix}cfd" in r.metrics
     }

@@ -14,7 +14,12 @@ from typing import Any
 from benchmark.config import RunConfig
 from benchmark.data.loading import ImageSplits, load_image_splits
 from benchmark.errors import DatasetUnavailable, one_line
-from benchmark.metrics.classifier import ClassifierReference, load_or_train
+from benchmark.metrics.classifier import (
+    ClassifierReference,
+    ShippedClassifierDamaged,
+    load_or_train,
+    shipped,
+)
 from benchmark.metrics.distribution import DistributionReference, InceptionFeatures
 from benchmark.metrics.registry import LPIPS
 from benchmark.tracking.base import RunUpdater, no_update
@@ -95,23 +100,46 @@ class SharedResources:
     def realism(
         self, config: RunConfig, data: ImageSplits, device: str, log: Log | None = None
     ) -> tuple[ClassifierReference | None, str | None]:
-        """The test set's features in the dataset's own classifier (trained here, or read from
-        the cache), once per dataset and device; or None and why it is unavailable."""
+        """The test set's features in the dataset's own classifier (the one vaebench ships for
+        a built-in dataset; else trained here on the full labelled training split, or read
+        from the cache), once per dataset and device; or None and why it is unavailable."""
         key = (config.dataset, config.data, device)
         if key not in self._realism:
-            self._realism[key] = _realism_reference(data, device, log)
+            self._realism[key] = self._realism_reference(config, data, device, log)
         return self._realism[key]
 
+    def _realism_reference(self, config: RunConfig, data: ImageSplits, device: str, log):
+        return realism_reference(
+            config.dataset, data, device, log, lambda: self._full_dataset(config, data)
+        )
 
-def _realism_reference(data: ImageSplits, device: str, log: Log | None):
+    def _full_dataset(self, config: RunConfig, data: ImageSplits) -> ImageSplits:
+        """The dataset as the classifier trains on it: the run's, without `data.max_train` and
+        `data.max_test` (one feature space per dataset, whatever a run subsamples)."""
+        if config.data.max_train is None and config.data.max_test is None:
+            return data
+        full = config.model_copy(
+            update={"data": config.data.model_copy(update={"max_train": None, "max_test": None})}
+        )
+        return self.data(full)
+
+
+def realism_reference(dataset: str, data: ImageSplits, device: str, log=None, full=None):
+    """(the test set's features in the dataset's classifier, None) or (None, why not): the
+    classifier vaebench ships for `dataset`, else one trained here on `full()` (the whole
+    dataset; default: `data` itself)."""
     if data.labels is None:
         return None, f"no classifier: {data.labels_missing}"
     try:
-        classifier = load_or_train(data, device, log)
-        if classifier.accurate_enough:
-            return ClassifierReference.of(classifier, data.test), None
+        classifier = shipped(dataset, tuple(data.test.shape[1:]), device)
+        if classifier is None:
+            classifier = load_or_train(full() if full else data, device, log)
+    except ShippedClassifierDamaged as error:
+        return None, f"failed: {error}"
     except Exception as error:  # noqa: BLE001 - the cell's other metrics go on
         return None, f"failed: the dataset's classifier could not be trained ({one_line(error)})"
+    if classifier.accurate_enough:
+        return ClassifierReference.of(classifier, data.test), None
     info = classifier.info
     return None, (
         f"the dataset's classifier reaches a test accuracy of {info['test_accuracy']:.3f}, "
