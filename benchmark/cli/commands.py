@@ -238,12 +238,23 @@ def prepare_command(args, extra: list[str]) -> int:
     suite = resolve_suite(args.suite, args.overrides, None, args.datasets, None)
     if args.data_mirror is not None and args.data_mirror.is_file():
         raise UserInputError(f"--data-mirror {args.data_mirror} is a file, not a folder")
-    for path in args.weights_from or []:
-        if not path.is_file():
-            raise UserInputError(f"--weights-from {path}: no such file")
+    _check_weights_from(args.weights_from or [])
     print(f"vaebench: preparing suite '{suite.name}' ({', '.join(suite.datasets)})", flush=True)
     log = lambda line: print(line, flush=True)  # noqa: E731
     return report(prepare(suite, args.data_mirror, args.weights_from, log), log)
+
+
+def _check_weights_from(paths) -> None:
+    """Each --weights-from FILE is a copy of a pinned distribution (by SHA-256), before any work."""
+    from benchmark.data.weights import ALL_WEIGHTS, sha256_of
+
+    archives = {network.archive.sha256: network.archive.file_name for network in ALL_WEIGHTS}
+    for path in paths:
+        if not path.is_file():
+            raise UserInputError(f"--weights-from {path}: no such file")
+        if sha256_of(path) not in archives:
+            known = " or ".join(sorted(set(archives.values())))
+            raise UserInputError(f"--weights-from {path}: not a copy of {known} (SHA-256 differs)")
 
 
 def compare_command(args, extra: list[str]) -> int:
