@@ -172,7 +172,7 @@ for _provider in (
     ),
     Provider(
         "classifier",
-        needs="the dataset's labels (its own classifier is trained on them)",
+        needs="the dataset's labels (a shipped classifier, or one trained on them)",
         requires=(("torch_fidelity.metric_prc", "torch-fidelity"),),
         load=lambda shared, config, data, device: shared.realism(config, data, device),
         scorer=_classifier_scorer,
