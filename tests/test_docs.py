@@ -45,7 +45,7 @@ def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
     from benchmark.metrics.registry import MetricInfo
     from benchmark.report import from_directory, write_report
     from benchmark.report.compare import compare, summarise
-    from benchmark.report.plots import metric_bars
+    from benchmark.report.plots import metric_figure
     from benchmark.running.suites import expand_cells, resolve_suite
     from benchmark.tracking import wandb_tracker
 
@@ -62,9 +62,9 @@ def test_a_new_metric_is_one_registry_entry(tmp_path, monkeypatch):
 
     base = write(tmp_path / "base", 0.0)
     report = write_report(base, tmp_path / "report").read_text()
-    row = next(line for line in report.splitlines() if line.startswith("| sharpness"))
-    assert "**0.905" in row and "0.505" in row  # a row, and ranked: higher is better
-    assert metric_bars(base.records, "mnist-5k", "recon/", tmp_path / "bars.png")
+    row = next(line for line in report.splitlines() if line.startswith("| recon/sharpness ↑"))
+    assert "**0.9050 ± 0.0071**" in row and "0.5050" in row  # a row, ranked: higher is better
+    assert metric_figure(base.records, "mnist-5k", "reconstruction", tmp_path / "bars.png")
     worse = write(tmp_path / "worse", -0.2)
     deltas = compare(summarise(base.records), summarise(worse.records))
     assert {d.verdict for d in deltas if d.metric == "recon/sharpness"} == {"regression"}

@@ -157,4 +157,8 @@ def test_every_metric_knows_its_direction():
     assert metrics.METRICS["ssim"].higher_is_better
     assert not metrics.METRICS["gmsd"].higher_is_better
     assert metrics.METRICS["recon_loss"].ranked == "never"
-    assert metrics.METRICS["kl"].ranked == "gaussian"
+    # kl: shown beside active_units, never ranked (zero at posterior collapse); elbo = mse + kl
+    # between the Gaussian families only; discriminator_loss: shown, never ranked, no arrow
+    assert metrics.METRICS["kl"].ranked == "never"
+    assert metrics.METRICS["elbo"].ranked == "gaussian"
+    assert metrics.METRICS["discriminator_loss"].ranked == "never"

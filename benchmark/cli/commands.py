@@ -159,17 +159,16 @@ def _trial_suite(command: list[str], slurm_overrides: list[str]):
 
 
 def _print_summary(records: list[Record]) -> None:
-    from benchmark.report.tables import sampler_phrase, seeds_phrase, summary_table, table_specs
+    from benchmark.report.budget import budget_phrase
+    from benchmark.report.tables import Marks, seeds_phrase, summary_table, table_specs
 
     for dataset in sorted({r.dataset for r in records}):
+        print(f"\n{dataset}: {budget_phrase(records, dataset, code=('', ''))}")
         for spec in table_specs():
-            table, n = summary_table(records, dataset, spec.prefix, list(spec.metrics))
+            table, n = summary_table(records, dataset, spec, Marks(health=(" [", "]")))
             if not table.empty:
-                samplers = sampler_phrase(records, dataset, code=("", ""))
-                title = spec.title.split(" (")[0].lower()
-                print(f"\n{dataset} {spec.prefix} {title}; {seeds_phrase(n)}")
-                if spec.prefix == "gen/":
-                    print(f"  samplers: {samplers}")
+                title = spec.title.split(" (")[0].split(":")[0].lower()
+                print(f"\n{dataset} {title}; {seeds_phrase(n)}")
                 print(table.to_string())
     print()
 

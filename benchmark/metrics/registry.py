@@ -35,6 +35,9 @@ class MetricInfo:
     # does `compare` call a move in its bad direction a regression? (adversarial quantities
     # move either way in a healthy run: shown, never judged)
     judged: bool = True
+    # a core reconstruction row: with generation's realism rows, the report's headline table
+    # (one column of a paper); the other rows go to its table of further rows
+    headline: bool = False
     # how the images sit against the data (FID, KID, CFD, precision, recall): in gen/, only
     # these carry the realism verdict; gen/'s other metrics compare a sample with its own
     # reconstruction (self-consistency) and are shown in a table of their own, never ranked
@@ -156,7 +159,13 @@ METRICS: dict[str, MetricInfo] = {
             switch="classifier",
         ),
         MetricInfo(
-            "mse", False, "all", "pixel squared error, per-image sum", plotted=True, per_image=mse
+            "mse",
+            False,
+            "all",
+            "pixel squared error, per-image sum",
+            plotted=True,
+            headline=True,
+            per_image=mse,
         ),
         MetricInfo(
             "bce",
@@ -167,7 +176,13 @@ METRICS: dict[str, MetricInfo] = {
             per_image=bce,
         ),
         MetricInfo(
-            "psnr", True, "all", "10 log10(1 / per-image MSE)", plotted=True, per_image=psnr
+            "psnr",
+            True,
+            "all",
+            "10 log10(1 / per-image MSE)",
+            plotted=True,
+            headline=True,
+            per_image=psnr,
         ),
         MetricInfo(
             "lpips",
@@ -175,6 +190,7 @@ METRICS: dict[str, MetricInfo] = {
             "all",
             "LPIPS v0.1, VGG16 backbone (AlexNet with eval.lpips_net=alex)",
             plotted=True,
+            headline=True,
             switch="lpips",
         ),
         MetricInfo(
@@ -183,6 +199,7 @@ METRICS: dict[str, MetricInfo] = {
             "all",
             "SSIM, 11x11 Gaussian window, sigma 1.5",
             plotted=True,
+            headline=True,
             per_image=ssim,
         ),
         MetricInfo(
@@ -193,8 +210,16 @@ METRICS: dict[str, MetricInfo] = {
             plotted=True,
             per_image=gmsd,
         ),
-        MetricInfo("kl", False, "gaussian", "KL(q(z|x) || N(0, I))", families="gaussian"),
-        MetricInfo("elbo", False, "gaussian", "mse + kl, reported as a loss", families="gaussian"),
+        # shown beside active_units, never ranked: one side of the reconstruction/regularisation
+        # trade-off, zero at posterior collapse
+        MetricInfo("kl", False, "never", "KL(q(z|x) || N(0, I))", families="gaussian"),
+        MetricInfo(
+            "elbo",
+            False,
+            "gaussian",
+            "elbo = mse + kl (the seed's comparison quantity), reported as a loss",
+            families="gaussian",
+        ),
         MetricInfo("recon_loss", False, "never", "the family's own reconstruction loss"),
         MetricInfo("total_loss", False, "never", "the family's own training objective"),
         MetricInfo(

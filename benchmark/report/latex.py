@@ -7,17 +7,21 @@ from pathlib import Path
 
 from benchmark import files
 from benchmark.config import dataset_slug
-from benchmark.metrics.registry import METRICS
 from benchmark.records.results import Record
+from benchmark.report.budget import budget_phrase
+from benchmark.report.health import REASONS
 from benchmark.report.tables import (
     SIGNIFICANCE,
     Marks,
+    TableSpec,
     classifiers_used,
-    comparison,
+    direction_arrow,
     families_of,
+    family_flags,
     family_label,
-    sampler_phrase,
+    row_scale,
     seeds_phrase,
+    spec_table,
     table_n,
     table_specs,
 )
@@ -30,69 +34,126 @@ def escape(text: str) -> str:
         ("%", r"\%"),
         ("&", r"\&"),
         ("#", r"\#"),
+        # what the markdown report writes in Unicode, in plain LaTeX (no inputenc needed)
+        ("–", "--"),
+        ("—", "---"),
+        ("±", r"$\pm$"),
+        ("≥", r"$\geq$"),
+        ("↑", r"$\uparrow$"),
+        ("↓", r"$\downarrow$"),
+        ("·", r"$\cdot$"),
     ):
         text = text.replace(char, replacement)
     return text
 
 
-def metric_label(metric: str) -> str:
-    """`ssim $\\uparrow$`: the metric with its direction, as the plots show it."""
-    arrow = r"$\uparrow$" if METRICS[metric].higher_is_better else r"$\downarrow$"
-    return f"{escape(metric)} {arrow}"
+def metric_label(prefix: str, metric: str, scale: int = 0) -> str:
+    """`ssim $\\uparrow$`: the metric with its direction where it is ranked (its group's rule
+    and heading say which set it is of)."""
+    arrow = {"↑": r" $\uparrow$", "↓": r" $\downarrow$", "": ""}[direction_arrow(prefix, metric)]
+    times = rf" $\times 10^{{{scale}}}$" if scale else ""
+    return f"{escape(metric)}{times}{arrow}"
 
 
-MARKS = Marks(bold=(r"\textbf{", "}"), tie=r"$^\dagger$", pm=r"$\pm$")
+MARKS = Marks(
+    bold=(r"\textbf{", "}"), tie=r"$^\dagger$", pm=r"$\pm$", health=(r"$^{\mathrm{", "}}$")
+)
+GROUP_HEADINGS = {"gen/": "generated samples", "recon/": "reconstructions"}
+
+
+def _caption(records: list[Record], dataset: str, spec: TableSpec, n: int | None) -> str:
+    caption = f"{escape(dataset)}: {escape(spec.title[0].lower() + spec.title[1:])}. "
+    caption += escape(seeds_phrase(n)) + ". "
+    caption += "Budget: " + escape(budget_phrase(records, dataset, code=("", ""))) + "."
+    classifiers = [
+        c for prefix in spec.prefixes for c in classifiers_used(records, dataset, prefix)
+    ]
+    if classifiers:
+        accuracies = ", ".join(sorted({f"{c.accuracy:.3f}" for c in classifiers}))
+        caption += (
+            " cfd, precision and recall in the features of a classifier trained on the dataset "
+            f"(test accuracy {accuracies})."
+        )
+    flags = family_flags(records, dataset)
+    if flags:
+        legend = "; ".join(
+            f"$^{{\\mathrm{{{mark}}}}}$ {text}"
+            for mark, text in REASONS.values()
+            if any(mark in m for m in flags.values())
+        )
+        caption += (
+            f" A family marked in its header has not learned ({legend}): never bold or $^\\dagger$."
+        )
+    return caption
 
 
 def latex_tables(records: list[Record]) -> str:
-    """Requires \\usepackage{booktabs} in the paper; marks as in the markdown report."""
+    """Requires \\usepackage{booktabs} in the paper; marks as in the markdown report. The
+    headline table of each dataset fits one column of a two-column paper."""
     blocks = [
         "% vaebench summary: mean $\\pm$ sample std over seeds (n in each caption); --- not "
         "applicable, n/a not available; bold: best family (two-sided Welch t-test against the "
-        f"runner-up, p < {SIGNIFICANCE}); $^\\dagger$: leaders the seeds cannot separate. "
+        f"runner-up, p < {SIGNIFICANCE}); $^\\dagger$: leaders the seeds cannot separate; "
+        "$\\uparrow$/$\\downarrow$ on ranked rows only; superscript letters: cells that have "
+        "not learned (i still improving, c collapsed, f samples below the realism floor). "
         "Requires \\usepackage{booktabs}."
     ]
     for dataset in sorted({r.dataset for r in records}):
         families = families_of([r for r in records if r.dataset == dataset])
         for spec in table_specs():
-            table = comparison(records, dataset, spec.prefix, list(spec.metrics))
-            if not table:
+            groups = spec_table(records, dataset, spec)
+            if not groups:
                 continue
-            n = table_n(table, records, dataset)
-            header = " & ".join(["Metric", *[escape(family_label(f)) for f in families]])
+            n = table_n(
+                {f"{p}{m}": row for group in groups for p, m, row in group}, records, dataset
+            )
+            # a family that has not learned carries its marks in its header: every cell of its
+            # column is marked, and a mark per cell would not fit one column of a paper
+            flags = family_flags(records, dataset)
+            header = " & ".join(
+                [
+                    "",
+                    *[
+                        escape(family_label(f))
+                        + (
+                            MARKS.health[0] + "".join(flags[f]) + MARKS.health[1]
+                            if f in flags
+                            else ""
+                        )
+                        for f in families
+                    ],
+                ]
+            )
             lines = [
                 r"\begin{table}[t]",
                 r"\centering",
-                r"\begin{tabular}{l" + "r" * len(families) + "}",
+                r"\footnotesize",
+                r"\setlength{\tabcolsep}{2.5pt}",
+                r"\begin{tabular}{@{}l" + "r" * len(families) + "@{}}",
                 r"\toprule",
                 header + r" \\",
-                r"\midrule",
             ]
-            for metric, row in table.items():
-                cells = [row[f].text(MARKS, show_n=n is None) for f in families]
-                cells = ["---" if c == "—" else c for c in cells]
-                lines.append(" & ".join([metric_label(metric), *cells]) + r" \\")
-            caption = f"{escape(dataset)}: {escape(spec.title[0].lower() + spec.title[1:])}"
-            if spec.prefix == "gen/":
-                samplers = sampler_phrase(records, dataset, code=(r"\texttt{", "}"))
-                caption += f"; samplers: {samplers}"  # slugs: nothing to escape
-            shown = [m for m in table if METRICS[m].switch == "classifier"]
-            used = classifiers_used(records, dataset, spec.prefix) if shown else []
-            if used:
-                accuracies = ", ".join(f"{c.accuracy:.3f}" for c in used)
-                names = ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0]
-                caption += (
-                    f"; {names} in the features of a classifier trained on the dataset (test "
-                    f"accuracy {accuracies})"
-                )
-            caption += f" (\\texttt{{{spec.prefix}}}); {escape(seeds_phrase(n))}."
-            kind = "realism" if spec.metrics and METRICS[spec.metrics[0]].realism else "table"
-            label = f"{dataset_slug(dataset)}-{spec.prefix[:-1]}"
-            label += "" if spec.prefix == "recon/" else f"-{kind}"
+            for group in groups:
+                prefix = group[0][0]
+                lines += [
+                    r"\midrule",
+                    rf"\multicolumn{{{len(families) + 1}}}{{@{{}}l}}{{\emph{{"
+                    rf"{GROUP_HEADINGS.get(prefix, prefix)} (\texttt{{{prefix}}})}}}} \\",
+                ]
+                for _, metric, row in group:
+                    scale = row_scale(row)
+                    cells = [
+                        row[f].text(MARKS, show_n=n is None, scale=scale, flags=False)
+                        for f in families
+                    ]
+                    cells = ["---" if c == "—" else c for c in cells]
+                    label = metric_label(prefix, metric, scale)
+                    lines.append(" & ".join([label, *cells]) + r" \\")
+            label = f"{dataset_slug(dataset)}-{spec.name}"
             lines += [
                 r"\bottomrule",
                 r"\end{tabular}",
-                rf"\caption{{{caption}}}",
+                rf"\caption{{{_caption(records, dataset, spec, n)}}}",
                 rf"\label{{tab:vaebench-{label}}}",
                 r"\end{table}",
             ]
@@ -105,15 +166,35 @@ def write_latex(records: list[Record], path: Path) -> Path:
     return path
 
 
+def _plot_figure(plot: dict[str, str]) -> str:
+    """A metric or training figure (its PDF), one column wide or across both."""
+    environment = "figure*" if plot.get("wide") else "figure"
+    caption = escape(plot["caption"].replace("`", "").replace(" PDF beside it for LaTeX.", ""))
+    return "\n".join(
+        [
+            rf"\begin{{{environment}}}[t]",
+            r"\centering",
+            r"\includegraphics[width=\linewidth]{" + plot["plot"] + "}",
+            rf"\caption{{{caption}}}",
+            rf"\label{{fig:vaebench-{plot['plot'].removesuffix('.pdf')}}}",
+            rf"\end{{{environment}}}",
+        ]
+    )
+
+
 def figures_tex(grids: list[dict[str, str]]) -> str:
-    """figures.tex: one figure per dataset and family with its sample and reconstruction grids
-    (\\includegraphics of the report's images/, relative to the report folder); `grids`: dicts
-    of dataset, family, sampler, samples and reconstructions (paths)."""
+    """figures.tex: the metric and training figures (their PDFs) and, per dataset and family,
+    one figure with its sample and reconstruction grids (\\includegraphics of the report's
+    files, relative to the report folder); `grids`: dicts of plot, caption (and wide) for a
+    plot, or of dataset, family, sampler, samples and reconstructions (paths) for the grids."""
     blocks = [
-        "% vaebench figures: sample and reconstruction grids (first seed). Requires "
-        "\\usepackage{graphicx}; paths are relative to the report folder."
+        "% vaebench figures: metric figures, training curves, sample and reconstruction grids "
+        "(first seed). Requires \\usepackage{graphicx}; paths are relative to the report folder."
     ]
     for grid in grids:
+        if "plot" in grid:
+            blocks.append(_plot_figure(grid))
+            continue
         parts = []
         if grid.get("samples"):
             parts.append(r"\includegraphics[width=0.45\linewidth]{" + grid["samples"] + "}")

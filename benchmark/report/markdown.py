@@ -12,24 +12,27 @@ import pandas as pd
 
 from benchmark import files
 from benchmark.config import dataset_slug
+from benchmark.metrics.registry import METRICS
 from benchmark.models import FAMILIES
 from benchmark.records import results
 from benchmark.records.claims import exclusive
 from benchmark.records.results import Record
 from benchmark.report import plots
+from benchmark.report.budget import budget_phrase
+from benchmark.report.health import REASONS, health
 from benchmark.report.latex import figures_tex, write_latex
+from benchmark.report.ranks import NO_VERDICT, NOT_LEARNED, mean_ranks, ranked_rows
 from benchmark.report.sources import ReportInputs, cell_key
 from benchmark.report.tables import (
     SIGNIFICANCE,
     TIE_MARK,
     classifiers_used,
-    comparison,
     families_of,
+    family_flags,
     family_label,
     family_rank,
-    metrics_in,
     ranked_metrics,
-    sampler_phrase,
+    row_label,
     samplers_used,
     seeds_phrase,
     summary_csv,
@@ -156,62 +159,138 @@ def _networks_note(records: list[Record], dataset: str, prefix: str, metrics) ->
     return notes
 
 
-def _diagnostics(records: list[Record], dataset: str) -> pd.DataFrame:
-    rows = {}
-    families = families_of([r for r in records if r.dataset == dataset])
-    for prefix in ("recon/", "gen/"):
-        for metric, row in comparison(records, dataset, prefix, metrics_in("diagnostic")).items():
-            rows[f"{prefix}{metric}"] = {family_label(f): row[f].text() for f in families}
-    return pd.DataFrame.from_dict(rows, orient="index")
+def _health_overview(records: list[Record]) -> list[str]:
+    """At the top: how many cells have not learned and why (each with its numbers); their
+    families are marked in every table and never bold or † on a row they would lead."""
+    ok = [r for r in _sorted(records) if r.status == "ok"]
+    flagged = [(r, verdict) for r in ok if not (verdict := health(r)).learned]
+    if not flagged:
+        return [
+            f"**Health**: all {len(ok)} finished cells have learned by the rules of "
+            "docs/metrics.md (validation loss settled, no collapse, samples above the realism "
+            "floor).",
+            "",
+        ]
+    reasons = Counter(flag.reason for _, verdict in flagged for flag in verdict.flags)
+    why = ", ".join(
+        f"{n} {REASONS[reason][1]} ({REASONS[reason][0]})" for reason, n in reasons.items()
+    )
+    lines = [
+        f"**Health: {len(flagged)} of {len(ok)} finished cells have not learned** ({why}). Their "
+        "family carries the marks in every table; no family is bold or † on a row a flagged "
+        "family would lead, and the summary does not rank it (rules and thresholds: "
+        'docs/metrics.md, "Health").',
+        "",
+    ]
+    lines += [
+        f"- {r.dataset} / {family_label(r.model)} / seed {r.seed}: "
+        + "; ".join(flag.text() for flag in verdict.flags)
+        for r, verdict in flagged
+    ]
+    return lines + [""]
+
+
+def _summary_across_datasets(records: list[Record]) -> list[str]:
+    """The first table: every family's rank per dataset and headline metric, and its mean."""
+    rows = ranked_rows(records)
+    if not rows:
+        return []
+    families = families_of(records)
+    header = ["dataset", "metric", *[family_label(f) for f in families]]
+    lines = [
+        "## Summary across datasets",
+        "",
+        "Rank of each family per dataset and headline metric (1 = best; `=`: the seeds cannot "
+        f"separate it from another family of that rank, Welch p ≥ {SIGNIFICANCE}; "
+        f"`{NOT_LEARNED}`: a family whose cells have not learned is not ranked; "
+        f"`{NO_VERDICT}`: no verdict, fewer than two seeds or rankable families). Mean rank: "
+        "over the rows that rank the family.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|:---|:---|" + "---:|" * len(families),
+    ]
+    for row in rows:
+        cells = [row.text(f) for f in families]
+        lines.append(
+            f"| {row.dataset} | {row_label(row.prefix, row.metric)} | " + " | ".join(cells) + " |"
+        )
+    means = mean_ranks(rows, families)
+    mean_cells = [
+        f"**{means[f][0]:.2f}** (of {means[f][1]})" if f in means else NO_VERDICT for f in families
+    ]
+    lines.append("| **mean rank** | | " + " | ".join(mean_cells) + " |")
+    return lines + [""]
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """Numbers right-aligned, the metric column left."""
+    return frame.to_markdown(
+        disable_numparse=True, colalign=("left",) + ("right",) * len(frame.columns)
+    )
+
+
+def _flag_legend(records: list[Record], dataset: str) -> list[str]:
+    flags = family_flags(records, dataset)
+    if not flags:
+        return []
+    marks = sorted({m for ms in flags.values() for m in ms})
+    legend = "; ".join(
+        f"<sup>{mark}</sup> {text}" for reason, (mark, text) in REASONS.items() if mark in marks
+    )
+    named = ", ".join(f"{family_label(f)} <sup>{','.join(m)}</sup>" for f, m in flags.items())
+    return [f"Not learned: {named} ({legend}; the cells at the top): never bold or † here."]
 
 
 def _section(
     inputs: ReportInputs, dataset: str, out_dir: Path, figures: list[dict[str, str]]
 ) -> list[str]:
-    """The dataset's tables, plots and image grids; its grids are added to `figures` (for
-    figures.tex)."""
+    """The dataset's tables, plots and image grids; its plots (as PDF) and grids are added to
+    `figures` (for figures.tex)."""
     records = inputs.records
-    lines = [f"## {dataset}", ""]
+    lines = [f"## {dataset}", "", f"*Budget: {budget_phrase(records, dataset)}.*", ""]
     slug = dataset_slug(dataset)
-    specs = table_specs()
-    for index, spec in enumerate(specs):
-        table, n = summary_table(records, dataset, spec.prefix, list(spec.metrics))
+    for spec in table_specs():
+        table, n = summary_table(records, dataset, spec)
         if table.empty:
             continue
-        lines += [f"### {spec.title} (`{spec.prefix}`)", ""]
-        if spec.prefix == "gen/":
-            lines += [f"Samplers: {sampler_phrase(records, dataset)}.", ""]
-        lines += [f"*{seeds_phrase(n)}.*", "", table.to_markdown(disable_numparse=True), ""]
-        notes = _unavailable_note(records, dataset, spec.prefix, spec.metrics)
-        if "cfd" in spec.metrics:
-            notes += _classifier_note(records, dataset, spec.prefix)
-        notes += _networks_note(records, dataset, spec.prefix, spec.metrics)
-        lines += [f"- {note}" for note in notes] + ([""] if notes else [])
-        last_of_set = index + 1 == len(specs) or specs[index + 1].prefix != spec.prefix
-        figure = f"{slug}-{spec.prefix[:-1]}-metrics.png"
-        caption = plots.metric_bars(records, dataset, spec.prefix, out_dir / figure)
-        if caption and last_of_set:
-            lines += ["", f"![{spec.prefix} metrics]({figure})", "", f"*{caption}*", ""]
-    diagnostics = _diagnostics(records, dataset)
-    if not diagnostics.empty:
+        lines += [f"### {spec.title}", ""]
         lines += [
-            "### Diagnostics",
+            f"*{seeds_phrase(n)}; ↑ higher is better, ↓ lower is better; rows without an "
+            "arrow are shown, never ranked.*",
             "",
-            diagnostics.to_markdown(disable_numparse=True),
-            "",
-            "*Active units: latent dimensions with Cov_x(E_q[z_i]) > 0.01 (posterior "
-            "collapse shows as few); codebook usage/perplexity: how much of VQVAE's "
-            "codebook is used; discriminator accuracies: how often VAEGAN's discriminator "
-            "is right on real and generated images.*",
+            _markdown_table(table),
             "",
         ]
-    first_seed = {}
-    for record in _sorted([r for r in records if r.dataset == dataset and r.status == "ok"]):
-        first_seed.setdefault(record.model, cell_key(record))
-    histories = {m: inputs.histories.get(k) for m, k in first_seed.items()}
+        notes = _flag_legend(records, dataset)
+        for prefix, metrics in spec.groups:
+            notes += _unavailable_note(records, dataset, prefix, metrics)
+            if "cfd" in metrics:
+                notes += _classifier_note(records, dataset, prefix)
+            notes += _networks_note(records, dataset, prefix, metrics)
+        lines += [f"- {note}" for note in dict.fromkeys(notes)] + ([""] if notes else [])
+        shown = {label.split(" ")[0].split("/", 1)[1] for label in table.index}
+        if any(METRICS[metric].group == "diagnostic" for metric in shown):
+            lines += [
+                "*Active units: latent dimensions with Cov_x(E_q[z_i]) > 0.01 (posterior "
+                "collapse shows as few); codebook usage/perplexity: how much of VQVAE's "
+                "codebook is used; discriminator accuracies: how often VAEGAN's discriminator "
+                "is right on real and generated images.*",
+                "",
+            ]
+    figure_lines = []
+    for kind in plots.FIGURE_KINDS:
+        figure = f"{slug}-{kind}.png"
+        caption = plots.metric_figure(records, dataset, kind, out_dir / figure)
+        if caption:
+            figure_lines += [f"![{dataset} {kind}]({figure})", "", f"*{caption}*", ""]
+            figures.append({"plot": figure.replace(".png", ".pdf"), "caption": caption})
+    if figure_lines:
+        lines += ["### Figures", "", *figure_lines]
+    ok = [r for r in records if r.dataset == dataset and r.status == "ok"]
     figure = f"{slug}-training.png"
-    caption = plots.training_curves(histories, dataset, out_dir / figure)
+    caption = plots.training_curves(records, inputs.histories, dataset, out_dir / figure)
     if caption:
+        figures.append({"plot": figure.replace(".png", ".pdf"), "caption": caption, "wide": "1"})
         lines += [
             "### Training curves",
             "",
@@ -220,14 +299,14 @@ def _section(
             f"*{caption}*",
             "",
         ]
+    first_seed = {}
+    for record in _sorted(ok):
+        first_seed.setdefault(record.model, cell_key(record))
     grid_lines = []
     samplers = samplers_used(records, dataset)
     for model, key in first_seed.items():
-        figure_entry = {
-            "dataset": dataset,
-            "family": model,
-            "sampler": "/".join(samplers.get(model, [])),
-        }
+        sampler = "/".join(samplers.get(model, []))
+        figure_entry = {"dataset": dataset, "family": model, "sampler": sampler}
         for name, source in sorted(inputs.grids.get(key, {}).items()):
             target = out_dir / "images" / f"{slug}-{model}-seed{key[2]}.{name}.png"
             if source.resolve() != target.resolve():
@@ -236,10 +315,11 @@ def _section(
             what = (
                 "rows of 8 test images, each above its reconstructions"
                 if name == "reconstructions"
-                else f"samples ({'/'.join(samplers.get(model, []))} sampler)"
+                else f"samples, `{sampler}` sampler"
             )
             grid_lines.append(
-                f"| {family_label(model)} | {what} | ![{model} {name}](images/{target.name}) |"
+                f"| {family_label(model)} (seed {key[2]}) | {what} | "
+                f"![{family_label(model)} {name}, {sampler}](images/{target.name}) |"
             )
         figures.append(figure_entry)
     if grid_lines:
@@ -359,6 +439,8 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
             "the config hash in the provenance table.",
             "",
         ]
+    lines += _health_overview(records)
+    lines += _summary_across_datasets(records)
     figures: list[dict[str, str]] = []
     for dataset in sorted({r.dataset for r in records}):
         lines += _section(inputs, dataset, out_dir, figures)

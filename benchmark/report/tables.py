@@ -4,8 +4,9 @@ Aggregation over seeds: mean, sample standard deviation (ddof = 1) and n. The be
 marked only where docs/metrics.md allows ranking, in the direction the metric registry says,
 and only where the seeds carry it: with at least two seeds per family, the best mean is marked
 where a two-sided Welch t-test against the runner-up gives p < 0.05; otherwise the best and
-every family the test cannot tell from it are marked tied. With one seed nothing is marked.
-In gen/, only the realism metrics (FID, KID) are ranked: the others measure self-consistency.
+every family the test cannot tell from it are marked tied. With one seed nothing is marked, and
+nothing is marked on a row where a leader has not learned (`health.py`). In gen/, only the
+realism metrics are ranked: the others measure self-consistency.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from benchmark.metrics.registry import METRICS
 from benchmark.models import FAMILIES
 from benchmark.records.results import Record
+from benchmark.report.health import health, ordered_marks
 
 
 # What the report shows of a family comes from the family itself (benchmark/models/*.py). A
@@ -79,11 +81,34 @@ TIE_MARK = "†"  # beside each of the leaders the test cannot separate
 
 @dataclass(frozen=True)
 class Marks:
-    """How a table writes a cell: bold, tie mark, ± (markdown's; LaTeX has its own)."""
+    """How a table writes a cell: bold, tie mark, ±, health marks (markdown's; LaTeX has its
+    own)."""
 
     bold: tuple[str, str] = ("**", "**")
     tie: str = f" {TIE_MARK}"
     pm: str = "±"
+    health: tuple[str, str] = ("<sup>", "</sup>")
+
+
+def significant(value: float, digits: int = 4) -> str:
+    """A number alone (no spread to set its precision): `digits` significant digits, never in
+    exponent notation for the magnitudes metrics take (1e-4 .. 1e5)."""
+    if value == round(value) and abs(value) < 1e5 or not math.isfinite(value):
+        return f"{value:.0f}" if math.isfinite(value) else f"{value:g}"  # a count: 16, not 16.00
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def mean_and_spread(mean: float, std: float, pm: str = "±") -> str:
+    """`813 ± 180`, `0.750 ± 0.012`: the std to two significant digits, the mean to the same
+    decimal place (never beyond the units: a std of 178 is 180 and its mean 813)."""
+    if std == 0:
+        return f"{significant(mean)} {pm} 0"
+    decimals = 1 - math.floor(math.log10(std))
+    if round(std, decimals) >= 10 ** (2 - decimals):  # 0.0996 rounds to 0.10, not 0.100
+        decimals -= 1
+    shown = max(0, decimals)
+    return f"{mean:.{shown}f} {pm} {round(std, decimals):.{shown}f}"
 
 
 @dataclass(frozen=True)
@@ -94,16 +119,27 @@ class Cell:
     n: int = 0
     best: bool = False
     tied: bool = False  # one of the leaders, not separable by the seeds
+    # health marks of the family's cells behind it (`health.REASONS`): it has not learned
+    flags: tuple[str, ...] = ()
 
-    def text(self, marks: Marks = Marks(), show_n: bool = True) -> str:
+    def text(
+        self, marks: Marks = Marks(), show_n: bool = True, scale: int = 0, flags: bool = True
+    ) -> str:
+        """The cell as a table writes it; `scale`: shown times 10**scale (`row_scale`);
+        `flags=False` leaves the health marks to the column header (LaTeX's narrow columns)."""
         if self.state == "not_applicable":
             return NOT_APPLICABLE
         if self.state == "unavailable":
             return UNAVAILABLE
-        spread = "" if self.n < 2 or math.isnan(self.std) else f" {marks.pm} {self.std:.2g}"
-        value = f"{self.mean:.4g}{spread}"
+        mean, std = self.mean * 10**scale, self.std * 10**scale
+        if self.n < 2 or math.isnan(std):
+            value = significant(mean)
+        else:
+            value = mean_and_spread(mean, std, marks.pm)
         value = f"{marks.bold[0]}{value}{marks.bold[1]}" if self.best else value
         value += marks.tie if self.tied else ""
+        if self.flags and flags:
+            value += f"{marks.health[0]}{','.join(self.flags)}{marks.health[1]}"
         return f"{value} (n={self.n})" if show_n else value
 
 
@@ -156,13 +192,25 @@ def families_of(records: list[Record]) -> list[str]:
     return ordered_families(r.model for r in records if r.status == "ok")
 
 
+def family_flags(records: list[Record], dataset: str) -> dict[str, tuple[str, ...]]:
+    """{family: the health marks of its ok cells on `dataset`} for the families that have a
+    cell that has not learned (`health.py`)."""
+    marks: dict[str, set[str]] = {}
+    for r in records:
+        if r.dataset == dataset and r.status == "ok" and not (verdict := health(r)).learned:
+            marks.setdefault(r.model, set()).update(verdict.marks)
+    return {family: ordered_marks(marks[family]) for family in ordered_families(marks)}
+
+
 def comparison(
     records: list[Record], dataset: str, prefix: str, metrics: list[str] | None = None
 ) -> dict[str, dict[str, Cell]]:
-    """{metric: {family: Cell}} for one dataset and evaluation set, rows without values left out."""
+    """{metric: {family: Cell}} for one dataset and evaluation set, rows without values left
+    out; the cells of a family that has not learned carry its health marks."""
     ok = [r for r in records if r.dataset == dataset and r.status == "ok"]
     stats = aggregate(ok).set_index(["model", "key"]) if ok else None
     families = families_of(ok)
+    flags = family_flags(ok, dataset)
     unavailable = {(r.model, key) for r in ok for key in r.unavailable}
     table: dict[str, dict[str, Cell]] = {}
     for metric in metrics_in("main") if metrics is None else metrics:
@@ -171,7 +219,13 @@ def comparison(
         for family in families:
             if stats is not None and (family, key) in stats.index:
                 s = stats.loc[(family, key)]
-                row[family] = Cell("value", float(s["mean"]), float(s["std"]), int(s["n"]))
+                row[family] = Cell(
+                    "value",
+                    float(s["mean"]),
+                    float(s["std"]),
+                    int(s["n"]),
+                    flags=flags.get(family, ()),
+                )
             elif (family, key) in unavailable:
                 row[family] = Cell("unavailable")
             else:
@@ -182,12 +236,23 @@ def comparison(
 
 
 def is_ranked(prefix: str, metric: str) -> bool:
-    """Whether a best family is ever marked on this row (docs/metrics.md, "Ranking")."""
+    """Whether a best family is ever marked on this row (docs/metrics.md, "Ranking"); the
+    rows that are carry ↑/↓ in every table and figure."""
     info = METRICS[metric]
     return info.ranked != "never" and (prefix != "gen/" or info.realism)
 
 
-def _mark_best(metric: str, row: dict[str, Cell]) -> dict[str, Cell]:
+def direction_arrow(prefix: str, metric: str) -> str:
+    """↑ / ↓ for a ranked row, nothing for one that is only shown."""
+    if not is_ranked(prefix, metric):
+        return ""
+    return "↑" if METRICS[metric].higher_is_better else "↓"
+
+
+def leaders(metric: str, row: dict[str, Cell]) -> tuple[set[str], bool]:
+    """(the families the seeds put first, whether one alone): the best mean when a two-sided
+    Welch t-test against the runner-up gives p < SIGNIFICANCE, else it and every family the
+    test cannot tell from it. Empty where no verdict is possible (one seed, one family)."""
     info = METRICS[metric]
     eligible = {
         f: c
@@ -195,27 +260,117 @@ def _mark_best(metric: str, row: dict[str, Cell]) -> dict[str, Cell]:
         if c.state == "value" and (info.ranked == "all" or is_gaussian(f))
     }
     if len(eligible) < 2 or any(c.n < 2 for c in eligible.values()):
-        return row  # one seed (or one family) carries no verdict
+        return set(), False
     ordered = sorted(eligible.items(), key=lambda fc: fc[1].mean, reverse=info.higher_is_better)
     (leader, top), (_, runner_up) = ordered[0], ordered[1]
     if welch_p(top, runner_up) < SIGNIFICANCE:
-        return {f: replace(c, best=f == leader) for f, c in row.items()}
-    tied = {f for f, c in ordered if f == leader or welch_p(top, c) >= SIGNIFICANCE}
-    return {f: replace(c, tied=f in tied) for f, c in row.items()}
+        return {leader}, True
+    return {f for f, c in ordered if f == leader or welch_p(top, c) >= SIGNIFICANCE}, False
+
+
+def _mark_best(metric: str, row: dict[str, Cell]) -> dict[str, Cell]:
+    first, alone = leaders(metric, row)
+    if not first or any(row[f].flags for f in first):
+        return row  # no verdict, or a leader that has not learned: nothing is marked
+    return {
+        f: replace(c, best=alone and f in first, tied=not alone and f in first)
+        for f, c in row.items()
+    }
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One comparison table of a dataset: its title, and its rows as groups of one evaluation
+    set's metrics (a rule between groups)."""
+
+    name: str  # the table's id: its LaTeX label, its figure's file name
+    title: str
+    groups: tuple[tuple[str, tuple[str, ...]], ...]  # (prefix, metrics)
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(prefix for prefix, _ in self.groups)
+
+
+def table_specs() -> list[TableSpec]:
+    """The two comparison tables every report (markdown, LaTeX, the terminal summary) shows per
+    dataset: the headline (generation's realism rows, which carry its verdict, and the core
+    reconstruction rows), sized for one column of a paper; and the rest: reconstruction's other
+    rows, generation's self-consistency rows (never ranked), the losses and the diagnostics."""
+    main, diagnostic = metrics_in("main"), metrics_in("diagnostic")
+    realism = tuple(m for m in main if METRICS[m].realism and "gen" in METRICS[m].sets)
+    core = tuple(m for m in main if METRICS[m].headline)
+    return [
+        TableSpec(
+            "headline",
+            "Headline: realism of generated samples and reconstruction of held-out test images",
+            (("gen/", realism), ("recon/", core)),
+        ),
+        TableSpec(
+            "further",
+            "Further rows, losses and diagnostics (generation's pixel rows compare each sample "
+            "with its own reconstruction: self-consistency, never ranked)",
+            (
+                ("recon/", tuple(m for m in main + diagnostic if m not in core)),
+                ("gen/", tuple(m for m in main + diagnostic if m not in realism)),
+            ),
+        ),
+    ]
+
+
+def spec_table(
+    records: list[Record], dataset: str, spec: TableSpec
+) -> list[list[tuple[str, str, dict[str, Cell]]]]:
+    """The rows of one table, per group: (prefix, metric, {family: Cell}); empty groups left
+    out."""
+    groups = []
+    for prefix, metrics in spec.groups:
+        table = comparison(records, dataset, prefix, list(metrics))
+        if table:
+            groups.append([(prefix, metric, row) for metric, row in table.items()])
+    return groups
+
+
+def row_scale(row: dict[str, Cell]) -> int:
+    """A row of small numbers (every |mean| below 0.1, KID's 0.04 say) is shown times 10^3 (or
+    10^6): `44.2 ± 0.85` rather than `0.04420 ± 0.00085`, which would not fit a column."""
+    largest = max((abs(c.mean) for c in row.values() if c.state == "value"), default=0.0)
+    scale = 0
+    while 0 < largest * 10**scale < 0.1 and scale < 9:
+        scale += 3
+    return scale
+
+
+SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def row_label(prefix: str, metric: str, scale: int = 0) -> str:
+    """`gen/kid ×10³ ↓`: the row's key, its scale and, where it is ranked, its direction."""
+    arrow = direction_arrow(prefix, metric)
+    times = f" ×10{str(scale).translate(SUPERSCRIPT)}" if scale else ""
+    return f"{prefix}{metric}{times}" + (f" {arrow}" if arrow else "")
 
 
 def summary_table(
-    records: list[Record], dataset: str, prefix: str, metrics: list[str] | None = None
+    records: list[Record], dataset: str, spec: TableSpec, marks: Marks = Marks()
 ) -> tuple[pd.DataFrame, int | None]:
-    """The comparison as text cells (markdown bold for the best, † for tied leaders): rows
-    metrics, columns families; and the number of seeds when every cell has the same (the cells
-    then leave it out: the table says it once)."""
-    table = comparison(records, dataset, prefix, metrics)
+    """One table as text cells (markdown bold for the best, † for tied leaders, health marks):
+    rows `prefix/metric ↑`, columns families; and the number of seeds when every cell has the
+    same (the cells then leave it out: the table says it once)."""
+    groups = spec_table(records, dataset, spec)
     families = families_of([r for r in records if r.dataset == dataset])
-    n = table_n(table, records, dataset)
+    rows = [row for group in groups for row in group]
+    n = table_n({f"{p}{m}": row for p, m, row in rows}, records, dataset)
+    scales = [row_scale(row) for _, _, row in rows]
     frame = pd.DataFrame(
-        {family_label(f): [table[m][f].text(show_n=n is None) for m in table] for f in families},
-        index=list(table),
+        {
+            family_label(f): [
+                row[f].text(marks, show_n=n is None, scale=scale)
+                for (_, _, row), scale in zip(rows, scales, strict=True)
+            ]
+            for f in families
+        },
+        index=[row_label(p, m, scale) for (p, m, _), scale in zip(rows, scales, strict=True)],
     )
     return frame, n
 
@@ -227,36 +382,6 @@ def seeds_phrase(n: int | None) -> str:
     if n == 1:
         return "n = 1 seed per family: no best family is marked"
     return f"n = {n} seeds per family"
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """One comparison table of a dataset: its evaluation set, its title and its rows."""
-
-    prefix: str
-    title: str
-    metrics: tuple[str, ...]
-
-
-def table_specs() -> list[TableSpec]:
-    """The comparison tables every report (markdown, LaTeX, the terminal summary) shows per
-    dataset, in order: reconstruction; generation's realism rows, which carry its verdict; and
-    generation's self-consistency rows, a table of their own, never ranked."""
-    main = metrics_in("main")
-    return [
-        TableSpec("recon/", "Reconstruction of held-out test images", tuple(main)),
-        TableSpec(
-            "gen/",
-            "Generation: realism (the samples against the test set)",
-            tuple(m for m in main if METRICS[m].realism),
-        ),
-        TableSpec(
-            "gen/",
-            "Generation: self-consistency (each sample against the model's own reconstruction "
-            "of it; never ranked, not realism)",
-            tuple(m for m in main if not METRICS[m].realism),
-        ),
-    ]
 
 
 @dataclass(frozen=True, order=True)
@@ -288,7 +413,8 @@ def classifiers_used(records: list[Record], dataset: str, prefix: str) -> list[C
 
 
 def summary_csv(records: list[Record]) -> pd.DataFrame:
-    """Long form of every table: dataset, set, metric, family, mean, std, n, best, status."""
+    """Long form of every table: dataset, set, metric, family, mean, std, n, best, tied,
+    status, flags."""
     rows = []
     for dataset in sorted({r.dataset for r in records}):
         for prefix in ("recon/", "gen/"):
@@ -309,6 +435,8 @@ def summary_csv(records: list[Record]) -> pd.DataFrame:
                             "best": cell.best,
                             "tied": cell.tied,
                             "status": cell.state,
+                            # health marks (i, c, f) of a family that has not learned
+                            "flags": ",".join(cell.flags),
                         }
                     )
     return pd.DataFrame(rows)
