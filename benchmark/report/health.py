@@ -109,7 +109,7 @@ def collapsed(metrics: dict[str, float]) -> Flag | None:
 
 def below_floor(metrics: dict[str, float]) -> Flag | None:
     failed = [
-        f"gen/{name} {metrics[f'gen/{name}']:.3f} < {floor}"
+        f"gen/{name} {metrics[f'gen/{name}']:.3f} < {floor:.2f}"
         for name, floor in (("precision", PRECISION_FLOOR), ("recall", RECALL_FLOOR))
         if f"gen/{name}" in metrics and metrics[f"gen/{name}"] < floor
     ]

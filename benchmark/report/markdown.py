@@ -70,9 +70,10 @@ def notes() -> list[str]:
         "fooled\"), but a low value means VAEGAN's discriminator is winning; no winner is picked "
         "on it.",
         "In `gen/`, the pixel metrics compare each generated image with the model's own "
-        "reconstruction of it: they measure self-consistency, not realism, and sit in a table of "
-        "their own that never marks a best family. The realism verdict is `gen/cfd`, "
-        "`gen/precision` and `gen/recall` (in the features of the dataset's own classifier, on "
+        "reconstruction of it: they measure self-consistency, not realism, and sit in the table "
+        "of further rows, without arrows, never marking a best family. The realism verdict is "
+        "`gen/cfd`, `gen/precision` and `gen/recall` (in the features of the dataset's own "
+        "classifier, on "
         "every machine, for datasets with labels) and `gen/fid` and `gen/kid` (Inception; n/a "
         "where its weights are missing or FID is off). Each `gen/` table names the sampler of "
         "every family.",
@@ -129,7 +130,7 @@ def _classifier_note(records: list[Record], dataset: str, prefix: str) -> list[s
         )
         for c in used
     )
-    several = " (several: their cfds do not compare)" if len(used) > 1 else ""
+    several = " (several: their cfds do not compare, not ranked)" if len(used) > 1 else ""
     return [f"`cfd`, `precision`, `recall`: the dataset's own classifier{several}: {named}"]
 
 
@@ -153,7 +154,9 @@ def _networks_note(records: list[Record], dataset: str, prefix: str, metrics) ->
             }
         )
         if shown and used:
-            several = " (several: their numbers do not compare)" if len(used) > 1 else ""
+            several = (
+                " (several: their numbers do not compare, not ranked)" if len(used) > 1 else ""
+            )
             names_text = ", ".join(f"`{name}`" for name in shown)
             notes.append(f"{names_text}: weights {', '.join(f'`{u}`' for u in used)}{several}")
     return notes
@@ -195,6 +198,15 @@ def _summary_across_datasets(records: list[Record]) -> list[str]:
     rows = ranked_rows(records)
     if not rows:
         return []
+    cells = [c for row in rows for c in row.cells.values() if c.state == "value"]
+    if all(c.n < 2 and not c.flags for c in cells):
+        return [
+            "## Summary across datasets",
+            "",
+            "No family is ranked: every dataset has fewer than two seeds a family (a rank "
+            "needs the seeds to carry it).",
+            "",
+        ]
     families = families_of(records)
     header = ["dataset", "metric", *[family_label(f) for f in families]]
     lines = [

@@ -28,6 +28,7 @@ from benchmark.report.health import validation_curve  # noqa: E402
 from benchmark.report.tables import (  # noqa: E402
     comparison,
     direction_arrow,
+    family_flags,
     family_label,
     metric_frame,
     ordered_families,
@@ -99,7 +100,12 @@ def metric_figure(records: list[Record], dataset: str, kind: str, path: Path) ->
     if not shown:
         return None
     families = ordered_families(f for row in table.values() for f, c in row.items())
-    labels = [family_label(f) for f in families]
+    # a family that has not learned carries its health marks, as in the tables
+    flags = family_flags(records, dataset)
+    names = {
+        f: family_label(f) + (f" ({','.join(flags[f])})" if f in flags else "") for f in families
+    }
+    labels = [names[f] for f in families]
     colours = palette(labels)
     columns = 2 if len(shown) > 1 else 1
     rows = math.ceil(len(shown) / columns)
@@ -124,7 +130,7 @@ def metric_figure(records: list[Record], dataset: str, kind: str, path: Path) ->
                 error_kw={"elinewidth": 0.8, "capsize": 2},
             )
             seeds = frame[frame["key"] == prefix + metric].copy()
-            seeds["family"] = seeds["model"].map(family_label)
+            seeds["family"] = seeds["model"].map(names)
             sns.stripplot(
                 data=seeds,
                 x="value",
@@ -140,6 +146,9 @@ def metric_figure(records: list[Record], dataset: str, kind: str, path: Path) ->
             axis.set_xlabel("")
             axis.set_ylabel("")
             axis.locator_params(axis="x", nbins=3)
+            low = min(0.0, float(seeds["value"].min()) if len(seeds) else 0.0)
+            if low == 0:  # bars start at 0; a row of zeros (recall of blobs) keeps a 0..1 axis
+                axis.set_xlim(left=0, right=None if axis.get_xlim()[1] > 0 else 1)
         for axis in list(axes.flat)[len(shown) :]:
             axis.set_visible(False)
         figure.suptitle(f"{dataset}: {title.split(' (')[0]}")
@@ -151,9 +160,10 @@ def metric_figure(records: list[Record], dataset: str, kind: str, path: Path) ->
         if any(direction_arrow(prefix, m) for m in shown)
         else "; no arrows: never ranked"
     )
+    unlearned = "; (i, c, f): not learned, as in the tables" if flags else ""
     return (
         f"{dataset}, {title}: each family's mean over seeds (bar), sample std (error bar) and "
-        f"each of up to {n_seeds} seeds (points){arrows}. PDF beside it for LaTeX."
+        f"each of up to {n_seeds} seeds (points){arrows}{unlearned}. PDF beside it for LaTeX."
     )
 
 
@@ -214,6 +224,7 @@ def training_curves(records: list[Record], histories: dict, dataset: str, path: 
             )
             axis.set_title(family_label(family))
             axis.set_xlabel(x_name)
+            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             axis.set_ylabel("reconstruction loss" if axis is axes[0][0] else "")
             if (subset["value"] > 0).all():
                 axis.set_yscale("log")  # losses fall by decades; plain numbers on the ticks

@@ -20,6 +20,7 @@ from benchmark.report.tables import (
     Cell,
     is_gaussian,
     is_ranked,
+    networks_behind,
     spec_table,
     table_specs,
     welch_p,
@@ -77,10 +78,14 @@ def ranked_rows(records: list[Record]) -> list[RankedRow]:
     headline = table_specs()[0]
     rows = []
     for dataset in sorted({r.dataset for r in records}):
+        ok = [r for r in records if r.dataset == dataset and r.status == "ok"]
         for group in spec_table(records, dataset, headline):
             for prefix, metric, row in group:
                 if is_ranked(prefix, metric) and any(c.state == "value" for c in row.values()):
-                    rows.append(RankedRow(dataset, prefix, metric, row_ranks(metric, row), row))
+                    # numbers of two feature networks do not compare: no ranks on that row
+                    comparable = len(networks_behind(ok, prefix + metric)) < 2
+                    ranks = row_ranks(metric, row) if comparable else {}
+                    rows.append(RankedRow(dataset, prefix, metric, ranks, row))
     return rows
 
 

@@ -206,7 +206,9 @@ def comparison(
     records: list[Record], dataset: str, prefix: str, metrics: list[str] | None = None
 ) -> dict[str, dict[str, Cell]]:
     """{metric: {family: Cell}} for one dataset and evaluation set, rows without values left
-    out; the cells of a family that has not learned carry its health marks."""
+    out; the cells of a family that has not learned carry its health marks. A row whose
+    numbers come from different feature networks (LPIPS, Inception or classifier weights)
+    ranks no one."""
     ok = [r for r in records if r.dataset == dataset and r.status == "ok"]
     stats = aggregate(ok).set_index(["model", "key"]) if ok else None
     families = families_of(ok)
@@ -231,8 +233,18 @@ def comparison(
             else:
                 row[family] = Cell("not_applicable")
         if any(cell.state != "not_applicable" for cell in row.values()):
-            table[metric] = _mark_best(metric, row) if is_ranked(prefix, metric) else row
+            ranked = is_ranked(prefix, metric) and len(networks_behind(ok, key)) < 2
+            table[metric] = _mark_best(metric, row) if ranked else row
     return table
+
+
+def networks_behind(records: list[Record], key: str) -> set[str]:
+    """The pretrained or trained networks (weights) behind a metric's numbers in `records`:
+    numbers from two of them do not compare, so such a row ranks no one."""
+    switch = METRICS[key.split("/", 1)[1]].switch
+    if switch is None:
+        return set()
+    return {r.feature_networks().get(switch, "unnamed") for r in records if key in r.metrics}
 
 
 def is_ranked(prefix: str, metric: str) -> bool:
@@ -332,11 +344,14 @@ def spec_table(
 
 
 def row_scale(row: dict[str, Cell]) -> int:
-    """A row of small numbers (every |mean| below 0.1, KID's 0.04 say) is shown times 10^3 (or
-    10^6): `44.2 ± 0.85` rather than `0.04420 ± 0.00085`, which would not fit a column."""
-    largest = max((abs(c.mean) for c in row.values() if c.state == "value"), default=0.0)
+    """A row of small numbers is shown times 10^3 (or 10^6): where a std needs more than four
+    decimals (KID's `0.04420 ± 0.00085` is `44.20 ± 0.85` ×10³), or every |mean| is below
+    0.01; otherwise as they are (`0.058 ± 0.038`)."""
+    values = [c for c in row.values() if c.state == "value"]
+    largest = max((abs(c.mean) for c in values), default=0.0)
+    smallest_std = min((c.std for c in values if c.n > 1 and c.std > 0), default=math.inf)
     scale = 0
-    while 0 < largest * 10**scale < 0.1 and scale < 9:
+    while scale < 9 and (smallest_std * 10**scale < 1e-3 or 0 < largest * 10**scale < 0.01):
         scale += 3
     return scale
 
