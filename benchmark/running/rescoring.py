@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmark.config import RunConfig
 from benchmark.errors import UserInputError, unknown_name
 from benchmark.metrics.providers import PROVIDERS
 from benchmark.metrics.registry import METRICS, SETS, switch_of
@@ -73,6 +74,31 @@ def _sampler_of(choice: str | dict[str, str] | None, model: str) -> str | None:
     if choice is not None and choice in FAMILIES.get(model).samplers:
         return choice
     return None
+
+
+def scoring_config(config: RunConfig, wanted: set[str] | None) -> RunConfig:
+    """The config a cell is re-scored with: asking for a metric computes it, even where the
+    run had it switched off (eval.fid: false)."""
+    switches = {}
+    if wanted is not None:
+        asked = {switch_of(key) for key in wanted}
+        switches = {
+            p.name: p.enabled(config.eval) or p.name in asked
+            for p in PROVIDERS.values()
+            if p.has_switch(config.eval)  # one without a switch is on anyway
+        }
+    return config.model_copy(update={"eval": config.eval.model_copy(update=switches)})
+
+
+def rescoring_configs(out_dir: Path, metrics: list[str] | None) -> list[RunConfig]:
+    """The configs `rescore` would score the finished cells with (what `vaebench evaluate`
+    provisions the pretrained networks for, before any work)."""
+    wanted = parse_metric_names(metrics)
+    return [
+        scoring_config(record.config, wanted)
+        for path, record in iter_records(out_dir)
+        if record.status == "ok" and CellFiles(path).checkpoint.exists()
+    ]
 
 
 def rescore(
@@ -135,16 +161,7 @@ def _rescore_one(cell: CellFiles, record: Record, wanted, sampler, shared, log) 
         )
         loaded = (model, config, params)
         return score_as(cell, record, loaded, target, shared, log, name)
-    # asking for a metric computes it, even where the run had it switched off (eval.fid: false)
-    switches = {}
-    if wanted is not None:
-        asked = {switch_of(key) for key in wanted}
-        switches = {
-            p.name: p.enabled(config.eval) or p.name in asked
-            for p in PROVIDERS.values()
-            if p.has_switch(config.eval)  # one without a switch is on anyway
-        }
-    scoring = config.model_copy(update={"eval": config.eval.model_copy(update=switches)})
+    scoring = scoring_config(config, wanted)
     scores = score(scoring, model, params, shared.data(config), shared, device)
     chosen = set(scores.measured.metrics) | set(scores.measured.unavailable)
     if wanted is not None:
