@@ -241,3 +241,25 @@ def test_both_tables_compile_in_a_two_column_paper_without_an_overfull_box(tmp_p
     wider = wider.replace(r" \\" + "\n", r" & 1000.0 $\pm$ 10.0 & 1000.0 $\pm$ 10.0 & x \\" + "\n")
     (report / "wider.tex").write_text(wider)
     assert overfull_boxes(report / "wider.tex")
+
+
+def test_every_table_says_the_budget_its_numbers_cost(tmp_path):
+    suite = resolve_suite("quick", ["train.epochs=20"], ["vqvae", "betavae"], None, [0, 1, 2])
+    for cell in expand_cells(suite):
+        write_record(
+            tmp_path,
+            cell,
+            metrics={"recon/ssim": 0.5 + cell.seed / 100, "recon/recon_loss": 10.0 + cell.seed},
+            sampler={"name": "prior" if cell.model == "vqvae" else "normal"},
+            dataset_info={"splits": {"train": 3800, "val": 200, "test": 1000}},
+            environment={"device": "cpu", "device_name": "Intel(R) Xeon(R) Processor"},
+        )
+    budget = (
+        "epochs 20; training images 3800; batch size 64; networks `compact`; samplers BetaVAE "
+        "`normal`, VQVAE `prior`; seeds 3 (0–2); hardware Intel(R) Xeon(R) Processor"
+    )
+    report = write_report(from_directory(tmp_path), tmp_path / "report").read_text()
+    assert f"*Budget: {budget}.*" in report
+    tex = (tmp_path / "report" / "summary.tex").read_text()
+    latex = budget.replace("`", "").replace("–", "--")
+    assert tex.count(f"Budget: {latex}.") == 2  # in both tables' captions

@@ -60,7 +60,8 @@ def _add_run(sub) -> None:
     run.add_argument(
         "--suite",
         default="quick",
-        help="built-in suite name (quick, paper) or a suite YAML file [quick]",
+        help="built-in suite name (quick, two-datasets, paper, nightly) or a suite YAML file "
+        "[quick]",
     )
     run.add_argument("--models", type=_csv(str), help="comma-separated: betavae,vqvae,vaegan")
     run.add_argument(
