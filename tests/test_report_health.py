@@ -156,6 +156,12 @@ def test_the_summary_ranks_learned_families_on_every_dataset(tmp_path):
     assert "| fashion_mnist | recon/ssim ↑ | not learned<sup>i</sup> | 2 | 1 |" in summary
     # VAEGAN: 2 on mnist-5k's three rows; BetaVAE 2 (x3) and 2 (x3); VQVAE 1 everywhere
     assert "| **mean rank** | | **2.00** (of 3) | **2.00** (of 6) | **1.00** (of 6) |" in summary
+    tex = (tmp_path / "report" / "summary.tex").read_text()
+    first = tex.split(r"\begin{table}")[1]  # the summary is the first table of summary.tex
+    assert r"\label{tab:vaebench-summary}" in first
+    assert "recon/ssim $\\uparrow$ & 2= & 2= & 1 \\\\" in first
+    assert "recon/ssim $\\uparrow$ & n.l.$^{\\mathrm{i}}$ & 2 & 1 \\\\" in first
+    assert "mean rank (rows) & 2.00 (3) & 2.00 (6) & 1.00 (6) \\\\" in first
 
 
 @pytest.mark.parametrize(

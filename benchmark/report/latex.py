@@ -10,6 +10,13 @@ from benchmark.config import dataset_slug
 from benchmark.records.results import Record
 from benchmark.report.budget import budget_phrase
 from benchmark.report.health import REASONS
+from benchmark.report.ranks import (
+    NO_VERDICT,
+    NOT_LEARNED,
+    mean_ranks,
+    ranked_rows,
+    seeds_can_rank,
+)
 from benchmark.report.tables import (
     SIGNIFICANCE,
     Marks,
@@ -87,6 +94,59 @@ def _caption(records: list[Record], dataset: str, spec: TableSpec, n: int | None
     return caption
 
 
+def summary_across_datasets(records: list[Record]) -> str | None:
+    """The first table: each family's rank per dataset and headline metric, and its mean rank
+    (as REPORT.md's summary); one column wide."""
+    rows = ranked_rows(records)
+    if not seeds_can_rank(rows):
+        return None
+    families = families_of(records)
+    columns = len(families) + 1
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\footnotesize",
+        r"\setlength{\tabcolsep}{2.5pt}",
+        r"\begin{tabular}{@{}l" + "r" * len(families) + "@{}}",
+        r"\toprule",
+        " & ".join(["", *[escape(family_label(f)) for f in families]]) + r" \\",
+    ]
+    for dataset in dict.fromkeys(row.dataset for row in rows):
+        lines += [
+            r"\midrule",
+            rf"\multicolumn{{{columns}}}{{@{{}}l}}{{\emph{{{escape(dataset)}}}}} \\",
+        ]
+        for row in (r for r in rows if r.dataset == dataset):
+            cells = [
+                escape(row.text(f, health_marks=("\x00", "\x01")).replace(NOT_LEARNED, "n.l."))
+                .replace("\x00", MARKS.health[0])
+                .replace("\x01", MARKS.health[1])
+                for f in families
+            ]
+            label = escape(row.prefix) + metric_label(row.prefix, row.metric)
+            lines.append(" & ".join([label, *cells]) + r" \\")
+    means = mean_ranks(rows, families)
+    mean_cells = [
+        f"{means[f][0]:.2f} ({means[f][1]})" if f in means else escape(NO_VERDICT) for f in families
+    ]
+    lines += [r"\midrule", " & ".join([r"mean rank (rows)", *mean_cells]) + r" \\"]
+    caption = (
+        "VAEGAN, BetaVAE and VQVAE across datasets: each family's rank per dataset and headline "
+        "metric (1 = best; = : the seeds cannot separate it from another family of that rank, "
+        f"two-sided Welch t-test p $\\geq$ {SIGNIFICANCE}; n.l.: not learned, with its marks, "
+        "not ranked; $\\cdot$: no verdict, fewer than two seeds or rankable families or two "
+        "feature networks) and its mean rank over the rows that rank it."
+    )
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{caption}}}",
+        r"\label{tab:vaebench-summary}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines)
+
+
 def latex_tables(records: list[Record]) -> str:
     """Requires \\usepackage{booktabs} in the paper; marks as in the markdown report. The
     headline table of each dataset fits one column of a two-column paper."""
@@ -98,6 +158,9 @@ def latex_tables(records: list[Record]) -> str:
         "not learned (i still improving, c collapsed, f samples below the realism floor). "
         "Requires \\usepackage{booktabs}."
     ]
+    summary = summary_across_datasets(records)
+    if summary:
+        blocks.append(summary)
     for dataset in sorted({r.dataset for r in records}):
         families = families_of([r for r in records if r.dataset == dataset])
         for spec in table_specs():

@@ -21,7 +21,13 @@ from benchmark.report import plots
 from benchmark.report.budget import budget_phrase
 from benchmark.report.health import REASONS, health
 from benchmark.report.latex import figures_tex, write_latex
-from benchmark.report.ranks import NO_VERDICT, NOT_LEARNED, mean_ranks, ranked_rows
+from benchmark.report.ranks import (
+    NO_VERDICT,
+    NOT_LEARNED,
+    mean_ranks,
+    ranked_rows,
+    seeds_can_rank,
+)
 from benchmark.report.sources import ReportInputs, cell_key
 from benchmark.report.tables import (
     SIGNIFICANCE,
@@ -198,8 +204,7 @@ def _summary_across_datasets(records: list[Record]) -> list[str]:
     rows = ranked_rows(records)
     if not rows:
         return []
-    cells = [c for row in rows for c in row.cells.values() if c.state == "value"]
-    if all(c.n < 2 and not c.flags for c in cells):
+    if not seeds_can_rank(rows):
         return [
             "## Summary across datasets",
             "",

@@ -89,6 +89,13 @@ def ranked_rows(records: list[Record]) -> list[RankedRow]:
     return rows
 
 
+def seeds_can_rank(rows: list[RankedRow]) -> bool:
+    """Whether a summary has anything to say: some value from two or more seeds, or a family
+    that has not learned (a one-seed report ranks no one, and says so in one line)."""
+    cells = [c for row in rows for c in row.cells.values() if c.state == "value"]
+    return any(c.n >= 2 or c.flags for c in cells)
+
+
 def mean_ranks(rows: list[RankedRow], families: list[str]) -> dict[str, tuple[float, int]]:
     """{family: (mean rank, rows it was ranked on)} over the rows that rank it."""
     means = {}
