@@ -140,15 +140,15 @@ def test_not_applicable_and_unavailable_cells(fixture_dir):
 def test_latex_is_balanced_booktabs_with_the_same_numbers(fixture_dir):
     out, markdown = fixture_dir
     tex = (out / "report" / "summary.tex").read_text()
-    # the headline table and the table of further rows, losses and diagnostics
+    # the summary across datasets, the headline table and the table of further rows
     for environment in ("table", "tabular"):
-        assert tex.count(rf"\begin{{{environment}}}") == tex.count(rf"\end{{{environment}}}") == 2
-    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") == 2
+        assert tex.count(rf"\begin{{{environment}}}") == tex.count(rf"\end{{{environment}}}") == 3
+    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") == 3
     assert tex.count("{") == tex.count("}")
     for line in tex.splitlines():
         if line.endswith(r"\\") and not line.startswith(r"\multicolumn"):
             assert line.count("&") == 3, line
-    assert r"\textbf{0.820 $\pm$ 0.010} \\" in tex
+    assert r"\textbf{0.820\,$\pm$\,0.010} \\" in tex
     assert "\nrecon\\_loss & " in tex and "\nssim $\\uparrow$ & " in tex and "---" in tex
     assert "\nkl & " in tex and "\ndiscriminator\\_loss & " in tex  # shown, never ranked
     assert "n = 3 seeds per family." in tex and "(n=" not in tex

@@ -61,8 +61,8 @@ def test_three_seeds_bold_where_the_test_separates_and_tie_marks_where_it_does_n
     assert mse["VQVAE"].endswith("†") and mse["VAEGAN"].endswith("†")
     assert not mse["BetaVAE"].endswith("†")
     tex = (out / "report" / "summary.tex").read_text()
-    assert r"\textbf{0.910 $\pm$ 0.010}" in tex
-    assert r"12.0 $\pm$ 2.0$^\dagger$" in tex and r"13.0 $\pm$ 2.0$^\dagger$" in tex
+    assert r"\textbf{0.910\,$\pm$\,0.010}" in tex
+    assert r"12.0\,$\pm$\,2.0$^\dagger$" in tex and r"13.0\,$\pm$\,2.0$^\dagger$" in tex
     assert "n = 3 seeds per family" in tex
 
 

@@ -50,6 +50,10 @@ class Family:
     latent: Literal["gaussian", "discrete", "deterministic"] = "gaussian"
     # what its own `recon_loss` is, for the report's note on the families' own losses
     own_loss: str = ""
+    # whether its validation reconstruction loss settles as it learns (the report's "still
+    # improving" check reads it); an adversarial family's own loss is measured in features
+    # that move as its discriminator trains, so it wanders and is not read
+    settles: bool = True
     # train.engine=vaebench: the training forward, (model, inputs, **pythae's kwargs) -> its
     # loss components as tensors, none of them read on the host. None: the model's own forward
     engine_forward: Callable[..., Any] | None = None

@@ -68,6 +68,44 @@ MARKS = Marks(
 GROUP_HEADINGS = {"gen/": "generated samples", "recon/": "reconstructions"}
 
 
+# every table is set in a box first: one wider than the column (long row labels, many
+# families) is scaled down to the column's width instead of running into the margin; the log
+# says each table's natural width (`vaebench: table LABEL WIDTH of COLUMN`)
+FIT_BOX = r"\ifdefined\vaebenchbox\else\newsavebox{\vaebenchbox}\fi"
+
+
+def _open_table(columns: int) -> list[str]:
+    return [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\footnotesize",
+        r"\setlength{\tabcolsep}{2pt}",
+        FIT_BOX,
+        r"\sbox{\vaebenchbox}{%",
+        r"\begin{tabular}{@{}l" + "r" * columns + "@{}}",
+        r"\toprule",
+    ]
+
+
+def _close_table(caption: str, label: str) -> list[str]:
+    return [
+        r"\bottomrule",
+        r"\end{tabular}%",
+        "}",
+        rf"\typeout{{vaebench: table {label} \the\wd\vaebenchbox\space of \the\columnwidth}}",
+        r"\ifdim\wd\vaebenchbox>\columnwidth\resizebox{\columnwidth}{!}{\usebox{\vaebenchbox}}"
+        r"\else\usebox{\vaebenchbox}\fi",
+        rf"\caption{{{caption}}}",
+        rf"\label{{{label}}}",
+        r"\end{table}",
+    ]
+
+
+def _cell_tex(text: str) -> str:
+    """A cell as markdown's `Cell.text` wrote it with LaTeX marks, its ± thinly spaced."""
+    return "---" if text == "—" else text.replace(r" $\pm$ ", r"\,$\pm$\,")
+
+
 def _caption(records: list[Record], dataset: str, spec: TableSpec, n: int | None) -> str:
     caption = f"{escape(dataset)}: {escape(spec.title[0].lower() + spec.title[1:])}. "
     caption += escape(seeds_phrase(n)) + ". "
@@ -102,13 +140,7 @@ def summary_across_datasets(records: list[Record]) -> str | None:
         return None
     families = families_of(records)
     columns = len(families) + 1
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\footnotesize",
-        r"\setlength{\tabcolsep}{2.5pt}",
-        r"\begin{tabular}{@{}l" + "r" * len(families) + "@{}}",
-        r"\toprule",
+    lines = _open_table(len(families)) + [
         " & ".join(["", *[escape(family_label(f)) for f in families]]) + r" \\",
     ]
     for dataset in dict.fromkeys(row.dataset for row in rows):
@@ -137,13 +169,7 @@ def summary_across_datasets(records: list[Record]) -> str | None:
         "not ranked; $\\cdot$: no verdict, fewer than two seeds or rankable families or two "
         "feature networks) and its mean rank over the rows that rank it."
     )
-    lines += [
-        r"\bottomrule",
-        r"\end{tabular}",
-        rf"\caption{{{caption}}}",
-        r"\label{tab:vaebench-summary}",
-        r"\end{table}",
-    ]
+    lines += _close_table(caption, "tab:vaebench-summary")
     return "\n".join(lines)
 
 
@@ -156,7 +182,7 @@ def latex_tables(records: list[Record]) -> str:
         f"runner-up, p < {SIGNIFICANCE}); $^\\dagger$: leaders the seeds cannot separate; "
         "$\\uparrow$/$\\downarrow$ on ranked rows only; superscript letters: cells that have "
         "not learned (i still improving, c collapsed, f samples below the realism floor). "
-        "Requires \\usepackage{booktabs}."
+        "Requires \\usepackage{booktabs} and \\usepackage{graphicx}."
     ]
     summary = summary_across_datasets(records)
     if summary:
@@ -187,15 +213,7 @@ def latex_tables(records: list[Record]) -> str:
                     ],
                 ]
             )
-            lines = [
-                r"\begin{table}[t]",
-                r"\centering",
-                r"\footnotesize",
-                r"\setlength{\tabcolsep}{2.5pt}",
-                r"\begin{tabular}{@{}l" + "r" * len(families) + "@{}}",
-                r"\toprule",
-                header + r" \\",
-            ]
+            lines = _open_table(len(families)) + [header + r" \\"]
             for group in groups:
                 prefix = group[0][0]
                 lines += [
@@ -209,17 +227,11 @@ def latex_tables(records: list[Record]) -> str:
                         row[f].text(MARKS, show_n=n is None, scale=scale, flags=False)
                         for f in families
                     ]
-                    cells = ["---" if c == "—" else c for c in cells]
+                    cells = [_cell_tex(c) for c in cells]
                     label = metric_label(prefix, metric, scale)
                     lines.append(" & ".join([label, *cells]) + r" \\")
-            label = f"{dataset_slug(dataset)}-{spec.name}"
-            lines += [
-                r"\bottomrule",
-                r"\end{tabular}",
-                rf"\caption{{{_caption(records, dataset, spec, n)}}}",
-                rf"\label{{tab:vaebench-{label}}}",
-                r"\end{table}",
-            ]
+            label = f"tab:vaebench-{dataset_slug(dataset)}-{spec.name}"
+            lines += _close_table(_caption(records, dataset, spec, n), label)
             blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

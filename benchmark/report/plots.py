@@ -163,7 +163,8 @@ def metric_figure(records: list[Record], dataset: str, kind: str, path: Path) ->
     unlearned = "; (i, c, f): not learned, as in the tables" if flags else ""
     return (
         f"{dataset}, {title}: each family's mean over seeds (bar), sample std (error bar) and "
-        f"each of up to {n_seeds} seeds (points){arrows}{unlearned}. PDF beside it for LaTeX."
+        f"every seed as a point (up to {n_seeds} a family){arrows}{unlearned}. PDF beside it for "
+        "LaTeX."
     )
 
 
@@ -240,7 +241,8 @@ def training_curves(records: list[Record], histories: dict, dataset: str, path: 
         figure.tight_layout(pad=0.3, w_pad=0.8)
         _save(figure, path)
     return (
-        f"{dataset}: each family's own reconstruction loss per {x_name} ({n_seeds} seed(s): "
-        "mean line, band from the lowest to the highest seed), on the training set and on the "
-        "validation split (the curve the health check reads); scales differ between families."
+        f"{dataset}: each family's own reconstruction loss per {x_name} (up to {n_seeds} seeds a "
+        "family: mean line, band from the lowest to the highest seed), on the training set and "
+        "on the validation split (the curve the health check reads); scales differ between "
+        "families."
     )
