@@ -34,24 +34,38 @@ from benchmark.report.tables import (
 )
 
 
+# every character TeX reads as a command, in text mode: a record's strings (dataset, sampler
+# and family names, error text) become literal characters, never commands; `^` is escaped, so
+# TeX's `^^5c` notation for a backslash cannot be formed either
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "#": r"\#",
+    "^": r"\textasciicircum{}",
+    "_": r"\_",
+    "~": r"\textasciitilde{}",
+    "%": r"\%",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    # what the markdown report writes in Unicode, in plain LaTeX (no inputenc needed)
+    "–": "--",
+    "—": "---",
+    "±": r"$\pm$",
+    "≥": r"$\geq$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "·": r"$\cdot$",
+}
+
+
 def escape(text: str) -> str:
-    for char, replacement in (
-        ("\\", r"\textbackslash{}"),
-        ("_", r"\_"),
-        ("%", r"\%"),
-        ("&", r"\&"),
-        ("#", r"\#"),
-        # what the markdown report writes in Unicode, in plain LaTeX (no inputenc needed)
-        ("–", "--"),
-        ("—", "---"),
-        ("±", r"$\pm$"),
-        ("≥", r"$\geq$"),
-        ("↑", r"$\uparrow$"),
-        ("↓", r"$\downarrow$"),
-        ("·", r"$\cdot$"),
-    ):
-        text = text.replace(char, replacement)
-    return text
+    """`text` as literal LaTeX text: each special character replaced once (a replacement is
+    never escaped again)."""
+    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
 
 
 def metric_label(prefix: str, metric: str, scale: int = 0) -> str:

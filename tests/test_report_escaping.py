@@ -1,0 +1,79 @@
+"""A record's strings reach summary.tex as literal text: a hostile dataset or sampler name
+compiles, reads no file and runs no command, even under `pdflatex -shell-escape`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from benchmark.records.results import Record
+from benchmark.report.latex import escape, figures_tex, latex_tables
+from benchmark.running.suites import expand_cells, resolve_suite
+from conftest import make_record
+
+HOSTILE = [
+    r"tex^^5cinput{^^2fetc^^2fhostname}",  # ^^5c is TeX's notation for a backslash
+    r"x\input{secret.txt}",
+    r"y\immediate\write18{touch pwned}",
+    "z$\\def~{}$#&%_{}<>|",
+]
+
+
+def test_every_special_character_becomes_text():
+    for name in HOSTILE:
+        escaped = escape(name)
+        # what is left of a command: only the escapes this function writes
+        for command in ("\\input", "\\immediate", "\\write", "\\def"):
+            assert command not in escaped
+        assert "^^" not in escaped and "~" not in escaped.replace(r"\textasciitilde{}", "")
+
+
+def hostile_records() -> list[Record]:
+    records = []
+    cells = expand_cells(resolve_suite("quick", ["train.epochs=1"], None, None, [0, 1]))
+    for name in HOSTILE:
+        for cell in cells:
+            data = make_record(
+                cell,
+                metrics={"recon/ssim": 0.5 + 0.1 * cell.seed, "gen/cfd": 100.0 + cell.seed},
+                sampler={"name": name},
+            ).as_dict()
+            data["dataset"] = name
+            data["config"]["dataset"] = name
+            records.append(Record.parse(data))
+    return records
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None and not os.environ.get("VAEBENCH_REQUIRE_TEX"),
+    reason="TeX Live is not installed (CI installs it and sets VAEBENCH_REQUIRE_TEX)",
+)
+def test_hostile_names_compile_as_text_and_run_nothing(tmp_path):
+    records = hostile_records()
+    (tmp_path / "secret.txt").write_text("the secret\n")
+    (tmp_path / "summary.tex").write_text(latex_tables(records))
+    grids = [
+        {"dataset": r.dataset, "family": r.model, "sampler": r.sampler["name"], "samples": ""}
+        for r in records
+    ]
+    (tmp_path / "figures.tex").write_text(figures_tex(grids))
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        "\\begin{document}\n\\input{summary.tex}\n\\input{figures.tex}\n\\end{document}\n"
+    )
+    result = subprocess.run(
+        ["pdflatex", "-shell-escape", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert result.returncode == 0, log[-2000:]
+    # TeX logs each file it opens as "(PATH": neither was opened, nor their text typeset
+    assert "(./secret.txt" not in log and "(/etc/hostname" not in log
+    assert "the secret" not in log
+    assert not (tmp_path / "pwned").exists()
+    assert "Overfull" not in log
