@@ -110,7 +110,7 @@ def test_a_per_image_metric_is_one_entry_from_computation_to_report(
     assert 0 < record.metrics["recon/brightness"] < 1 and "gen/brightness" in record.metrics
     assert "brightness" in metrics_of(FAMILIES.get("betavae"))
     report = (tmp_path / "REPORT.md").read_text()
-    assert any(line.startswith("| brightness") for line in report.splitlines())
+    assert any(line.startswith("| recon/brightness") for line in report.splitlines())
 
 
 def test_a_set_level_metric_is_one_provider_entry(parquet_repo, tmp_path, monkeypatch, capsys):
@@ -129,7 +129,7 @@ def test_a_set_level_metric_is_one_provider_entry(parquet_repo, tmp_path, monkey
         assert {"recon/mean_gap", "gen/mean_gap"} <= set(record.provenance)
         assert 0 <= record.metrics["recon/mean_gap"] < 1 and mean_gap_provider.LOADS == ["cpu"]
         report = (tmp_path / "REPORT.md").read_text()
-        assert any(line.startswith("| mean_gap") for line in report.splitlines())
+        assert any(line.startswith("| recon/mean_gap") for line in report.splitlines())
         capsys.readouterr()
         assert main(["evaluate", str(tmp_path), "--metrics", "recon/mean_gap"]) == 0
         assert f"recon/mean_gap {record.metrics['recon/mean_gap']:.4g}" in capsys.readouterr().out
