@@ -2,7 +2,7 @@
 of real, blurred, noisy, mode-dropped and repeated mnist-5k images against its test set, in the
 features of the classifier vaebench uses for mnist-5k (the shipped one).
 
-    python tools/measure_classifier_validity.py     # 2 CPU threads, a few seconds
+    python tools/measure_classifier_validity.py     # 2 CPU threads, about 10 s
 
 tests/test_classifier.py checks the order and bounds of the same measurements.
 """
@@ -14,7 +14,7 @@ import torchvision.transforms.functional as TF
 
 from benchmark.config import DataConfig
 from benchmark.data.loading import load_image_splits
-from benchmark.metrics.classifier import ClassifierReference, load_or_train
+from benchmark.metrics.classifier import ClassifierReference, shipped
 
 N = 1000
 
@@ -22,7 +22,8 @@ N = 1000
 def main() -> None:
     torch.set_num_threads(2)
     data = load_image_splits("mnist-5k", DataConfig())
-    classifier = load_or_train(data)
+    classifier = shipped("mnist-5k", tuple(data.test.shape[1:]))
+    assert classifier is not None, "the shipped mnist-5k classifier"
     reference = ClassifierReference.of(classifier, data.test)
     info = classifier.info
     print(
