@@ -35,10 +35,7 @@ def main() -> None:
     sets = {
         "real training images": images,
         **{f"Gaussian blur σ = {s:g}": TF.gaussian_blur(images, 9, s) for s in (1.0, 2.0, 3.0)},
-        **{
-            f"Gaussian noise σ = {s:g}": (images + s * noise).clamp(0, 1)
-            for s in (0.2, 0.4, 0.8)
-        },
+        **{f"Gaussian noise σ = {s:g}": (images + s * noise).clamp(0, 1) for s in (0.2, 0.4, 0.8)},
         "digits 0–4 only (mode dropping)": data.train[data.labels["train"] < 5][:N],
         "one image repeated": data.train[:1].expand(N, -1, -1, -1),
     }

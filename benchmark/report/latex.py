@@ -33,7 +33,6 @@ from benchmark.report.tables import (
     table_specs,
 )
 
-
 # every character TeX reads as a command, in text mode: a record's strings (dataset, sampler
 # and family names, error text) become literal characters, never commands; `^` is escaped, so
 # TeX's `^^5c` notation for a backslash cannot be formed either
