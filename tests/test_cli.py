@@ -48,6 +48,27 @@ def test_a_real_process_prints_no_traceback():
     ]
 
 
+def test_version_names_the_package_version_and_its_commit(capsys):
+    from importlib import metadata
+
+    from benchmark.cli import main
+    from benchmark.environment import git_sha
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    printed = capsys.readouterr().out
+    version = metadata.version("vaebench")
+    sha = git_sha()
+    assert (
+        printed
+        == f"vaebench {version}"
+        + (f"+{sha[:12]}" if sha else "")
+        + ("-dirty" if sha and sha.endswith("-dirty") else "")
+        + "\n"
+    )
+
+
 def test_help_for_every_subcommand():
     for args in (["--help"], ["run", "--help"], ["report", "--help"], ["list", "--help"]):
         result = run_cli(*args)

@@ -18,6 +18,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _Version(argparse.Action):
+    """`vaebench --version`: the package version and, from a checkout, its git commit (what
+    each record's provenance names), computed only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs) -> None:
+        kwargs.setdefault("help", "print the version (and git commit) and exit")
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from benchmark.environment import code_version
+
+        print(f"vaebench {code_version()}")  # on stdout, as --help is
+        parser.exit(0)
+
+
 def _csv(kind):
     def parse(text: str) -> list:
         try:
@@ -38,6 +53,7 @@ def _add_overrides(parser: argparse.ArgumentParser, default: list[str], help: st
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaebench", description=DESCRIPTION)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(sub)
     _add_sweep(sub)
