@@ -179,6 +179,16 @@ def test_plots_are_pngs_and_every_link_exists(fixture_dir):
             assert path.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_the_same_records_draw_the_same_figures(fixture_dir, tmp_path):
+    out, _ = fixture_dir
+    again = tmp_path / "again"
+    write_report(from_directory(out), again)
+    figures = sorted(p.name for p in (out / "report").glob("*.p[dn][fg]"))
+    assert len(figures) == 8  # four figures, PNG and PDF
+    for name in figures:
+        assert (again / name).read_bytes() == (out / "report" / name).read_bytes(), name
+
+
 @pytest.fixture(scope="module")
 def offline_wandb_run(tiny_suite_args, tmp_path_factory):
     out = tmp_path_factory.mktemp("wandb-report")

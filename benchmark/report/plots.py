@@ -83,7 +83,12 @@ def _save(figure, path: Path) -> None:
         files.write_with(
             target,
             lambda temporary, fmt=target.suffix[1:]: figure.savefig(
-                temporary, format=fmt, dpi=DPI, bbox_inches="tight"
+                temporary,
+                format=fmt,
+                dpi=DPI,
+                bbox_inches="tight",
+                # no creation date or software version: the same records give the same bytes
+                metadata={"CreationDate": None} if fmt == "pdf" else {"Software": None},
             ),
         )
     plt.close(figure)
@@ -129,18 +134,21 @@ def metric_figure(records: list[Record], dataset: str, kind: str, path: Path) ->
                 color=[colours[label] for label in labels],
                 error_kw={"elinewidth": 0.8, "capsize": 2},
             )
-            seeds = frame[frame["key"] == prefix + metric].copy()
-            seeds["family"] = seeds["model"].map(names)
-            sns.stripplot(
-                data=seeds,
-                x="value",
-                y="family",
-                order=labels,
-                color="black",
-                size=2.5,
-                jitter=0.12,
-                ax=axis,
-            )
+            seeds = frame[frame["key"] == prefix + metric]
+            # every seed as a point, spread across the bar in seed order (no random jitter:
+            # the same records draw the same figure)
+            for row_at, family in enumerate(families):
+                values = seeds[seeds["model"] == family].sort_values("seed")["value"].tolist()
+                offsets = [(i - (len(values) - 1) / 2) * 0.15 for i in range(len(values))]
+                axis.scatter(
+                    values,
+                    [row_at + o for o in offsets],
+                    s=6,
+                    color="black",
+                    zorder=3,
+                    linewidths=0,
+                )
+            axis.set_ylim(len(families) - 0.5, -0.5)  # the first family on top, as in the tables
             arrow = direction_arrow(prefix, metric)
             axis.set_title(f"{prefix}{metric}" + (f" {arrow}" if arrow else ""))
             axis.set_xlabel("")
