@@ -71,6 +71,7 @@ OWN: dict[str, str] = {
     "benchmark/cli/checks.py": "the data code only when a mirror is named",
     "benchmark/cli/main.py": LIGHT_CLI,
     "benchmark/cli/commands.py": LIGHT_CLI,
+    "benchmark/cli/parser.py": "`--version` reads the environment (torch) only when asked",
     "benchmark/perf/measure.py": "a diagnostic: each measurement imports what it times",
     "benchmark/data/provisioning.py": "`vaebench prepare`: data code only for the datasets asked",
     "benchmark/cli/preflight.py": "the weights code only when a run provisions networks",
