@@ -4,6 +4,7 @@ compiles, reads no file and runs no command, even under `pdflatex -shell-escape`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -77,3 +78,37 @@ def test_hostile_names_compile_as_text_and_run_nothing(tmp_path):
     assert "the secret" not in log
     assert not (tmp_path / "pwned").exists()
     assert "Overfull" not in log
+
+
+SCRIPT = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+
+
+def test_markdown_and_csv_carry_hostile_strings_as_text(tmp_path):
+    """A dataset name, a sampler name and an error text with HTML, pipes and a spreadsheet
+    formula: REPORT.md escapes the HTML and the pipes, summary.csv neutralises the formula."""
+    from benchmark.report import from_directory, write_report
+    from conftest import write_record
+
+    dataset = f"=HYPERLINK(x)|{SCRIPT}"
+    cells = expand_cells(resolve_suite("quick", ["train.epochs=1"], None, None, [0, 1]))
+    for cell in cells:
+        cell = cell.model_copy(update={"dataset": dataset})
+        if cell.model == "vqvae" and cell.seed == 1:
+            write_record(tmp_path, cell, "failed", error=f"RuntimeError: {SCRIPT}\nsecond line")
+            continue
+        metrics = {"recon/ssim": 0.5 + 0.1 * cell.seed}
+        write_record(tmp_path, cell, metrics=metrics, sampler={"name": f"s|{SCRIPT}"})
+    report = write_report(from_directory(tmp_path), tmp_path / "report").read_text()
+    assert "<img" not in report and "<script" not in report
+    assert "&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;" in report
+    assert "RuntimeError: &lt;img" in report and "second line" in report
+    columns = None  # every row of a table has its header's number of unescaped pipes
+    for line in report.splitlines():
+        if not line.startswith("|"):
+            columns = None
+            continue
+        pipes = len(re.findall(r"(?<!\\)\|", line))
+        columns = pipes if columns is None else columns
+        assert pipes == columns, f"a string broke out of its cell: {line}"
+    csv = (tmp_path / "report" / "summary.csv").read_text()
+    assert "\n'=HYPERLINK" in csv and "\n=HYPERLINK" not in csv

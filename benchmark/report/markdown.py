@@ -5,6 +5,7 @@ Built from records only; metrics are never recomputed here.
 
 from __future__ import annotations
 
+import html
 from collections import Counter
 from pathlib import Path
 
@@ -45,6 +46,18 @@ from benchmark.report.tables import (
     summary_table,
     table_specs,
 )
+
+
+def md(text) -> str:
+    """A record's string (a dataset or family name, an error, a path) as literal markdown
+    text: HTML escaped, so no tag or script reaches a renderer; table pipes and line breaks
+    neutralised, so it stays in its cell."""
+    return (
+        html.escape(str(text), quote=False)
+        .replace("|", "\\|")
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
 
 
 def _codes(keys: list[str]) -> str:
@@ -116,7 +129,7 @@ def _unavailable_note(
             if key.startswith(prefix) and key[len(prefix) :] in metrics
         }
     )
-    return [f"n/a — `{metric}`: {why}" for metric, why in reasons]
+    return [f"n/a — `{metric}`: {md(why)}" for metric, why in reasons]
 
 
 def _classifier_note(records: list[Record], dataset: str, prefix: str) -> list[str]:
@@ -192,7 +205,7 @@ def _health_overview(records: list[Record]) -> list[str]:
         "",
     ]
     lines += [
-        f"- {r.dataset} / {family_label(r.model)} / seed {r.seed}: "
+        f"- {md(r.dataset)} / {md(family_label(r.model))} / seed {r.seed}: "
         + "; ".join(flag.text() for flag in verdict.flags)
         for r, verdict in flagged
     ]
@@ -229,7 +242,9 @@ def _summary_across_datasets(records: list[Record]) -> list[str]:
     for row in rows:
         cells = [row.text(f) for f in families]
         lines.append(
-            f"| {row.dataset} | {row_label(row.prefix, row.metric)} | " + " | ".join(cells) + " |"
+            f"| {md(row.dataset)} | {row_label(row.prefix, row.metric)} | "
+            + " | ".join(cells)
+            + " |"
         )
     means = mean_ranks(rows, families)
     mean_cells = [
@@ -264,7 +279,7 @@ def _section(
     """The dataset's tables, plots and image grids; its plots (as PDF) and grids are added to
     `figures` (for figures.tex)."""
     records = inputs.records
-    lines = [f"## {dataset}", "", f"*Budget: {budget_phrase(records, dataset)}.*", ""]
+    lines = [f"## {md(dataset)}", "", f"*Budget: {md(budget_phrase(records, dataset))}.*", ""]
     slug = dataset_slug(dataset)
     for spec in table_specs():
         table, n = summary_table(records, dataset, spec)
@@ -299,7 +314,7 @@ def _section(
         figure = f"{slug}-{kind}.png"
         caption = plots.metric_figure(records, dataset, kind, out_dir / figure)
         if caption:
-            figure_lines += [f"![{dataset} {kind}]({figure})", "", f"*{caption}*", ""]
+            figure_lines += [f"![{md(dataset)} {kind}]({figure})", "", f"*{md(caption)}*", ""]
             figures.append({"plot": figure.replace(".png", ".pdf"), "caption": caption})
     if figure_lines:
         lines += ["### Figures", "", *figure_lines]
@@ -332,11 +347,11 @@ def _section(
             what = (
                 "rows of 8 test images, each above its reconstructions"
                 if name == "reconstructions"
-                else f"samples, `{sampler}` sampler"
+                else f"samples, {md(sampler)} sampler"
             )
             grid_lines.append(
-                f"| {family_label(model)} (seed {key[2]}) | {what} | "
-                f"![{family_label(model)} {name}, {sampler}](images/{target.name}) |"
+                f"| {md(family_label(model))} (seed {key[2]}) | {what} | "
+                f"![{md(family_label(model))} {name}, {md(sampler)}](images/{target.name}) |"
             )
         figures.append(figure_entry)
     if grid_lines:
@@ -399,11 +414,11 @@ def _provenance(records: list[Record]) -> list[str]:
             return f"{timings[key]:.1f}" if key in timings else "-"
 
         lines.append(
-            f"| {r.dataset}-{r.model}-seed{r.seed} | {r.status} | "
-            f"{r.config_hash or '-'} | {info.source or '-'} | "
-            f"{info.revision or '-'} / {info.fingerprint or '-'} | "
-            f"{(env.git_sha or '-')[:12]} | {env.device or '-'} | "
-            f"{env.hardware_id or '-'} | {seconds('train')} | {seconds('eval')} | "
+            f"| {md(r.dataset)}-{md(r.model)}-seed{r.seed} | {r.status} | "
+            f"{md(r.config_hash or '-')} | {md(info.source or '-')} | "
+            f"{md(info.revision or '-')} / {md(info.fingerprint or '-')} | "
+            f"{md((env.git_sha or '-')[:12])} | {md(env.device or '-')} | "
+            f"{md(env.hardware_id or '-')} | {seconds('train')} | {seconds('eval')} | "
             f"{seconds('total')} |"
         )
     packages = {}
@@ -464,7 +479,9 @@ def _write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     failed = [r for r in records if r.status != "ok"]
     if failed:
         lines += ["## Failed cells", ""]
-        lines += [f"- {r.dataset} / {r.model} / seed {r.seed}: {r.error}" for r in failed]
+        lines += [
+            f"- {md(r.dataset)} / {md(r.model)} / seed {r.seed}: {md(r.error)}" for r in failed
+        ]
         lines += [""]
     lines += _provenance(records)
     path = out_dir / "REPORT.md"

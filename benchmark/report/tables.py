@@ -427,6 +427,16 @@ def classifiers_used(records: list[Record], dataset: str, prefix: str) -> list[C
     return sorted(used)
 
 
+# a spreadsheet runs a cell that begins with one of these as a formula (=HYPERLINK(...))
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """A record's string for summary.csv: one a spreadsheet would read as a formula gets a
+    leading apostrophe (OWASP's CSV-injection advice), so it opens as text."""
+    return f"'{text}" if str(text).startswith(FORMULA_PREFIXES) else text
+
+
 def summary_csv(records: list[Record]) -> pd.DataFrame:
     """Long form of every table: dataset, set, metric, family, mean, std, n, best, tied,
     status, flags."""
@@ -440,10 +450,10 @@ def summary_csv(records: list[Record]) -> pd.DataFrame:
                 for family, cell in row.items():
                     rows.append(
                         {
-                            "dataset": dataset,
+                            "dataset": csv_text(dataset),
                             "set": prefix.rstrip("/"),
                             "metric": metric,
-                            "family": family,
+                            "family": csv_text(family),
                             "mean": cell.mean,
                             "std": cell.std,
                             "n": cell.n,
