@@ -24,6 +24,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["run", "--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
         (["run", "--datasets", "mnsit"], "unknown dataset 'mnsit'; did you mean 'mnist'?"),
         (["run", "--seeds", "x"], "expected a comma-separated list"),
+        # an empty list would quietly run the suite's whole list
+        (["run", "--models", ""], "expected at least one value, got ''"),
+        (["run", "--datasets", " , "], "expected at least one value, got ' , '"),
+        (["run", "--seeds", ""], "expected at least one value, got ''"),
         (["run", "--suite", "nope.yaml"], "suite file not found: nope.yaml"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["report", "/no/such/dir"], "no such folder"),

@@ -33,13 +33,19 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def _csv(kind):
+def _csv(kind, allow_empty: bool = False):
+    """A comma-separated list; an empty one is refused (it would fall back to the suite's
+    list without a word) unless `allow_empty`."""
+
     def parse(text: str) -> list:
         try:
-            return [kind(part.strip()) for part in text.split(",") if part.strip()]
+            values = [kind(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
             message = f"expected a comma-separated list, got '{text}'"
             raise argparse.ArgumentTypeError(message) from None
+        if not values and not allow_empty:
+            raise argparse.ArgumentTypeError(f"expected at least one value, got '{text}'")
+        return values
 
     return parse
 
@@ -267,7 +273,7 @@ def _add_perf(sub) -> None:
     )
     perf.add_argument(
         "--engine-modes",
-        type=_csv(str),
+        type=_csv(str, allow_empty=True),
         default=["off", "default", "max-autotune-no-cudagraphs"],
         metavar="LIST",
         help="the vaebench engine's train.compile modes to time, off being eager; '' for none "
