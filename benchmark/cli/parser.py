@@ -33,6 +33,17 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
+def _out_folder(text: str) -> Path:
+    """An output folder: not '' (it would be the current folder) and not the filesystem's
+    root (a run writes results/ and a report there)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got ''")
+    path = Path(text)
+    if path.resolve() == Path(path.resolve().anchor):
+        raise argparse.ArgumentTypeError(f"'{text}' is the filesystem's root; give a folder")
+    return path
+
+
 def _csv(kind, allow_empty: bool = False):
     """A comma-separated list; an empty one is refused (it would fall back to the suite's
     list without a word) unless `allow_empty`."""
@@ -93,7 +104,7 @@ def _add_run(sub) -> None:
     )
     run.add_argument("--seeds", type=_csv(int), help="comma-separated seeds, e.g. 0,1,2")
     _add_overrides(run, [], "dotted override, repeatable: train.epochs=3, betavae.beta=4")
-    run.add_argument("--out", type=Path, help=f"output folder [{DEFAULT_OUT}/SUITE]")
+    run.add_argument("--out", type=_out_folder, help=f"output folder [{DEFAULT_OUT}/SUITE]")
     run.add_argument(
         "--data-mirror",
         metavar="DIR",
@@ -133,7 +144,7 @@ def _add_sweep(sub) -> None:
     )
     sweep.add_argument("file", type=Path, help="a sweep YAML, e.g. sweeps/betavae_beta.yaml")
     sweep.add_argument("--count", type=int, default=4, help="number of trials [4]")
-    sweep.add_argument("--out", type=Path, help=f"output folder [{DEFAULT_OUT}/sweep-NAME]")
+    sweep.add_argument("--out", type=_out_folder, help=f"output folder [{DEFAULT_OUT}/sweep-NAME]")
     sweep.add_argument(
         "--executor",
         choices=executors.EXECUTORS.names(),
@@ -160,7 +171,7 @@ def _add_report(sub) -> None:
     report.add_argument(
         "results", type=Path, nargs="?", help="a run's --out folder or any folder of records"
     )
-    report.add_argument("--out", type=Path, help="report folder [RESULTS_DIR]")
+    report.add_argument("--out", type=_out_folder, help="report folder [RESULTS_DIR]")
     for plugin in tracking.TRACKERS.values():  # a tracker's runs as the report's source
         plugin.add_report_options(report)
 
