@@ -93,8 +93,10 @@ class Marks:
 def significant(value: float, digits: int = 4) -> str:
     """A number alone (no spread to set its precision): `digits` significant digits, never in
     exponent notation for the magnitudes metrics take (1e-4 .. 1e5)."""
-    if value == round(value) and abs(value) < 1e5 or not math.isfinite(value):
-        return f"{value:.0f}" if math.isfinite(value) else f"{value:g}"  # a count: 16, not 16.00
+    if not math.isfinite(value):  # a diverged cell's NaN or inf, shown as it is
+        return f"{value:g}"
+    if value == round(value) and abs(value) < 1e5:  # a count: 16, not 16.00
+        return f"{value:.0f}"
     decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
     return f"{value:.{decimals}f}"
 
@@ -102,8 +104,8 @@ def significant(value: float, digits: int = 4) -> str:
 def mean_and_spread(mean: float, std: float, pm: str = "±") -> str:
     """`813 ± 180`, `0.750 ± 0.012`: the std to two significant digits, the mean to the same
     decimal place (never beyond the units: a std of 178 is 180 and its mean 813)."""
-    if std == 0:
-        return f"{significant(mean)} {pm} 0"
+    if std == 0 or not (math.isfinite(std) and math.isfinite(mean)):
+        return f"{significant(mean)} {pm} {std:g}"
     decimals = 1 - math.floor(math.log10(std))
     if round(std, decimals) >= 10 ** (2 - decimals):  # 0.0996 rounds to 0.10, not 0.100
         decimals -= 1
