@@ -3,17 +3,13 @@ compiles, reads no file and runs no command, even under `pdflatex -shell-escape`
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-
-import pytest
 
 from benchmark.records.results import Record
 from benchmark.report.latex import escape, figures_tex, latex_tables
 from benchmark.running.suites import expand_cells, resolve_suite
-from conftest import make_record
+from conftest import make_record, requires_tex
 
 HOSTILE = [
     r"tex^^5cinput{^^2fetc^^2fhostname}",  # ^^5c is TeX's notation for a backslash
@@ -48,10 +44,7 @@ def hostile_records() -> list[Record]:
     return records
 
 
-@pytest.mark.skipif(
-    shutil.which("pdflatex") is None and not os.environ.get("VAEBENCH_REQUIRE_TEX"),
-    reason="TeX Live is not installed (CI installs it and sets VAEBENCH_REQUIRE_TEX)",
-)
+@requires_tex
 def test_hostile_names_compile_as_text_and_run_nothing(tmp_path):
     records = hostile_records()
     (tmp_path / "secret.txt").write_text("the secret\n")

@@ -4,7 +4,6 @@ number format, and LaTeX whose headline table fits one column of a two-column pa
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from benchmark.report.tables import (
     significant,
 )
 from benchmark.running.suites import expand_cells, resolve_suite
-from conftest import make_record, write_record
+from conftest import make_record, requires_tex, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLED = [40.0, 25.0, 20.0, 18.0, 17.5, 17.3, 17.2, 17.15, 17.1, 17.1]
@@ -185,6 +184,8 @@ def test_the_summary_ranks_learned_families_on_every_dataset(tmp_path):
         (0.5, 0.0996, "0.50 ± 0.10"),
         (12.0, 2.0, "12.0 ± 2.0"),
         (1586.6, 17.3, "1587 ± 17"),
+        (float("nan"), 0.5, "nan ± 0.5"),  # a diverged seed: shown, never a crash
+        (3.0, float("inf"), "3 ± inf"),
     ],
 )
 def test_one_number_format(mean, std, text):
@@ -240,10 +241,7 @@ def overfull_boxes(tex: Path) -> list[str]:
     return [line for line in log.splitlines() if line.startswith("Overfull")]
 
 
-@pytest.mark.skipif(
-    shutil.which("pdflatex") is None and not os.environ.get("VAEBENCH_REQUIRE_TEX"),
-    reason="TeX Live is not installed (CI installs it and sets VAEBENCH_REQUIRE_TEX)",
-)
+@requires_tex
 def test_both_tables_compile_in_a_two_column_paper_without_an_overfull_box(tmp_path):
     """Wide cells: four-digit means with their spread, every family flagged for all three
     reasons, two datasets."""
@@ -297,10 +295,7 @@ def test_every_table_says_the_budget_its_numbers_cost(tmp_path):
     assert tex.count(f"Budget: {latex}.") == 2  # in both tables' captions
 
 
-@pytest.mark.skipif(
-    shutil.which("pdflatex") is None and not os.environ.get("VAEBENCH_REQUIRE_TEX"),
-    reason="TeX Live is not installed (CI installs it and sets VAEBENCH_REQUIRE_TEX)",
-)
+@requires_tex
 def test_the_committed_two_dataset_tables_fit_a_column(tmp_path):
     """Real numbers (reports/two-datasets): the headline tables at their natural width, within
     5% of one column; nothing overfull."""
@@ -309,3 +304,16 @@ def test_the_committed_two_dataset_tables_fit_a_column(tmp_path):
     widths = table_widths((tmp_path / "paper.log").read_text())
     headline = {label: w for label, w in widths.items() if label.endswith("headline")}
     assert len(headline) == 2 and all(w <= 1.05 for w in headline.values()), widths
+
+
+def test_a_nan_or_huge_metric_is_shown_not_a_crash(tmp_path):
+    suite = resolve_suite("quick", ["train.epochs=1"], ["vqvae", "betavae"], None, [0, 1])
+    for cell in expand_cells(suite):
+        nan = cell.model == "vqvae" and cell.seed == 1
+        metrics = {"recon/mse": float("nan") if nan else 1e12 + cell.seed, "recon/ssim": 0.5}
+        write_record(tmp_path, cell, metrics=metrics)
+    report = write_report(from_directory(tmp_path), tmp_path / "report").read_text()
+    row = table_rows(report, "### Headline")["recon/mse ↓"]
+    # the NaN seed is left out of the mean, and the cell says it stands on one seed
+    assert row["VQVAE"] == "1000000000000 (n=1)"
+    assert row["BetaVAE"].startswith("1000000000000") and "(n=2)" in row["BetaVAE"]
